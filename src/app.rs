@@ -1,0 +1,203 @@
+//! Wiring: builds every part from [`Settings`], binds the HTTP port, supervises the tasks, and
+//! stops them in order (source first, then the stages drain, then the sinks flush).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use poem::{
+    Server,
+    listener::{Acceptor, Listener, TcpListener},
+};
+use secrecy::ExposeSecret;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api,
+    config::Settings,
+    event::EventClass,
+    health::HealthBoard,
+    pipeline::{self, PipelineParams},
+    shutdown::Supervisor,
+    sink::bindings::QueueBindings,
+    source::{
+        self, SourceParams,
+        subscriptions::{SubscriptionHandle, SubscriptionRegistry},
+    },
+    store, telemetry,
+    topics::{ChannelType, TopicSpec},
+};
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct App {
+    api_addr: SocketAddr,
+    supervisor: Supervisor,
+    /// Cancelled first on stop: the source closes its sockets and its stream ends.
+    source_stop: CancellationToken,
+    shutdown_timeout: Duration,
+    registry: SubscriptionHandle,
+    health: Arc<HealthBoard>,
+}
+
+impl App {
+    /// Builds and starts every component. Ports may be 0; see [`App::api_addr`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = telemetry::metrics_handle();
+        let supervisor = Supervisor::new(CancellationToken::new());
+        let health = Arc::new(HealthBoard::default());
+        let registry = SubscriptionRegistry::new_handle();
+        let pipeline_file = &settings.pipeline;
+
+        if settings.server.api_key_generated {
+            tracing::info!(
+                api_key = settings.server.api_key.expose_secret(),
+                "No WS_GATEWAY_API_KEY set; generated one for this run."
+            );
+        }
+
+        let _db = store::connect(&settings.database_url)
+            .await
+            .context("opening the database (DATABASE_URL)")?;
+        health.set_database(crate::health::ComponentState::Up);
+
+        for sub in &pipeline_file.subscriptions {
+            let channel: ChannelType = sub
+                .channel_type
+                .parse()
+                .context("pipeline file: subscriptions.channel_type")?;
+            let spec = TopicSpec::new(
+                channel,
+                sub.category,
+                sub.symbol.as_deref(),
+                sub.depth,
+                sub.interval.as_deref(),
+            )
+            .with_context(|| format!("pipeline file: subscriptions.{}", "field"))?;
+            registry.acquire(&spec.key(), &sub.requesting_service);
+        }
+
+        let source_stop = CancellationToken::new();
+        let frames = source::spawn(
+            SourceParams {
+                bybit: settings.bybit.clone(),
+                config: pipeline_file.source.clone(),
+                registry: registry.clone(),
+                health: health.clone(),
+                capacity: pipeline_file.stages.decode.capacity,
+            },
+            &supervisor,
+            source_stop.clone(),
+        );
+
+        let (persist_tx, mut persist_rx) = mpsc::channel(pipeline_file.stages.tee.capacity.max(1));
+        let (broadcast_tx, _) =
+            broadcast::channel(pipeline_file.downstream.broadcast_capacity.max(1));
+        let persist_classes = pipeline_file
+            .persistence
+            .classes
+            .iter()
+            .map(|c| c.parse::<EventClass>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)
+            .context("pipeline file: persistence.classes")?;
+        pipeline::spawn(
+            frames,
+            PipelineParams {
+                stages: pipeline_file.stages.clone(),
+                publish: pipeline_file.publish.clone(),
+                persist_classes,
+                service_name: settings.service_name.clone(),
+                amqp_url: settings.amqp_url.clone(),
+                bindings: QueueBindings::default(),
+                broadcast: broadcast_tx,
+                persist: persist_tx,
+                health: health.clone(),
+            },
+            &supervisor,
+        );
+        supervisor.spawn("persistence", async move {
+            while persist_rx.recv().await.is_some() {}
+        });
+
+        let acceptor =
+            TcpListener::bind(SocketAddr::new(settings.server.host, settings.server.port))
+                .into_acceptor()
+                .await
+                .with_context(|| {
+                    format!("binding {}:{}", settings.server.host, settings.server.port)
+                })?;
+        let api_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("the HTTP listener has no socket address")?;
+        tracing::info!(address = %api_addr, "Listening for HTTP (REST, /ws, /metrics).");
+        let routes = api::routes(api::ApiState {
+            health: health.clone(),
+            registry: registry.clone(),
+            metrics,
+        });
+        let stop = supervisor.shutdown.clone();
+        supervisor.spawn_critical("http", async move {
+            Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    routes,
+                    stop.cancelled_owned(),
+                    Some(Duration::from_secs(2)),
+                )
+                .await
+        });
+
+        Ok(Self {
+            api_addr,
+            supervisor,
+            source_stop,
+            shutdown_timeout: pipeline_file.process.shutdown_timeout,
+            registry,
+            health,
+        })
+    }
+
+    /// The bound HTTP address (useful when the port was 0).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Cancelling this token stops the gateway as SIGTERM does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.supervisor.shutdown.clone()
+    }
+
+    /// The desired subscription set.
+    pub fn registry(&self) -> SubscriptionHandle {
+        self.registry.clone()
+    }
+
+    /// Component states.
+    pub fn health(&self) -> Arc<HealthBoard> {
+        self.health.clone()
+    }
+
+    /// Runs until the shutdown token is cancelled, then stops in order. Errors when a critical
+    /// task died or the stop took longer than the shutdown timeout.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.supervisor.shutdown.cancelled().await;
+        tracing::info!("Stopping: closing Bybit connections, then draining the pipeline.");
+        self.source_stop.cancel();
+        self.supervisor.tracker.close();
+        let drained =
+            tokio::time::timeout(self.shutdown_timeout, self.supervisor.tracker.wait()).await;
+        if drained.is_err() {
+            let unfinished = self.supervisor.unfinished();
+            tracing::error!(?unfinished, timeout = ?self.shutdown_timeout, "Shutdown timed out.");
+            anyhow::bail!("shutdown timed out; unfinished tasks: {unfinished:?}");
+        }
+        let failures = self.supervisor.failures();
+        if !failures.is_empty() {
+            anyhow::bail!("critical tasks failed: {failures:?}");
+        }
+        tracing::info!("Stopped cleanly.");
+        Ok(())
+    }
+}

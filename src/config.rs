@@ -1,0 +1,349 @@
+//! Settings: where things are (environment variables, `.env`) and what flows (the pipeline file).
+//!
+//! Everything is parsed once in `main` by [`Settings::load`]; each component is handed its own
+//! section by value, and nothing deeper in the code reads the environment or files. A bad value
+//! is a [`ConfigError`] that names the variable or key, so `main` can print one line and exit 2.
+
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, str::FromStr};
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::pipeline_file::PipelineFile;
+
+/// Where the pipeline file is looked for when `WS_GATEWAY_PIPELINE` is unset.
+pub const DEFAULT_PIPELINE_PATH: &str = "pipelines/default.toml";
+/// The SQLite file used when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://ws-gateway.db?mode=rwc";
+
+/// A configuration value that stops startup; `Display` names the variable or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value we cannot use.
+    #[error("{var}: {message}")]
+    Invalid { var: &'static str, message: String },
+    /// The pipeline file could not be read.
+    #[error("WS_GATEWAY_PIPELINE: cannot read {path}: {source}")]
+    PipelineRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pipeline file is not valid (unknown key, wrong type).
+    #[error("pipeline file {path}: {message}")]
+    PipelineParse { path: PathBuf, message: String },
+}
+
+/// Bybit's two worlds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BybitEnvironment {
+    Mainnet,
+    Testnet,
+}
+
+impl BybitEnvironment {
+    /// The public WebSocket base URL of this environment.
+    pub fn ws_url(self) -> &'static str {
+        match self {
+            Self::Mainnet => "wss://stream.bybit.com",
+            Self::Testnet => "wss://stream-testnet.bybit.com",
+        }
+    }
+
+    /// The REST base URL of this environment.
+    pub fn rest_url(self) -> &'static str {
+        match self {
+            Self::Mainnet => "https://api.bybit.com",
+            Self::Testnet => "https://api-testnet.bybit.com",
+        }
+    }
+}
+
+impl FromStr for BybitEnvironment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "mainnet" => Ok(Self::Mainnet),
+            "testnet" => Ok(Self::Testnet),
+            other => Err(format!(
+                "unknown environment {other:?}; expected mainnet or testnet"
+            )),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Everything the gateway needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// REST, Swagger UI, `/metrics` and `/ws` listen here.
+    pub server: ServerSettings,
+    /// Log level and format.
+    pub log: LogSettings,
+    /// Prefix of exchange and queue names, and the `service` field in logs.
+    pub service_name: String,
+    /// Where Bybit is and who we are there.
+    pub bybit: BybitSettings,
+    /// Any sea-orm URL; SQLite by default.
+    pub database_url: SecretString,
+    /// The broker; `None` turns the publish stage off.
+    pub amqp_url: Option<SecretString>,
+    /// What flows: stage capacities, policies, timings, startup subscriptions.
+    pub pipeline: PipelineFile,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Interface to bind.
+    pub host: IpAddr,
+    /// Port to bind; 0 picks a free one (the bound address is logged and exposed by `App`).
+    pub port: u16,
+    /// The `X-API-Key` that `/api/v1/*` and `/ws` require.
+    pub api_key: SecretString,
+    /// True when `api_key` was generated because none was configured; it is then logged once.
+    pub api_key_generated: bool,
+}
+
+/// Telemetry output.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive such as `info,sqlx=warn`.
+    pub level: String,
+    /// JSON (default, for machines) or pretty (for people).
+    pub format: LogFormat,
+}
+
+/// Bybit endpoints and credentials.
+#[derive(Debug, Clone)]
+pub struct BybitSettings {
+    /// Mainnet or testnet; chooses the default URLs.
+    pub environment: BybitEnvironment,
+    /// WebSocket base URL; the `/v5/...` paths are appended.
+    pub ws_url: Url,
+    /// REST base URL (server time, catch-up).
+    pub rest_url: Url,
+    /// API key and secret; private streams exist only when both are set.
+    pub credentials: Option<BybitCredentials>,
+}
+
+/// A Bybit API key pair. The secret never reaches a log line.
+#[derive(Debug, Clone)]
+pub struct BybitCredentials {
+    /// The public half, sent in the `auth` op.
+    pub api_key: String,
+    /// Signs `GET/realtime{expires}`.
+    pub api_secret: SecretString,
+}
+
+impl Settings {
+    /// Reads `.env` (if present), then the process environment, then the pipeline file.
+    pub fn load() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_vars(&vars)
+    }
+
+    /// Builds settings from a map of variables; `load` passes the environment, tests pass their own.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let host = match get("WS_GATEWAY_HOST") {
+            Some(v) => v.parse().map_err(|e| invalid("WS_GATEWAY_HOST", e))?,
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        let port = match get("WS_GATEWAY_PORT") {
+            Some(v) => v.parse().map_err(|e| invalid("WS_GATEWAY_PORT", e))?,
+            None => 4400,
+        };
+        let (api_key, api_key_generated) = match get("WS_GATEWAY_API_KEY") {
+            Some(v) => (SecretString::from(v.to_owned()), false),
+            None => (
+                SecretString::from(uuid::Uuid::new_v4().simple().to_string()),
+                true,
+            ),
+        };
+        let log = LogSettings {
+            level: get("WS_GATEWAY_LOG_LEVEL").unwrap_or("info").to_owned(),
+            format: match get("WS_GATEWAY_LOG_FORMAT")
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("json") => LogFormat::Json,
+                Some("pretty") => LogFormat::Pretty,
+                Some(other) => {
+                    return Err(invalid(
+                        "WS_GATEWAY_LOG_FORMAT",
+                        format!("{other:?} is not json or pretty"),
+                    ));
+                }
+            },
+        };
+        tracing_subscriber::EnvFilter::try_new(&log.level)
+            .map_err(|e| invalid("WS_GATEWAY_LOG_LEVEL", e))?;
+
+        let service_name = get("WS_GATEWAY_SERVICE_NAME")
+            .unwrap_or("ws-gateway")
+            .to_owned();
+        if !service_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                "WS_GATEWAY_SERVICE_NAME",
+                "use letters, digits, '-', '_' or '.'",
+            ));
+        }
+
+        let environment = match get("BYBIT_ENVIRONMENT") {
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| invalid("BYBIT_ENVIRONMENT", e))?,
+            None => BybitEnvironment::Mainnet,
+        };
+        let ws_url = parse_url(
+            "BYBIT_WS_URL",
+            get("BYBIT_WS_URL").unwrap_or(environment.ws_url()),
+            &["ws", "wss"],
+        )?;
+        let rest_url = parse_url(
+            "BYBIT_REST_URL",
+            get("BYBIT_REST_URL").unwrap_or(environment.rest_url()),
+            &["http", "https"],
+        )?;
+        let credentials = match (get("BYBIT_API_KEY"), get("BYBIT_API_SECRET")) {
+            (Some(k), Some(s)) => Some(BybitCredentials {
+                api_key: k.to_owned(),
+                api_secret: SecretString::from(s.to_owned()),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "BYBIT_API_SECRET",
+                    "is required when BYBIT_API_KEY is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "BYBIT_API_KEY",
+                    "is required when BYBIT_API_SECRET is set",
+                ));
+            }
+        };
+
+        let database_url = get("DATABASE_URL").unwrap_or(DEFAULT_DATABASE_URL);
+        let scheme = database_url.split(':').next().unwrap_or_default();
+        if !["sqlite", "postgres", "postgresql"].contains(&scheme) {
+            return Err(invalid(
+                "DATABASE_URL",
+                "expected a sqlite:// or postgres:// URL",
+            ));
+        }
+        let amqp_url = match get("AMQP_URL") {
+            Some(v) => {
+                parse_url("AMQP_URL", v, &["amqp", "amqps"])?;
+                Some(SecretString::from(v.to_owned()))
+            }
+            None => None,
+        };
+
+        let pipeline = match get("WS_GATEWAY_PIPELINE") {
+            Some(path) => PipelineFile::read(PathBuf::from(path))?,
+            None => {
+                let path = PathBuf::from(DEFAULT_PIPELINE_PATH);
+                if path.exists() {
+                    PipelineFile::read(path)?
+                } else {
+                    PipelineFile::default()
+                }
+            }
+        };
+
+        Ok(Self {
+            server: ServerSettings {
+                host,
+                port,
+                api_key,
+                api_key_generated,
+            },
+            log,
+            service_name,
+            bybit: BybitSettings {
+                environment,
+                ws_url,
+                rest_url,
+                credentials,
+            },
+            database_url: SecretString::from(database_url.to_owned()),
+            amqp_url,
+            pipeline,
+        })
+    }
+}
+
+fn invalid(var: &'static str, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        message: message.to_string(),
+    }
+}
+
+/// Parses a URL and checks its scheme; the error names the variable, never the value (it may
+/// hold a password).
+fn parse_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| invalid(var, format!("malformed URL: {e}")))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(invalid(var, format!("scheme must be one of {schemes:?}")));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_environment_gives_mainnet_sqlite_and_a_generated_key() {
+        let s = Settings::from_vars(&vars(&[("WS_GATEWAY_PIPELINE", "pipelines/default.toml")]))
+            .or_else(|_| Settings::from_vars(&vars(&[])))
+            .unwrap();
+        assert_eq!(s.bybit.environment, BybitEnvironment::Mainnet);
+        assert_eq!(s.bybit.ws_url.as_str(), "wss://stream.bybit.com/");
+        assert!(s.server.api_key_generated);
+        assert_eq!(s.server.port, 4400);
+        assert!(s.amqp_url.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        // TC0: unknown environment
+        let e = Settings::from_vars(&vars(&[("BYBIT_ENVIRONMENT", "moon")])).unwrap_err();
+        assert!(e.to_string().starts_with("BYBIT_ENVIRONMENT:"), "{e}");
+        // TC1: malformed URL
+        let e = Settings::from_vars(&vars(&[("BYBIT_WS_URL", "not a url")])).unwrap_err();
+        assert!(e.to_string().starts_with("BYBIT_WS_URL:"), "{e}");
+        // TC2: unreadable pipeline file
+        let e = Settings::from_vars(&vars(&[("WS_GATEWAY_PIPELINE", "/nonexistent.toml")]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("WS_GATEWAY_PIPELINE:"), "{e}");
+        // TC3: half a credential pair
+        let e = Settings::from_vars(&vars(&[("BYBIT_API_KEY", "k")])).unwrap_err();
+        assert!(e.to_string().starts_with("BYBIT_API_SECRET:"), "{e}");
+        // TC4: AMQP URL with a password is not echoed
+        let e = Settings::from_vars(&vars(&[("AMQP_URL", "http://u:hunter2@x")])).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}

@@ -1,0 +1,40 @@
+//! `ws-gateway`: load settings, start telemetry, build the app, run until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use ws_gateway::{app::App, config::Settings, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // async-tungstenite builds its TLS config without naming a provider; pick ring once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("ws-gateway: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&settings.log);
+
+    let app = match App::build(settings).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "Startup failed.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = app.shutdown_token();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        stop.cancel();
+    });
+    match app.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "Exited with failure.");
+            ExitCode::FAILURE
+        }
+    }
+}

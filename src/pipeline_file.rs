@@ -1,0 +1,327 @@
+//! The pipeline file (`pipelines/default.toml`): *what* flows and how buffers behave.
+//!
+//! Every table and key is optional; a missing one takes the default documented on its field,
+//! and the built-in defaults equal the shipped `pipelines/default.toml`. Unknown keys are an
+//! error naming the key (`deny_unknown_fields`), so a typo never silently means "default".
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::event::Category;
+
+/// The whole pipeline file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineFile {
+    /// The Bybit connections.
+    pub source: SourceConfig,
+    /// Channel capacity and when-full policy per stage.
+    pub stages: StagesConfig,
+    /// RabbitMQ publishing.
+    pub publish: PublishConfig,
+    /// The persistence tee and the database sink.
+    pub persistence: PersistenceConfig,
+    /// The downstream `/ws` endpoint.
+    pub downstream: DownstreamConfig,
+    /// General process behaviour.
+    pub process: ProcessConfig,
+    /// Subscriptions held from startup (requesting service `pipeline` unless named).
+    pub subscriptions: Vec<StartupSubscription>,
+}
+
+impl PipelineFile {
+    /// Reads and parses a pipeline file; errors name the file and the offending key.
+    pub fn read(path: PathBuf) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::PipelineRead {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::PipelineParse { path, message })
+    }
+
+    /// Parses pipeline TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.message().trim().to_owned())
+    }
+}
+
+/// What a bounded buffer does when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait: backpressure travels up to the source.
+    #[default]
+    Block,
+    /// Drop the oldest item and count it. Never applied to private classes.
+    DropOldest,
+}
+
+/// One buffer between stages.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Items the buffer holds.
+    pub capacity: usize,
+    /// What happens when it is full.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl BufferConfig {
+    const fn new(capacity: usize, when_full: WhenFull) -> Self {
+        Self {
+            capacity,
+            when_full,
+        }
+    }
+}
+
+/// Bybit connection behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// Public categories connected at startup so reachability shows at once.
+    pub connect_on_start: Vec<Category>,
+    /// Interval between our `ping` ops.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A connection with no frame for `ping_interval + pong_timeout` is dead.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// `expires` of the private `auth` op is now + this window.
+    #[serde(with = "humantime_serde")]
+    pub auth_expiry_window: Duration,
+    /// How long to wait for a subscribe/auth ack before treating the request as failed.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Upper bound of the first reconnect delay (full jitter below it).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    /// Cap of the exponential reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Token bucket on new connections: burst size.
+    pub connect_burst: u32,
+    /// Token bucket on new connections: one token per this period.
+    #[serde(with = "humantime_serde")]
+    pub connect_refill: Duration,
+    /// Bybit's limit of args per spot subscribe request.
+    pub spot_args_per_request: usize,
+    /// Args per request on other endpoints (Bybit does not cap them, we keep requests small).
+    pub args_per_request: usize,
+    /// Bybit's limit of characters of args per connection; past it we shard.
+    pub max_args_chars_per_connection: usize,
+    /// Capacity of each connection's outbound command queue (ping, subscribe, unsubscribe).
+    pub command_capacity: usize,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            connect_on_start: vec![Category::Linear],
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(10),
+            auth_expiry_window: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(10),
+            reconnect_initial: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            connect_burst: 10,
+            connect_refill: Duration::from_secs(1),
+            spot_args_per_request: 10,
+            args_per_request: 10,
+            max_args_chars_per_connection: 21_000,
+            command_capacity: 256,
+        }
+    }
+}
+
+/// Buffers between stages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagesConfig {
+    /// Source → decode.
+    pub decode: BufferConfig,
+    /// Decode → classify.
+    pub classify: BufferConfig,
+    /// Classify → enrich.
+    pub enrich: BufferConfig,
+    /// Tee → persistence sink (never blocks the main path: drop_oldest for non-private).
+    pub tee: BufferConfig,
+    /// Enrich → publish (market data; private classes always block and spool).
+    pub publish: BufferConfig,
+}
+
+impl Default for StagesConfig {
+    fn default() -> Self {
+        Self {
+            decode: BufferConfig::new(4096, WhenFull::Block),
+            classify: BufferConfig::new(4096, WhenFull::Block),
+            enrich: BufferConfig::new(4096, WhenFull::Block),
+            tee: BufferConfig::new(10_000, WhenFull::Block),
+            publish: BufferConfig::new(50_000, WhenFull::DropOldest),
+        }
+    }
+}
+
+/// RabbitMQ publishing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// Unconfirmed messages in flight at most.
+    pub confirm_window: usize,
+    /// Market data as persistent messages (`delivery_mode=2`); private always are.
+    pub persistent_market_data: bool,
+    /// Private events held in memory while the broker is away before spilling to disk.
+    pub private_memory_buffer: usize,
+    /// Directory of the on-disk spool for private events.
+    pub spool_dir: PathBuf,
+    /// Upper bound of the first broker reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    /// Cap of the broker reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            confirm_window: 128,
+            persistent_market_data: false,
+            private_memory_buffer: 10_000,
+            spool_dir: PathBuf::from("spool"),
+            reconnect_initial: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What is persisted, and how the database sink batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistenceConfig {
+    /// Event classes the tee hands to persistence.
+    pub classes: Vec<String>,
+    /// Rows per insert at most.
+    pub batch_size: usize,
+    /// A partial batch is written after this long.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Upper bound of the first retry delay after a failed write.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Cap of the retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How often `last_event_at` of subscriptions is written.
+    #[serde(with = "humantime_serde")]
+    pub last_event_flush: Duration,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        Self {
+            classes: vec!["balances".to_owned()],
+            batch_size: 500,
+            flush_interval: Duration::from_millis(100),
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(5),
+            last_event_flush: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The downstream `/ws` endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownstreamConfig {
+    /// Topics one client may hold.
+    pub max_topics_per_client: usize,
+    /// Messages queued per client before it is closed with 1013.
+    pub outbound_queue: usize,
+    /// Server ping interval.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A client that sends nothing (not even a pong) for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Interval of the INFO statistics line.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+    /// Capacity of the in-process broadcast point the clients read from.
+    pub broadcast_capacity: usize,
+}
+
+impl Default for DownstreamConfig {
+    fn default() -> Self {
+        Self {
+            max_topics_per_client: 50,
+            outbound_queue: 1024,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            stats_interval: Duration::from_secs(60),
+            broadcast_capacity: 8192,
+        }
+    }
+}
+
+/// Process-wide behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// How long a clean stop may take before unfinished tasks are named and the exit is non-zero.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A subscription held from startup, in the API's terms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartupSubscription {
+    /// `trades`, `ticker`, `orderbook`, `kline`, `liquidation`, `order`, `execution`, `position`, `balance`.
+    pub channel_type: String,
+    /// Instrument, for public channels.
+    pub symbol: Option<String>,
+    /// Category; `linear` for public channels when absent.
+    pub category: Option<Category>,
+    /// Order-book depth.
+    pub depth: Option<u32>,
+    /// Kline interval.
+    pub interval: Option<String>,
+    /// Who holds it; `pipeline` when absent.
+    #[serde(default = "default_requester")]
+    pub requesting_service: String,
+}
+
+fn default_requester() -> String {
+    "pipeline".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_file_parses() {
+        let text = include_str!("../pipelines/default.toml");
+        let file = PipelineFile::parse(text).unwrap();
+        assert_eq!(file.source.ping_interval, Duration::from_secs(20));
+        assert_eq!(file.stages.publish.when_full, WhenFull::DropOldest);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = PipelineFile::parse("[source]\npong_timeotu = \"1s\"\n").unwrap_err();
+        assert!(err.contains("pong_timeotu"), "{err}");
+    }
+}

@@ -1,0 +1,137 @@
+//! Stopping: the signal future, and the supervisor that runs every task of the process.
+//!
+//! One [`CancellationToken`] stops the process; a child token stops only the source, so the
+//! stages after it end when their input ends and the sinks flush (spec section 1). Every task
+//! is spawned through a [`Supervisor`]: a critical task that ends before shutdown was asked for
+//! is logged by name and stops the process with a failure.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "Cannot listen for SIGINT.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "Cannot listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "Shutdown requested."),
+        () = term => tracing::info!(signal = "SIGTERM", "Shutdown requested."),
+    }
+}
+
+/// Runs and watches every task of the process.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    /// Cancelled to stop the whole process (signal, or a critical task died).
+    pub shutdown: CancellationToken,
+    /// Every spawned task, so a stop can wait for all of them.
+    pub tracker: TaskTracker,
+    /// Names of critical tasks that died early; non-empty means exit non-zero.
+    failures: Arc<Mutex<Vec<String>>>,
+    /// Names of tasks still running, to report the unfinished ones on a slow stop.
+    running: Arc<Mutex<Vec<String>>>,
+}
+
+impl Supervisor {
+    /// A supervisor whose tasks stop when `shutdown` is cancelled.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            tracker: TaskTracker::new(),
+            failures: Arc::default(),
+            running: Arc::default(),
+        }
+    }
+
+    /// Spawns a task that is expected to run until shutdown. If it returns (or errors) while the
+    /// process is not stopping, that is logged with its name and the process is stopped.
+    pub fn spawn_critical<F, E>(&self, name: &'static str, fut: F)
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let this = self.clone();
+        self.track(name, async move {
+            let result = fut.await;
+            if this.shutdown.is_cancelled() {
+                if let Err(error) = result {
+                    tracing::warn!(task = name, %error, "Task ended with an error during shutdown.");
+                }
+                return;
+            }
+            match result {
+                Ok(()) => tracing::error!(task = name, "Critical task ended unexpectedly; stopping."),
+                Err(error) => tracing::error!(task = name, %error, "Critical task failed; stopping."),
+            }
+            this.failures.lock().unwrap_or_else(|e| e.into_inner()).push(name.to_owned());
+            this.shutdown.cancel();
+        });
+    }
+
+    /// Spawns a task whose end is not a fault (a per-client task, a one-off job).
+    pub fn spawn<F>(&self, name: &'static str, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.track(name, fut);
+    }
+
+    fn track<F>(&self, name: &'static str, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let running = self.running.clone();
+        running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.to_owned());
+        self.tracker.spawn(async move {
+            fut.await;
+            let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = r.iter().position(|n| n == name) {
+                r.swap_remove(i);
+            }
+        });
+    }
+
+    /// Critical tasks that died early.
+    pub fn failures(&self) -> Vec<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Tasks still running (for the slow-stop report).
+    pub fn unfinished(&self) -> Vec<String> {
+        let mut r = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        r.sort();
+        r.dedup();
+        r
+    }
+}

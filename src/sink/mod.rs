@@ -1,0 +1,3 @@
+//! Sinks: the only code that writes to the broker or the database.
+
+pub mod bindings;

@@ -1,0 +1,282 @@
+//! Logging and metrics set-up, and the name of every metric the gateway exports.
+//!
+//! Metric names are constants here so that dashboards, tests and code agree; each module
+//! records them where the event happens (log and count in one place).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global tracing subscriber. Noisy dependencies are capped at WARN unless the
+/// filter names them. Calling it twice is harmless (the second call is ignored), so tests can.
+pub fn init_tracing(settings: &LogSettings) {
+    let mut directive = settings.level.clone();
+    for noisy in [
+        "sqlx",
+        "sea_orm",
+        "amqprs",
+        "tungstenite",
+        "async_tungstenite",
+        "poem",
+        "hyper",
+    ] {
+        if !directive.contains(noisy) {
+            directive.push_str(&format!(",{noisy}=warn"));
+        }
+    }
+    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match settings.format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry.with(fmt::layer().pretty()).try_init(),
+    };
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle (for `/metrics`).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .expect("static, non-empty bucket list");
+            let handle = builder
+                .install_recorder()
+                .expect("the recorder is installed once");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// Latency buckets from 100 µs to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+// --- source ---
+/// Data frames read from Bybit, by `endpoint`.
+pub const FRAMES_RECEIVED: &str = "ws_gateway_frames_received_total";
+/// Frames that were not valid JSON or not a known shape, by `endpoint`.
+pub const FRAMES_MALFORMED: &str = "ws_gateway_frames_malformed_total";
+/// 1 while a connection is open, by `endpoint`, `shard`.
+pub const CONNECTION_UP: &str = "ws_gateway_connection_up";
+/// New connections opened, by `endpoint`.
+pub const CONNECTS: &str = "ws_gateway_connects_total";
+/// Reconnects, by `endpoint` and `reason`.
+pub const RECONNECTS: &str = "ws_gateway_reconnects_total";
+/// Ping → pong round trip, by `endpoint`.
+pub const PONG_RTT: &str = "ws_gateway_pong_rtt_seconds";
+/// Subscribe requests rejected by Bybit (or unanswered), by `endpoint`.
+pub const SUBSCRIBE_FAILURES: &str = "ws_gateway_subscribe_failures_total";
+/// Failed private authentications.
+pub const AUTH_FAILURES: &str = "ws_gateway_auth_failures_total";
+/// Order-book `u` gaps, by `category`.
+pub const ORDERBOOK_GAPS: &str = "ws_gateway_orderbook_gaps_total";
+/// Order-book topics resubscribed after a gap, by `category`.
+pub const ORDERBOOK_RESYNCS: &str = "ws_gateway_orderbook_resyncs_total";
+/// Seconds since the quietest desired topic last sent a frame, by `endpoint`.
+pub const TOPIC_SILENCE: &str = "ws_gateway_topic_max_silence_seconds";
+
+// --- pipeline stages ---
+/// Items a stage took in, by `stage`.
+pub const STAGE_RECEIVED: &str = "ws_gateway_stage_received_total";
+/// Items a stage passed on, by `stage`.
+pub const STAGE_SENT: &str = "ws_gateway_stage_sent_total";
+/// Items a stage dropped, by `stage` and `reason`.
+pub const STAGE_DROPPED: &str = "ws_gateway_stage_dropped_total";
+/// Events classified as `other` (unknown topic), by `endpoint`.
+pub const UNKNOWN_TOPICS: &str = "ws_gateway_unknown_topics_total";
+
+// --- publish ---
+/// Events handed to the broker, by `class`.
+pub const EVENTS_PUBLISHED: &str = "ws_gateway_events_published_total";
+/// Events confirmed by the broker, by `class`.
+pub const EVENTS_CONFIRMED: &str = "ws_gateway_events_confirmed_total";
+/// Publishes NACKed or returned and retried, by `class`, `reason`.
+pub const PUBLISH_RETRIES: &str = "ws_gateway_publish_retries_total";
+/// Publish → confirm latency.
+pub const PUBLISH_CONFIRM_LATENCY: &str = "ws_gateway_publish_confirm_seconds";
+/// Frame receipt → broker confirm latency.
+pub const RECEIVE_TO_CONFIRM_LATENCY: &str = "ws_gateway_receive_to_confirm_seconds";
+/// 1 while the broker connection is open.
+pub const BROKER_UP: &str = "ws_gateway_broker_up";
+/// Private events written to the on-disk spool.
+pub const SPOOLED: &str = "ws_gateway_spooled_events_total";
+
+// --- persistence ---
+/// Rows written, by `table`.
+pub const DB_WRITES: &str = "ws_gateway_db_writes_total";
+/// Failed write attempts, by `table`.
+pub const DB_WRITE_FAILURES: &str = "ws_gateway_db_write_failures_total";
+/// 1 while the database answers.
+pub const DB_UP: &str = "ws_gateway_db_up";
+
+// --- downstream /ws ---
+/// Connected `/ws` clients.
+pub const WS_CLIENTS: &str = "ws_gateway_ws_clients";
+/// `/ws` clients closed with 1013 for falling behind.
+pub const WS_EVICTIONS: &str = "ws_gateway_ws_evictions_total";
+/// Messages sent to `/ws` clients.
+pub const WS_MESSAGES_SENT: &str = "ws_gateway_ws_messages_sent_total";
+/// Topics held by `/ws` clients.
+pub const WS_TOPICS: &str = "ws_gateway_ws_topics";
+
+// --- HTTP ---
+/// HTTP requests, by `method`, `route`, `status`.
+pub const HTTP_REQUESTS: &str = "ws_gateway_http_requests_total";
+/// HTTP request latency, by `method`, `route`.
+pub const HTTP_LATENCY: &str = "ws_gateway_http_request_duration_seconds";
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        FRAMES_RECEIVED,
+        Unit::Count,
+        "Data frames read from Bybit, by endpoint."
+    );
+    describe_counter!(
+        FRAMES_MALFORMED,
+        Unit::Count,
+        "Frames that were not valid JSON or of no known shape."
+    );
+    describe_gauge!(
+        CONNECTION_UP,
+        "1 while a Bybit connection is open, by endpoint and shard."
+    );
+    describe_counter!(
+        CONNECTS,
+        Unit::Count,
+        "Bybit connections opened, by endpoint."
+    );
+    describe_counter!(
+        RECONNECTS,
+        Unit::Count,
+        "Bybit reconnects, by endpoint and reason."
+    );
+    describe_histogram!(
+        PONG_RTT,
+        Unit::Seconds,
+        "Ping to pong round trip, by endpoint."
+    );
+    describe_counter!(
+        SUBSCRIBE_FAILURES,
+        Unit::Count,
+        "Subscribe requests rejected or unanswered, by endpoint."
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        Unit::Count,
+        "Failed private-stream authentications."
+    );
+    describe_counter!(
+        ORDERBOOK_GAPS,
+        Unit::Count,
+        "Order-book update-id gaps, by category."
+    );
+    describe_counter!(
+        ORDERBOOK_RESYNCS,
+        Unit::Count,
+        "Order-book topics resubscribed after a gap, by category."
+    );
+    describe_gauge!(
+        TOPIC_SILENCE,
+        Unit::Seconds,
+        "Seconds since the quietest desired topic sent a frame, by endpoint."
+    );
+    describe_counter!(
+        STAGE_RECEIVED,
+        Unit::Count,
+        "Items a pipeline stage took in, by stage."
+    );
+    describe_counter!(
+        STAGE_SENT,
+        Unit::Count,
+        "Items a pipeline stage passed on, by stage."
+    );
+    describe_counter!(
+        STAGE_DROPPED,
+        Unit::Count,
+        "Items a pipeline stage dropped, by stage and reason."
+    );
+    describe_counter!(
+        UNKNOWN_TOPICS,
+        Unit::Count,
+        "Frames classified as other (unknown topic)."
+    );
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        Unit::Count,
+        "Events handed to RabbitMQ, by class."
+    );
+    describe_counter!(
+        EVENTS_CONFIRMED,
+        Unit::Count,
+        "Events confirmed by RabbitMQ, by class."
+    );
+    describe_counter!(
+        PUBLISH_RETRIES,
+        Unit::Count,
+        "Publishes NACKed or returned and retried."
+    );
+    describe_histogram!(
+        PUBLISH_CONFIRM_LATENCY,
+        Unit::Seconds,
+        "Publish to broker confirm."
+    );
+    describe_histogram!(
+        RECEIVE_TO_CONFIRM_LATENCY,
+        Unit::Seconds,
+        "Frame receipt to broker confirm."
+    );
+    describe_gauge!(BROKER_UP, "1 while the RabbitMQ connection is open.");
+    describe_counter!(
+        SPOOLED,
+        Unit::Count,
+        "Private events written to the on-disk spool."
+    );
+    describe_counter!(
+        DB_WRITES,
+        Unit::Count,
+        "Rows written to the database, by table."
+    );
+    describe_counter!(
+        DB_WRITE_FAILURES,
+        Unit::Count,
+        "Failed database write attempts, by table."
+    );
+    describe_gauge!(DB_UP, "1 while the database answers.");
+    describe_gauge!(WS_CLIENTS, "Connected /ws clients.");
+    describe_counter!(
+        WS_EVICTIONS,
+        Unit::Count,
+        "/ws clients closed with 1013 for falling behind."
+    );
+    describe_counter!(
+        WS_MESSAGES_SENT,
+        Unit::Count,
+        "Messages sent to /ws clients."
+    );
+    describe_gauge!(WS_TOPICS, "Topics held by /ws clients.");
+    describe_counter!(
+        HTTP_REQUESTS,
+        Unit::Count,
+        "HTTP requests, by method, route and status."
+    );
+    describe_histogram!(
+        HTTP_LATENCY,
+        Unit::Seconds,
+        "HTTP request latency, by method and route."
+    );
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the real app on port 0 against an in-process fake Bybit, the real
+//! RabbitMQ and the real PostgreSQL of this machine (isolated per test).
+
+mod helpers;
+mod smoke;
