@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use poem::{
-    Server,
+    Route, Server,
     listener::{Acceptor, Listener, TcpListener},
 };
 use secrecy::ExposeSecret;
@@ -15,15 +15,17 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api,
     config::Settings,
-    event::EventClass,
+    downstream,
+    event::{Event, EventClass},
     health::HealthBoard,
     pipeline::{self, PipelineParams},
     shutdown::Supervisor,
-    sink::bindings::QueueBindings,
+    sink::{self, bindings::QueueBindings},
     source::{
         self, SourceParams,
         subscriptions::{SubscriptionHandle, SubscriptionRegistry},
     },
+    state::AppState,
     store, telemetry,
     topics::{ChannelType, TopicSpec},
 };
@@ -38,6 +40,7 @@ pub struct App {
     shutdown_timeout: Duration,
     registry: SubscriptionHandle,
     health: Arc<HealthBoard>,
+    events: broadcast::Sender<Arc<Event>>,
 }
 
 impl App {
@@ -56,10 +59,14 @@ impl App {
             );
         }
 
-        let _db = store::connect(&settings.database_url)
+        let db = store::connect(&settings.database_url)
             .await
             .context("opening the database (DATABASE_URL)")?;
         health.set_database(crate::health::ComponentState::Up);
+        let bindings = QueueBindings::default();
+        api::restore(&db, &registry, &bindings)
+            .await
+            .context("restoring subscriptions")?;
 
         for sub in &pipeline_file.subscriptions {
             let channel: ChannelType = sub
@@ -90,7 +97,7 @@ impl App {
             source_stop.clone(),
         );
 
-        let (persist_tx, mut persist_rx) = mpsc::channel(pipeline_file.stages.tee.capacity.max(1));
+        let (persist_tx, persist_rx) = mpsc::channel(pipeline_file.stages.tee.capacity.max(1));
         let (broadcast_tx, _) =
             broadcast::channel(pipeline_file.downstream.broadcast_capacity.max(1));
         let persist_classes = pipeline_file
@@ -109,16 +116,20 @@ impl App {
                 persist_classes,
                 service_name: settings.service_name.clone(),
                 amqp_url: settings.amqp_url.clone(),
-                bindings: QueueBindings::default(),
-                broadcast: broadcast_tx,
+                bindings: bindings.clone(),
+                broadcast: broadcast_tx.clone(),
                 persist: persist_tx,
                 health: health.clone(),
             },
             &supervisor,
         );
-        supervisor.spawn("persistence", async move {
-            while persist_rx.recv().await.is_some() {}
-        });
+        sink::postgres::spawn(
+            persist_rx,
+            db.clone(),
+            pipeline_file.persistence.clone(),
+            health.clone(),
+            &supervisor,
+        );
 
         let acceptor =
             TcpListener::bind(SocketAddr::new(settings.server.host, settings.server.port))
@@ -133,11 +144,22 @@ impl App {
             .and_then(|a| a.as_socket_addr().copied())
             .context("the HTTP listener has no socket address")?;
         tracing::info!(address = %api_addr, "Listening for HTTP (REST, /ws, /metrics).");
-        let routes = api::routes(api::ApiState {
+        let state = AppState {
             health: health.clone(),
             registry: registry.clone(),
+            bindings,
+            db,
             metrics,
-        });
+            events: broadcast_tx.clone(),
+            api_key: settings.server.api_key.clone(),
+            private_available: settings.bybit.credentials.is_some(),
+            broker_configured: settings.amqp_url.is_some(),
+            downstream: pipeline_file.downstream.clone(),
+            shutdown: supervisor.shutdown.clone(),
+        };
+        let routes = Route::new()
+            .nest("/", api::routes(state.clone()))
+            .at("/ws", downstream::endpoint(state));
         let stop = supervisor.shutdown.clone();
         supervisor.spawn_critical("http", async move {
             Server::new_with_acceptor(acceptor)
@@ -156,6 +178,7 @@ impl App {
             shutdown_timeout: pipeline_file.process.shutdown_timeout,
             registry,
             health,
+            events: broadcast_tx,
         })
     }
 
@@ -172,6 +195,11 @@ impl App {
     /// The desired subscription set.
     pub fn registry(&self) -> SubscriptionHandle {
         self.registry.clone()
+    }
+
+    /// The in-process fan-out point every enriched event passes (tests inject and observe here).
+    pub fn events(&self) -> broadcast::Sender<Arc<Event>> {
+        self.events.clone()
     }
 
     /// Component states.

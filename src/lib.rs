@@ -25,6 +25,7 @@ pub mod pipeline_file;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod topics;

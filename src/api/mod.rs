@@ -1,27 +1,31 @@
 //! The HTTP surface: `/health`, `/metrics` (and, with the API issue, `/api/v1/*`, `/ready`,
 //! Swagger UI). (Skeleton.)
 
-use std::sync::Arc;
-
 use poem::{
     EndpointExt, Route, get, handler,
     http::StatusCode,
     web::{Data, Json},
 };
+use sea_orm::DatabaseConnection;
 use serde_json::json;
 
-use crate::{health::HealthBoard, source::subscriptions::SubscriptionHandle};
+use crate::{
+    sink::bindings::QueueBindings, source::subscriptions::SubscriptionHandle, state::AppState,
+};
 
-/// Shared state of the HTTP handlers.
-#[derive(Debug, Clone)]
-pub struct ApiState {
-    pub health: Arc<HealthBoard>,
-    pub registry: SubscriptionHandle,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+/// Loads the active subscriptions of the database into the registry (and their queue
+/// bindings), so a restart resubscribes them. (Skeleton: lands with the API issue.)
+pub async fn restore(
+    db: &DatabaseConnection,
+    registry: &SubscriptionHandle,
+    bindings: &QueueBindings,
+) -> Result<(), sea_orm::DbErr> {
+    let _ = (db, registry, bindings);
+    Ok(())
 }
 
-/// Every HTTP route.
-pub fn routes(state: ApiState) -> impl poem::Endpoint {
+/// Every HTTP route except `/ws`.
+pub fn routes(state: AppState) -> impl poem::Endpoint {
     Route::new()
         .at("/health", get(health))
         .at("/metrics", get(metrics))
@@ -29,7 +33,7 @@ pub fn routes(state: ApiState) -> impl poem::Endpoint {
 }
 
 #[handler]
-fn health(Data(state): Data<&ApiState>) -> (StatusCode, Json<serde_json::Value>) {
+fn health(Data(state): Data<&AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let snap = state.health.snapshot();
     let active = state
         .registry
@@ -51,6 +55,6 @@ fn health(Data(state): Data<&ApiState>) -> (StatusCode, Json<serde_json::Value>)
 }
 
 #[handler]
-fn metrics(Data(state): Data<&ApiState>) -> String {
+fn metrics(Data(state): Data<&AppState>) -> String {
     state.metrics.render()
 }

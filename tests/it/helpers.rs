@@ -32,7 +32,10 @@ pub fn amqp_url() -> String {
 
 /// A random lowercase suffix for per-test names.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// Logs to stderr under `TEST_LOG=1`.
@@ -62,14 +65,19 @@ impl TestDatabase {
     /// Creates a uniquely named database on the test server.
     pub async fn postgres() -> Self {
         let base = postgres_base();
-        let admin = Database::connect(&base).await.expect("PostgreSQL must be reachable at TEST_DATABASE_URL");
+        let admin = Database::connect(&base)
+            .await
+            .expect("PostgreSQL must be reachable at TEST_DATABASE_URL");
         let name = format!("wsgw_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         admin
             .execute_unprepared(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
         let (head, _) = base.rsplit_once('/').expect("database URL has a path");
-        Self { url: format!("{head}/{name}"), name }
+        Self {
+            url: format!("{head}/{name}"),
+            name,
+        }
     }
 
     /// Drops the database (best effort; connections are terminated first).
@@ -81,7 +89,9 @@ impl TestDatabase {
                     self.name
                 ))
                 .await;
-            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {}", self.name)).await;
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {}", self.name))
+                .await;
         }
     }
 }
@@ -105,7 +115,10 @@ impl Default for TestConfig {
     fn default() -> Self {
         let mut pipeline = PipelineFile::default();
         pipeline.source.connect_on_start.clear();
-        Self { vars: HashMap::new(), pipeline }
+        Self {
+            vars: HashMap::new(),
+            pipeline,
+        }
     }
 }
 
@@ -127,6 +140,7 @@ pub struct TestApp {
     pub stop: CancellationToken,
     pub registry: ws_gateway::source::subscriptions::SubscriptionHandle,
     pub health: std::sync::Arc<ws_gateway::health::HealthBoard>,
+    pub events: tokio::sync::broadcast::Sender<std::sync::Arc<ws_gateway::event::Event>>,
     pub run: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -147,12 +161,14 @@ impl TestApp {
 pub async fn spawn_app(config: TestConfig) -> TestApp {
     init_test_log();
     let mut vars = config.vars;
-    vars.entry("WS_GATEWAY_HOST".into()).or_insert_with(|| "127.0.0.1".into());
-    vars.entry("WS_GATEWAY_PORT".into()).or_insert_with(|| "0".into());
-    vars.entry("WS_GATEWAY_API_KEY".into()).or_insert_with(|| TEST_API_KEY.into());
-    vars.entry("WS_GATEWAY_PIPELINE".into()).or_insert_with(|| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/default.toml").into()
-    });
+    vars.entry("WS_GATEWAY_HOST".into())
+        .or_insert_with(|| "127.0.0.1".into());
+    vars.entry("WS_GATEWAY_PORT".into())
+        .or_insert_with(|| "0".into());
+    vars.entry("WS_GATEWAY_API_KEY".into())
+        .or_insert_with(|| TEST_API_KEY.into());
+    vars.entry("WS_GATEWAY_PIPELINE".into())
+        .or_insert_with(|| concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/default.toml").into());
     let mut settings = Settings::from_vars(&vars).expect("test settings are valid");
     settings.pipeline = config.pipeline;
     let api_key = vars["WS_GATEWAY_API_KEY"].clone();
@@ -161,8 +177,17 @@ pub async fn spawn_app(config: TestConfig) -> TestApp {
     let stop = app.shutdown_token();
     let registry = app.registry();
     let health = app.health();
+    let events = app.events();
     let run = tokio::spawn(app.run());
-    TestApp { addr, api_key, stop, registry, health, run }
+    TestApp {
+        addr,
+        api_key,
+        stop,
+        registry,
+        health,
+        events,
+        run,
+    }
 }
 
 /// Polls `check` until it returns `Some` or `deadline` passes.
@@ -186,5 +211,8 @@ where
 /// Reads a fixture from `tests/fixtures/bybit/` (trailing newline removed).
 pub fn fixture(name: &str) -> String {
     let path = format!("{}/tests/fixtures/bybit/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}")).trim_end().to_owned()
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+        .trim_end()
+        .to_owned()
 }

@@ -2,4 +2,5 @@
 //! RabbitMQ and the real PostgreSQL of this machine (isolated per test).
 
 mod helpers;
+mod proxy;
 mod smoke;

@@ -1,0 +1,79 @@
+//! A TCP proxy of the test's own, to cut a connection to a shared service (RabbitMQ,
+//! PostgreSQL) without touching the service. `cut()` closes every proxied connection and
+//! refuses new ones until `restore()`.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+/// A running proxy from a local ephemeral port to `upstream`.
+#[derive(Debug, Clone)]
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    /// Bumped on every cut; live pipes watch it and close.
+    generation: watch::Sender<u64>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy to `upstream` (e.g. `127.0.0.1:5672`).
+    pub async fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let generation = watch::Sender::new(0u64);
+        let upstream = upstream.to_owned();
+        let (open2, gen2) = (open.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if !open2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cut = gen2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut c, mut s) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            open,
+            generation,
+        }
+    }
+
+    /// Closes every proxied connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+
+    /// `host:port` of the proxy.
+    pub fn host_port(&self) -> String {
+        self.addr.to_string()
+    }
+}
