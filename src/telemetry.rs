@@ -54,6 +54,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the recorder is installed once");
             describe();
+            register_at_zero();
             handle
         })
         .clone()
@@ -130,14 +131,118 @@ pub const WS_CLIENTS: &str = "ws_gateway_ws_clients";
 pub const WS_EVICTIONS: &str = "ws_gateway_ws_evictions_total";
 /// Messages sent to `/ws` clients.
 pub const WS_MESSAGES_SENT: &str = "ws_gateway_ws_messages_sent_total";
-/// Topics held by `/ws` clients.
+/// Distinct topics held by `/ws` clients.
 pub const WS_TOPICS: &str = "ws_gateway_ws_topics";
+/// Messages received from `/ws` clients.
+pub const WS_MESSAGES_RECEIVED: &str = "ws_gateway_ws_messages_received_total";
 
 // --- HTTP ---
 /// HTTP requests, by `method`, `route`, `status`.
 pub const HTTP_REQUESTS: &str = "ws_gateway_http_requests_total";
 /// HTTP request latency, by `method`, `route`.
 pub const HTTP_LATENCY: &str = "ws_gateway_http_request_duration_seconds";
+
+/// Every metric the gateway exports (dashboards, README and tests check against this list).
+pub const ALL: &[&str] = &[
+    FRAMES_RECEIVED,
+    FRAMES_MALFORMED,
+    CONNECTION_UP,
+    CONNECTS,
+    RECONNECTS,
+    PONG_RTT,
+    SUBSCRIBE_FAILURES,
+    AUTH_FAILURES,
+    ORDERBOOK_GAPS,
+    ORDERBOOK_RESYNCS,
+    TOPIC_SILENCE,
+    STAGE_RECEIVED,
+    STAGE_SENT,
+    STAGE_DROPPED,
+    UNKNOWN_TOPICS,
+    EVENTS_PUBLISHED,
+    EVENTS_CONFIRMED,
+    PUBLISH_RETRIES,
+    PUBLISH_CONFIRM_LATENCY,
+    RECEIVE_TO_CONFIRM_LATENCY,
+    BROKER_UP,
+    SPOOLED,
+    DB_WRITES,
+    DB_WRITE_FAILURES,
+    DB_UP,
+    WS_CLIENTS,
+    WS_EVICTIONS,
+    WS_MESSAGES_SENT,
+    WS_MESSAGES_RECEIVED,
+    WS_TOPICS,
+    HTTP_REQUESTS,
+    HTTP_LATENCY,
+];
+
+/// Registers every metric at zero so `/metrics` lists it before its first event (dashboards and
+/// alerts see 0, not "no data"). Metrics whose label values form a closed set get one series
+/// per value (`endpoint`, `class`, `category`); the others get one unlabelled series that the
+/// owning module's labelled series join. Gauges use `increment(0.0)`, which never overwrites a
+/// value already set.
+fn register_at_zero() {
+    use metrics::{counter, gauge, histogram};
+    const ENDPOINTS: [&str; 5] = ["spot", "linear", "inverse", "option", "private"];
+    const CATEGORIES: [&str; 4] = ["spot", "linear", "inverse", "option"];
+    for endpoint in ENDPOINTS {
+        for name in [
+            FRAMES_RECEIVED,
+            FRAMES_MALFORMED,
+            CONNECTS,
+            SUBSCRIBE_FAILURES,
+            UNKNOWN_TOPICS,
+        ] {
+            counter!(name, "endpoint" => endpoint).increment(0);
+        }
+    }
+    for category in CATEGORIES {
+        counter!(ORDERBOOK_GAPS, "category" => category).increment(0);
+        counter!(ORDERBOOK_RESYNCS, "category" => category).increment(0);
+    }
+    for class in crate::event::EventClass::ALL {
+        counter!(EVENTS_PUBLISHED, "class" => class.as_str()).increment(0);
+        counter!(EVENTS_CONFIRMED, "class" => class.as_str()).increment(0);
+    }
+    for name in [
+        RECONNECTS,
+        AUTH_FAILURES,
+        STAGE_RECEIVED,
+        STAGE_SENT,
+        STAGE_DROPPED,
+        PUBLISH_RETRIES,
+        SPOOLED,
+        DB_WRITES,
+        DB_WRITE_FAILURES,
+        WS_EVICTIONS,
+        WS_MESSAGES_SENT,
+        WS_MESSAGES_RECEIVED,
+        HTTP_REQUESTS,
+    ] {
+        counter!(name).increment(0);
+    }
+    for name in [
+        CONNECTION_UP,
+        TOPIC_SILENCE,
+        BROKER_UP,
+        DB_UP,
+        WS_CLIENTS,
+        WS_TOPICS,
+    ] {
+        gauge!(name).increment(0.0);
+    }
+    for name in [
+        PONG_RTT,
+        PUBLISH_CONFIRM_LATENCY,
+        RECEIVE_TO_CONFIRM_LATENCY,
+        HTTP_LATENCY,
+    ] {
+        // A handle with no sample renders as an empty histogram (count 0).
+        let _ = histogram!(name);
+    }
+}
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -268,7 +373,12 @@ fn describe() {
         Unit::Count,
         "Messages sent to /ws clients."
     );
-    describe_gauge!(WS_TOPICS, "Topics held by /ws clients.");
+    describe_gauge!(WS_TOPICS, "Distinct topics held by /ws clients.");
+    describe_counter!(
+        WS_MESSAGES_RECEIVED,
+        Unit::Count,
+        "Messages received from /ws clients."
+    );
     describe_counter!(
         HTTP_REQUESTS,
         Unit::Count,

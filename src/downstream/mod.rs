@@ -1,17 +1,86 @@
-//! The downstream `/ws` endpoint: browser and app clients subscribe to topics and receive
-//! envelopes. (Skeleton: lands with the downstream issue.)
+//! The downstream `/ws` endpoint (spec section 7): browser and app clients subscribe to Bybit
+//! topics and receive the section 5 envelopes as text frames.
+//!
+//! - [`protocol`]: the two client dialects (`op` and the seed's `action`) and topic validation.
+//! - `hub`: one dispatcher task reads the event broadcast and routes each event by
+//!   (endpoint, topic) into per-client bounded queues; slow clients are evicted, never waited on.
+//! - `client`: one task per connection (reads, answers, writes, pings, closes).
+//!
+//! Auth happens before the upgrade: `X-API-Key` header or `?api_key=`, compared in constant
+//! time; anything else gets 401 and no socket. A client's topics are held in the subscription
+//! registry as `ws:<connection id>` and released when it leaves, however it leaves.
 
-use poem::{IntoEndpoint, get, handler, http::StatusCode};
+mod client;
+mod hub;
+pub mod protocol;
+
+use std::sync::Arc;
+
+use poem::{
+    EndpointExt, IntoEndpoint, IntoResponse, Request, Response, get, handler,
+    http::StatusCode,
+    web::{Data, websocket::WebSocket},
+};
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
+use hub::Hub;
 
-/// The `/ws` endpoint.
+/// What the upgrade handler needs.
+#[derive(Debug, Clone)]
+struct WsContext {
+    hub: Arc<Hub>,
+    state: AppState,
+}
+
+/// The `/ws` endpoint. Starts the dispatcher and the statistics task (both end when
+/// `state.shutdown` is cancelled), so it must be called inside the runtime.
 pub fn endpoint(state: AppState) -> impl IntoEndpoint {
-    let _ = state;
-    get(not_yet)
+    let hub = Arc::new(Hub::new(
+        state.registry.clone(),
+        state.downstream.clone(),
+        state.private_available,
+    ));
+    // Both tasks only route and log; they hold nothing that needs draining on stop.
+    tokio::spawn(
+        hub.clone()
+            .dispatch(state.events.subscribe(), state.shutdown.clone()),
+    );
+    tokio::spawn(hub.clone().report(state.shutdown.clone()));
+    get(upgrade).data(WsContext { hub, state })
 }
 
 #[handler]
-fn not_yet() -> StatusCode {
-    StatusCode::NOT_IMPLEMENTED
+fn upgrade(req: &Request, ws: poem::Result<WebSocket>, Data(ctx): Data<&WsContext>) -> Response {
+    if !authorised(req, ctx.state.api_key.expose_secret()) {
+        let body = serde_json::json!({
+            "error": "unauthorized",
+            "message": "missing or invalid API key (X-API-Key header or api_key query parameter)",
+        });
+        return (StatusCode::UNAUTHORIZED, poem::web::Json(body)).into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    let hub = ctx.hub.clone();
+    let shutdown: CancellationToken = ctx.state.shutdown.clone();
+    ws.on_upgrade(move |socket| client::run(hub, socket, shutdown))
+        .into_response()
+}
+
+/// Header `X-API-Key` or query `api_key`, compared in constant time.
+fn authorised(req: &Request, expected: &str) -> bool {
+    let matches = |given: &[u8]| bool::from(given.ct_eq(expected.as_bytes()));
+    if let Some(given) = req.headers().get("x-api-key") {
+        return matches(given.as_bytes());
+    }
+    let Some(query) = req.uri().query() else {
+        return false;
+    };
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "api_key")
+        .is_some_and(|(_, v)| matches(v.as_bytes()))
 }

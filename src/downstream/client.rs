@@ -1,0 +1,262 @@
+//! One `/ws` connection: reads client messages, answers them, writes the events the
+//! dispatcher queued for it, pings, and closes on eviction (1013), idleness or shutdown (1001).
+//!
+//! The connection owns its topic set; whatever way it ends, [`Session::leave`] releases every
+//! topic it held (requester `ws:<id>`).
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use futures::{SinkExt, StreamExt};
+use poem::web::websocket::{CloseCode, Message, WebSocketStream};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    hub::{Hub, Subscriber},
+    protocol::{self, ActionCommand, Command, OpCommand},
+};
+use crate::{
+    event::{Category, Endpoint, Event},
+    source::subscriptions::TopicKey,
+};
+
+/// How long a closing handshake may take before the socket is simply dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the loop ended.
+enum Ending {
+    /// The client closed or the socket failed: nothing more to send.
+    Gone,
+    /// We close with this code and reason.
+    Close(CloseCode, &'static str),
+}
+
+/// What the next step of the loop is.
+enum Step {
+    Send(Message),
+    Nothing,
+    End(Ending),
+}
+
+/// The per-connection state.
+struct Session {
+    hub: Arc<Hub>,
+    sub: Subscriber,
+    requester: String,
+    topics: BTreeSet<TopicKey>,
+}
+
+/// Runs one connection until it ends; always releases its topics.
+pub(super) async fn run(hub: Arc<Hub>, mut socket: WebSocketStream, shutdown: CancellationToken) {
+    let id = hub.next_id();
+    let (tx, mut outbound) = mpsc::channel::<Arc<Event>>(hub.config.outbound_queue.max(1));
+    let evict = CancellationToken::new();
+    let mut session = Session {
+        sub: Subscriber {
+            id,
+            tx,
+            evict: evict.clone(),
+        },
+        requester: format!("ws:{id}"),
+        topics: BTreeSet::new(),
+        hub: hub.clone(),
+    };
+    hub.connected();
+    tracing::info!(connection_id = id, "A /ws client connected.");
+
+    let idle = hub.config.idle_timeout;
+    let mut deadline = Instant::now() + idle;
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + hub.config.ping_interval,
+        hub.config.ping_interval.max(Duration::from_millis(10)),
+    );
+    let ending = loop {
+        let step = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Step::End(Ending::Close(CloseCode::Away, "server shutting down")),
+            () = evict.cancelled() => Step::End(Ending::Close(CloseCode::Again, "outbound queue full")),
+            () = tokio::time::sleep_until(deadline) => Step::End(Ending::Close(CloseCode::Normal, "idle timeout")),
+            msg = socket.next() => match msg {
+                Some(Ok(msg)) => {
+                    deadline = Instant::now() + idle;
+                    session.on_message(msg)
+                }
+                Some(Err(_)) | None => Step::End(Ending::Gone),
+            },
+            Some(event) = outbound.recv() => {
+                Step::Send(Message::Text(String::from_utf8_lossy(&event.json).into_owned()))
+            }
+            _ = ping.tick() => Step::Send(Message::Ping(Vec::new())),
+        };
+        let msg = match step {
+            Step::Send(msg) => msg,
+            Step::Nothing => continue,
+            Step::End(ending) => break ending,
+        };
+        let is_data = !matches!(msg, Message::Ping(_));
+        // The write is raced against eviction, shutdown and idleness so a client that stopped
+        // reading (full TCP buffers) cannot hold its task forever.
+        let sent = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Err(Ending::Close(CloseCode::Away, "server shutting down")),
+            () = evict.cancelled() => Err(Ending::Close(CloseCode::Again, "outbound queue full")),
+            () = tokio::time::sleep_until(deadline) => Err(Ending::Close(CloseCode::Normal, "idle timeout")),
+            r = socket.send(msg) => r.map_err(|_| Ending::Gone),
+        };
+        match sent {
+            Ok(()) if is_data => hub.count_sent(),
+            Ok(()) => {}
+            Err(ending) => break ending,
+        }
+    };
+
+    // Release first: the registry and the index must not wait for a slow closing handshake.
+    drop(session);
+    drop(outbound);
+    match ending {
+        Ending::Gone => tracing::info!(connection_id = id, "A /ws client disconnected."),
+        Ending::Close(code, reason) => {
+            tracing::info!(
+                connection_id = id,
+                code = u16::from(code),
+                reason,
+                "Closing a /ws client."
+            );
+            let close = Message::Close(Some((code, reason.to_owned())));
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                socket.send(close).await?;
+                socket.close().await
+            })
+            .await;
+        }
+    }
+}
+
+impl Session {
+    fn on_message(&mut self, msg: Message) -> Step {
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Binary(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => {
+                    self.hub.count_received();
+                    return Step::Send(Message::Text(protocol::op_error(
+                        None,
+                        None,
+                        "messages must be UTF-8 JSON",
+                    )));
+                }
+            },
+            Message::Close(_) => return Step::End(Ending::Gone),
+            Message::Ping(_) | Message::Pong(_) => return Step::Nothing,
+        };
+        self.hub.count_received();
+        let reply = match protocol::parse(&text) {
+            Command::Invalid(reply) => reply,
+            Command::Op { op, req_id } => self.on_op(op, req_id.as_ref()),
+            Command::Action(action) => self.on_action(action),
+        };
+        Step::Send(Message::Text(reply))
+    }
+
+    fn on_op(&mut self, op: OpCommand, req_id: Option<&serde_json::Value>) -> String {
+        match op {
+            OpCommand::Ping => protocol::op_pong(req_id),
+            OpCommand::Subscribe { topics, category } => {
+                let private = self.hub.private_available;
+                let keys: Result<Vec<TopicKey>, _> = topics
+                    .iter()
+                    .map(|t| protocol::topic_key(t, category, private))
+                    .collect();
+                match keys
+                    .map_err(|e| e.to_string())
+                    .and_then(|k| self.subscribe(k, "topics"))
+                {
+                    Ok(_) => protocol::op_success("subscribe", req_id, &topics),
+                    Err(message) => protocol::op_error(Some("subscribe"), req_id, &message),
+                }
+            }
+            OpCommand::Unsubscribe { topics, category } => {
+                let keys: Vec<TopicKey> = self
+                    .topics
+                    .iter()
+                    .filter(|k| topics.contains(&k.topic))
+                    .filter(|k| category.is_none_or(|c| k.endpoint.category() == Some(c)))
+                    .cloned()
+                    .collect();
+                self.unsubscribe(&keys);
+                protocol::op_success("unsubscribe", req_id, &topics)
+            }
+        }
+    }
+
+    fn on_action(&mut self, action: ActionCommand) -> String {
+        match action {
+            ActionCommand::Ping => protocol::action_pong(),
+            ActionCommand::Subscribe(symbols) => {
+                let keys: Result<Vec<TopicKey>, _> =
+                    symbols.iter().map(|s| protocol::trade_key(s)).collect();
+                let keys = match keys {
+                    Ok(keys) => keys,
+                    Err(e) => return protocol::action_error(&format!("Cannot subscribe: {e}")),
+                };
+                match self.subscribe(keys, "symbols") {
+                    Ok(_) => protocol::action_success("subscribe", &symbols, &self.symbols()),
+                    Err(message) => protocol::action_error(&format!("Cannot subscribe: {message}")),
+                }
+            }
+            ActionCommand::Unsubscribe(symbols) => {
+                let keys: Vec<TopicKey> = symbols
+                    .iter()
+                    .filter_map(|s| protocol::trade_key(s).ok())
+                    .filter(|k| self.topics.contains(k))
+                    .collect();
+                self.unsubscribe(&keys);
+                protocol::action_success("unsubscribe", &symbols, &self.symbols())
+            }
+        }
+    }
+
+    /// All or nothing: either every key is held afterwards or nothing changed.
+    fn subscribe(&mut self, keys: Vec<TopicKey>, noun: &str) -> Result<usize, String> {
+        let new: BTreeSet<TopicKey> = keys
+            .into_iter()
+            .filter(|k| !self.topics.contains(k))
+            .collect();
+        let max = self.hub.config.max_topics_per_client;
+        if self.topics.len() + new.len() > max {
+            return Err(format!("would exceed maximum of {max} {noun}"));
+        }
+        for key in &new {
+            self.hub.add(key, &self.sub, &self.requester);
+        }
+        let added = new.len();
+        self.topics.extend(new);
+        Ok(added)
+    }
+
+    fn unsubscribe(&mut self, keys: &[TopicKey]) {
+        for key in keys {
+            if self.topics.remove(key) {
+                self.hub.remove(key, self.sub.id, &self.requester);
+            }
+        }
+    }
+
+    /// Symbols of the trade topics on linear (what the `action` dialect calls subscriptions).
+    fn symbols(&self) -> Vec<String> {
+        self.topics
+            .iter()
+            .filter(|k| k.endpoint == Endpoint::Public(Category::Linear))
+            .filter_map(|k| k.topic.strip_prefix("publicTrade.").map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Session {
+    /// However the connection ends (even by a panic or an aborted task), its topics are released.
+    fn drop(&mut self) {
+        self.hub.leave(&self.topics, self.sub.id);
+        self.hub.disconnected();
+    }
+}
