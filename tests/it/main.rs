@@ -1,6 +1,10 @@
 //! Integration tests: the real app on port 0 against an in-process fake Bybit, the real
 //! RabbitMQ and the real PostgreSQL of this machine (isolated per test).
 
+mod downstream;
 mod helpers;
+mod metrics;
+mod packaging;
 mod proxy;
 mod smoke;
+mod wsclient;

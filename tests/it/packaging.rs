@@ -1,0 +1,1 @@
+//! Packaging: compose file, Prometheus and Grafana provisioning parse and match the metrics.
