@@ -1,1 +1,167 @@
-//! Packaging: compose file, Prometheus and Grafana provisioning parse and match the metrics.
+//! Packaging: the compose file, the Prometheus scrape config and the Grafana provisioning parse,
+//! and every metric the dashboard queries is one the gateway exports.
+
+use std::collections::BTreeSet;
+
+use serde_yaml::Value as Yaml;
+use ws_gateway::telemetry;
+
+use crate::helpers::{TestConfig, spawn_app, sqlite_url};
+
+fn read(path: &str) -> String {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+fn yaml(path: &str) -> Yaml {
+    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+}
+
+/// Every `ws_gateway_*` name in `text`, histogram series suffixes folded into their family.
+pub fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("ws_gateway_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let mut name = &text[start..end];
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix)
+                && base.ends_with("_seconds")
+            {
+                name = base;
+            }
+        }
+        names.insert(name.to_owned());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn compose_file_has_every_service_with_healthchecks_and_ordered_startup() {
+    let compose = yaml("docker-compose.yml");
+
+    assert!(
+        compose.get("version").is_none(),
+        "Compose V2: no `version` key"
+    );
+    let services = compose["services"].as_mapping().expect("services");
+    for name in [
+        "ws-gateway",
+        "postgres",
+        "rabbitmq",
+        "prometheus",
+        "grafana",
+        "test",
+    ] {
+        assert!(services.contains_key(name), "service {name}");
+    }
+    for name in [
+        "ws-gateway",
+        "postgres",
+        "rabbitmq",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(
+            compose["services"][name]["healthcheck"]["test"].is_sequence(),
+            "{name} has a healthcheck"
+        );
+    }
+    let gateway = &compose["services"]["ws-gateway"];
+    for dep in ["postgres", "rabbitmq"] {
+        assert_eq!(
+            gateway["depends_on"][dep]["condition"].as_str(),
+            Some("service_healthy"),
+            "ws-gateway waits for {dep}"
+        );
+    }
+    assert!(
+        gateway["ports"][0].as_str().unwrap().ends_with(":4400"),
+        "gateway on 4400"
+    );
+    assert!(gateway["env_file"].is_sequence(), "configuration from .env");
+    let rabbit = &compose["services"]["rabbitmq"];
+    assert!(rabbit["image"].as_str().unwrap().contains("management"));
+    assert!(
+        rabbit["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().ends_with(":15672"))
+    );
+    assert!(
+        compose["services"]["postgres"]["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres:15")
+    );
+    let test = &compose["services"]["test"];
+    assert_eq!(test["profiles"][0].as_str(), Some("test"));
+    for var in ["TEST_DATABASE_URL", "TEST_AMQP_URL"] {
+        assert!(
+            test["environment"][var].is_string(),
+            "test service sets {var}"
+        );
+    }
+    assert!(
+        compose["volumes"].as_mapping().unwrap().len() >= 4,
+        "named volumes"
+    );
+}
+
+#[test]
+fn prometheus_scrapes_the_gateway_and_grafana_is_provisioned() {
+    let prometheus = yaml("deploy/prometheus/prometheus.yml");
+    let job = &prometheus["scrape_configs"][0];
+    assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
+    assert_eq!(
+        job["static_configs"][0]["targets"][0].as_str(),
+        Some("ws-gateway:4400")
+    );
+    let datasources = yaml("deploy/grafana/provisioning/datasources/prometheus.yml");
+    assert_eq!(
+        datasources["datasources"][0]["url"].as_str(),
+        Some("http://prometheus:9090")
+    );
+    let providers = yaml("deploy/grafana/provisioning/dashboards/ws-gateway.yml");
+    assert_eq!(
+        providers["providers"][0]["options"]["path"].as_str(),
+        Some("/var/lib/grafana/dashboards")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_queries_only_metrics_the_gateway_exports() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/ws-gateway.json"))
+            .expect("dashboard is JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    let used = metric_names(&exprs.join("\n"));
+    assert!(
+        used.len() >= 20,
+        "the dashboard covers the gateway: {used:?}"
+    );
+
+    let consts: BTreeSet<String> = telemetry::ALL.iter().map(|s| s.to_string()).collect();
+    let unknown: Vec<_> = used.difference(&consts).collect();
+    assert!(unknown.is_empty(), "not in telemetry.rs: {unknown:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(TestConfig::default().var("DATABASE_URL", sqlite_url(dir.path()))).await;
+    let exported = crate::metrics::scrape(&app.http()).await.families();
+    let not_exported: Vec<_> = used.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(not_exported.is_empty(), "not in /metrics: {not_exported:?}");
+    app.shutdown().await.unwrap();
+}
