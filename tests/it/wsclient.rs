@@ -29,14 +29,14 @@ impl std::fmt::Debug for WsClient {
 /// What `/ws` answered to an upgrade attempt.
 #[derive(Debug)]
 pub enum Connect {
-    Open(WsClient),
+    Open(Box<WsClient>),
     Refused(u16),
 }
 
 /// `ws://<addr>/ws` with the app's key in the `X-API-Key` header.
 pub async fn connect(app: &TestApp) -> WsClient {
     match connect_with(app, Some(&app.api_key), false).await {
-        Connect::Open(c) => c,
+        Connect::Open(c) => *c,
         Connect::Refused(status) => panic!("/ws refused the right key with {status}"),
     }
 }
@@ -54,7 +54,7 @@ pub async fn connect_with(app: &TestApp, key: Option<&str>, in_query: bool) -> C
             .insert("X-API-Key", HeaderValue::from_str(key).unwrap());
     }
     match connect_async(request).await {
-        Ok((stream, _)) => Connect::Open(WsClient { stream }),
+        Ok((stream, _)) => Connect::Open(Box::new(WsClient { stream })),
         Err(async_tungstenite::tungstenite::Error::Http(resp)) => {
             Connect::Refused(resp.status().as_u16())
         }
