@@ -17,6 +17,7 @@ use async_tungstenite::{
     tokio::{ConnectStream, connect_async},
     tungstenite::{self, Message},
 };
+use futures::io::{AsyncRead, AsyncWrite};
 use tokio::{
     sync::{mpsc, watch},
     time::{Instant, MissedTickBehavior},
@@ -41,6 +42,10 @@ use crate::{
 
 /// The socket type of a client connection.
 pub(super) type WsStream = WebSocketStream<ConnectStream>;
+
+/// Any byte stream a WebSocket can run over (TCP/TLS in production, in-memory in tests).
+pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Socket for T {}
 
 /// Why a session ended badly; the variant decides the reconnect `reason` label.
 #[derive(Debug, thiserror::Error)]
@@ -152,9 +157,33 @@ impl ConnCtx {
     }
 }
 
+/// Reconnect pacing: full-jitter backoff, reset only after a session that worked (it was up
+/// and Bybit answered a ping or a request), so a server that accepts and then fails at once,
+/// or rejects our auth, is retried with growing delays, never in a hot loop.
+#[derive(Debug)]
+pub(super) struct Retry {
+    backoff: Backoff,
+}
+
+impl Retry {
+    pub(super) fn new(config: &SourceConfig) -> Self {
+        Self {
+            backoff: Backoff::new(config.reconnect_initial, config.reconnect_max),
+        }
+    }
+
+    /// The pause before the next attempt, after a session that was `healthy` or not.
+    pub(super) fn after(&mut self, healthy: bool) -> Duration {
+        if healthy {
+            self.backoff.reset();
+        }
+        self.backoff.next_delay()
+    }
+}
+
 /// Runs one connection until `stop` or retirement; reconnects forever in between.
 pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
-    let mut backoff = Backoff::new(ctx.config.reconnect_initial, ctx.config.reconnect_max);
+    let mut retry = Retry::new(&ctx.config);
     let label = ctx.endpoint.label();
     loop {
         tokio::select! {
@@ -186,15 +215,12 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
                 return;
             }
             SessionEnd::Failed { error, healthy } => {
-                if healthy {
-                    backoff.reset();
-                }
+                let delay = retry.after(healthy);
                 let reason = error.reason();
                 metrics::counter!(telemetry::RECONNECTS, "endpoint" => label, "reason" => reason)
                     .increment(1);
                 ctx.set_state(ComponentState::Down, Some(error.to_string()));
                 ctx.mark_pending();
-                let delay = backoff.next_delay();
                 tracing::warn!(endpoint = label, shard = ctx.shard, url = %ctx.url, %error,
                     reason, retry_in = ?delay, "Bybit connection failed; reconnecting.");
                 tokio::select! {
@@ -233,8 +259,8 @@ pub(super) type PingClock = Arc<Mutex<Option<Instant>>>;
 
 /// The write half: commands in order, plus a ping every `every`. Ends on `Close`, when the
 /// command queue closes, or on a write error (the read side then notices the dead socket).
-pub(super) async fn writer(
-    mut sink: WebSocketSender<ConnectStream>,
+pub(super) async fn writer<S: Socket>(
+    mut sink: WebSocketSender<S>,
     mut commands: mpsc::Receiver<Command>,
     every: Duration,
     prefix: String,
@@ -264,3 +290,7 @@ pub(super) async fn writer(
     // Best effort: a stalled peer must not hold up shutdown.
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close(None)).await;
 }
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

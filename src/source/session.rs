@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use async_tungstenite::tungstenite::{Message, Utf8Bytes};
+use async_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, Utf8Bytes},
+};
 use futures::StreamExt;
 use secrecy::ExposeSecret;
 use tokio::{sync::mpsc, time::Instant};
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     auth,
-    connection::{Command, ConnCtx, PingClock, SourceError, WsStream, writer},
+    connection::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
     orderbook::{BookVerdict, GapTracker, is_orderbook},
     reconcile::{Ledger, Request},
     subscriptions::{TopicKey, TopicStatus},
@@ -99,7 +102,11 @@ impl<'a> Session<'a> {
     }
 
     /// Drives the session until it ends.
-    pub(super) async fn run(mut self, ws: WsStream, stop: &CancellationToken) -> SessionEnd {
+    pub(super) async fn run<S: Socket>(
+        mut self,
+        ws: WebSocketStream<S>,
+        stop: &CancellationToken,
+    ) -> SessionEnd {
         let (sink, mut stream) = ws.split();
         let cfg = self.ctx.config.clone();
         let (tx, rx) = mpsc::channel(cfg.command_capacity.max(1));

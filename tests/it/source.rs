@@ -3,6 +3,7 @@
 
 mod app;
 mod direct;
+mod subscriptions;
 
 use std::{sync::Arc, time::Duration};
 

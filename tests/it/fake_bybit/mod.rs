@@ -69,6 +69,7 @@ struct State {
     /// Per connection (in accept order): its path and every op it sent; kept after close.
     by_connection: BTreeMap<u64, (String, Vec<Value>)>,
     accepted: HashMap<String, usize>,
+    closes: HashMap<String, usize>,
     refuse: bool,
     rules: Rules,
 }
@@ -208,6 +209,11 @@ impl FakeBybit {
         self.state().accepted.get(path).copied().unwrap_or(0)
     }
 
+    /// Close frames received from clients on `path` (a clean client close sends one).
+    pub fn close_frames(&self, path: &str) -> usize {
+        self.state().closes.get(path).copied().unwrap_or(0)
+    }
+
     /// Closes every connection on `path`: with a Close frame, or `abrupt`ly (socket dropped).
     pub fn drop_connections(&self, path: &str, abrupt: bool) {
         for c in self.state().conns.values().filter(|c| c.path == path) {
@@ -262,6 +268,8 @@ async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>, stop: Canc
     }
 }
 
+// The handshake callback's error type is tungstenite's, not ours to shrink.
+#[allow(clippy::result_large_err)]
 async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, stop: CancellationToken) {
     let path = Arc::new(Mutex::new(String::new()));
     let seen = path.clone();
@@ -332,7 +340,11 @@ async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, stop: Cance
                         break;
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_))) => {
+                    *state.lock().unwrap_or_else(|e| e.into_inner()).closes.entry(path.clone()).or_default() += 1;
+                    break;
+                }
+                None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
         }
