@@ -2,7 +2,7 @@
 //! state reconciliation, ack matching, order-book gap handling, and emitting data frames.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
@@ -16,18 +16,19 @@ use secrecy::ExposeSecret;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
+mod subscribe;
+
 use super::{
     auth,
     connection::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
     orderbook::{BookVerdict, GapTracker, is_orderbook},
-    reconcile::{Ledger, Request},
-    subscriptions::{TopicKey, TopicStatus},
-    wire::{self, Ack, FrameKind},
+    reconcile::Ledger,
+    subscriptions::TopicStatus,
+    wire::{self, FrameKind},
 };
 use crate::{
     backoff::Backoff,
-    event::{Category, Endpoint, RawFrame},
-    health::ComponentState,
+    event::{Endpoint, RawFrame},
     telemetry,
 };
 
@@ -194,54 +195,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn send_requests(&mut self, requests: Vec<Request>) {
-        for r in requests {
-            tracing::debug!(endpoint = self.label(), req_id = %r.req_id, op = r.op.as_str(),
-                topics = r.topics.len(), "Sending a Bybit request.");
-            self.send(wire::topics_request(&r.req_id, r.op.as_str(), &r.topics))
-                .await;
-        }
-    }
-
-    async fn up(&mut self) {
-        self.ctx.set_state(ComponentState::Up, None);
-        tracing::info!(
-            endpoint = self.label(),
-            shard = self.ctx.shard,
-            connection_id = self.id,
-            "Connected to Bybit."
-        );
-        self.reconcile().await;
-    }
-
-    /// Subscribes what is wanted and not confirmed, unsubscribes what no one wants.
-    async fn reconcile(&mut self) {
-        if (self.ctx.endpoint == Endpoint::Private && !self.authed)
-            || self.retry_at.is_some_and(|t| Instant::now() < t)
-        {
-            return;
-        }
-        self.retry_at = None;
-        let want: BTreeSet<String> = self
-            .ctx
-            .topics
-            .borrow()
-            .iter()
-            .filter(|t| {
-                let key = TopicKey::new(self.ctx.endpoint, (*t).clone());
-                !matches!(self.ctx.registry.status(&key), Some(TopicStatus::Failed(_)))
-            })
-            .cloned()
-            .collect();
-        let per = if self.ctx.endpoint == Endpoint::Public(Category::Spot) {
-            self.ctx.config.spot_args_per_request
-        } else {
-            self.ctx.config.args_per_request
-        };
-        let requests = self.ledger.plan(&want, per, Instant::now());
-        self.send_requests(requests).await;
-    }
-
     async fn housekeeping(&mut self, window: Duration) -> Next {
         let now = Instant::now();
         if now.saturating_duration_since(self.last_frame) >= window {
@@ -354,12 +307,6 @@ impl<'a> Session<'a> {
         Next::Continue
     }
 
-    fn status(&self, topic: &str, status: TopicStatus) {
-        self.ctx
-            .registry
-            .set_status(&TopicKey::new(self.ctx.endpoint, topic), status);
-    }
-
     fn pong(&mut self) {
         self.healthy = true;
         let sent = self.clock.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -387,60 +334,5 @@ impl<'a> Session<'a> {
         );
         self.up().await;
         Next::Continue
-    }
-
-    async fn ack(&mut self, ack: &Ack) {
-        let Some(out) = self.ledger.on_ack(ack) else {
-            tracing::debug!(endpoint = self.label(), req_id = ?ack.req_id, "Ack for no request of ours.");
-            return;
-        };
-        self.healthy = true;
-        for t in &out.activated {
-            if !self.books.is_resyncing(t) {
-                self.status(t, TopicStatus::Active);
-            }
-        }
-        if !out.activated.is_empty() {
-            self.sub_backoff.reset();
-        }
-        for (t, msg) in &out.failed {
-            metrics::counter!(telemetry::SUBSCRIBE_FAILURES, "endpoint" => self.label())
-                .increment(1);
-            tracing::warn!(endpoint = self.label(), topic = %t, ret_msg = %msg, "Bybit rejected a subscription.");
-            self.status(t, TopicStatus::Failed(msg.clone()));
-        }
-        for t in &out.unsubscribed {
-            if !self.books.is_resyncing(t) {
-                self.books.forget(t);
-                self.last_seen.remove(t);
-            }
-        }
-        let active = self.ledger.confirmed().len();
-        self.ctx
-            .health
-            .update_connection(self.label(), self.ctx.shard, |r| r.active_topics = active);
-        if !out.retry.is_empty() || !out.failed.is_empty() {
-            self.reconcile().await;
-        }
-    }
-
-    async fn gap(&mut self, topic: &str, expected: u64, got: u64) {
-        let category = self
-            .ctx
-            .endpoint
-            .category()
-            .map_or("private", Category::as_str);
-        metrics::counter!(telemetry::ORDERBOOK_GAPS, "category" => category).increment(1);
-        metrics::counter!(telemetry::ORDERBOOK_RESYNCS, "category" => category).increment(1);
-        tracing::warn!(
-            endpoint = self.label(),
-            topic,
-            expected,
-            got,
-            "Order-book gap; resubscribing the topic for a fresh snapshot."
-        );
-        self.status(topic, TopicStatus::Resyncing);
-        let requests = self.ledger.resync(topic, Instant::now());
-        self.send_requests(requests).await;
     }
 }
