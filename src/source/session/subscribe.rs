@@ -102,9 +102,9 @@ impl Session<'_> {
         self.ctx
             .health
             .update_connection(self.label(), self.ctx.shard, |r| r.active_topics = active);
-        if !out.retry.is_empty() || !out.failed.is_empty() {
-            self.reconcile().await;
-        }
+        // Retried topics go out again, and a topic released while its subscribe was in
+        // flight is unsubscribed now that it is confirmed.
+        self.reconcile().await;
     }
 
     pub(super) async fn gap(&mut self, topic: &str, expected: u64, got: u64) {

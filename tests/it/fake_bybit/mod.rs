@@ -231,6 +231,12 @@ impl FakeBybit {
         self.state().rules.answer_pings = yes;
     }
 
+    /// Whether subscribe/unsubscribe ops are answered (default yes); unanswered ones change
+    /// nothing, as if lost.
+    pub fn answer_subscribes(&self, yes: bool) {
+        self.state().rules.ignore_subscribes = !yes;
+    }
+
     /// Topics rejected with `error:handler not found,topic:<t>` (besides unknown prefixes).
     pub fn set_invalid_topics(&self, topics: &[&str]) {
         self.state().rules.invalid = topics.iter().map(|t| (*t).to_owned()).collect();

@@ -44,6 +44,8 @@ pub struct ConnState {
 #[derive(Debug, Default)]
 pub struct Rules {
     pub answer_pings: bool,
+    /// When true, subscribe/unsubscribe ops are swallowed (no ack, nothing subscribed).
+    pub ignore_subscribes: bool,
     pub invalid: BTreeSet<String>,
 }
 
@@ -102,6 +104,7 @@ pub fn answer(conn: &mut ConnState, rules: &Rules, req: &Value) -> Option<String
         "ping" if rules.answer_pings => Some(pong(conn, req_id)),
         "ping" => None,
         "auth" => Some(auth(conn, req_id, &args)),
+        "subscribe" | "unsubscribe" if rules.ignore_subscribes => None,
         "subscribe" | "unsubscribe" => Some(topics(conn, rules, op, req_id, &args)),
         _ => Some(ack(conn, req_id, op, false, "error:unknown op")),
     }

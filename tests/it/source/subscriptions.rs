@@ -147,3 +147,33 @@ async fn private_topics_without_credentials_fail_with_a_clear_message_and_open_n
     let _: Vec<Value> = h.fake.requests("/v5/private");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_unanswered_subscribe_is_counted_and_retried_with_backoff() {
+    let mut config = fast_config(secs(20), secs(10));
+    config.ack_timeout = std::time::Duration::from_millis(300);
+    let h = Harness::start(config, None).await;
+    h.fake.answer_subscribes(false);
+    let before = super::metric_sum("ws_gateway_subscribe_failures_total", "linear");
+    let key = h.acquire(linear(), "tickers.SOLUSDT");
+    let counted = wait_until(secs(5), || async {
+        (super::metric_sum("ws_gateway_subscribe_failures_total", "linear") > before).then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "the missing ack is counted");
+    assert_eq!(h.registry.status(&key), Some(TopicStatus::Pending));
+    h.fake.answer_subscribes(true);
+    assert!(
+        h.fake
+            .wait_subscribed(LINEAR, "tickers.SOLUSDT", secs(5))
+            .await
+    );
+    let active = wait_until(secs(5), || async {
+        (h.registry.status(&key) == Some(TopicStatus::Active)).then_some(())
+    })
+    .await;
+    assert!(active.is_some());
+    let tries = h.fake.requests_of(LINEAR, "subscribe").len();
+    assert!(tries < 15, "{tries} subscribe requests: not a hot loop");
+    h.stop().await;
+}
