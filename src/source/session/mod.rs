@@ -68,11 +68,16 @@ pub(super) struct Session<'a> {
     last_seen: HashMap<String, Instant>,
     retry_at: Option<Instant>,
     sub_backoff: Backoff,
+    /// The source's stop token: no await in the session outlives it.
+    stop: CancellationToken,
+    /// The per-frame counter, resolved once (labels are not looked up per frame).
+    frames_received: metrics::Counter,
 }
 
 impl<'a> Session<'a> {
     pub(super) fn new(ctx: &'a mut ConnCtx) -> Self {
         let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
+        let ctx_label = ctx.endpoint.label();
         let sub_backoff = Backoff::new(ctx.config.reconnect_initial, ctx.config.reconnect_max);
         Self {
             ledger: Ledger::new(format!("{id}-")),
@@ -88,6 +93,9 @@ impl<'a> Session<'a> {
             last_seen: HashMap::new(),
             retry_at: None,
             sub_backoff,
+            stop: CancellationToken::new(),
+            frames_received: metrics::counter!(telemetry::FRAMES_RECEIVED,
+                "endpoint" => ctx_label),
         }
     }
 
@@ -108,6 +116,7 @@ impl<'a> Session<'a> {
         ws: WebSocketStream<S>,
         stop: &CancellationToken,
     ) -> SessionEnd {
+        self.stop = stop.clone();
         let (sink, mut stream) = ws.split();
         let cfg = self.ctx.config.clone();
         let (tx, rx) = mpsc::channel(cfg.command_capacity.max(1));
@@ -190,8 +199,12 @@ impl<'a> Session<'a> {
 
     async fn send(&mut self, text: String) {
         if let Some(tx) = &self.commands {
-            // A closed queue means the writer died; the read side notices the dead socket.
-            let _ = tx.send(Command::Text(text)).await;
+            // A closed queue means the writer died; the read side notices the dead socket. A
+            // stop must not wait behind a stalled writer.
+            tokio::select! {
+                () = self.stop.cancelled() => {}
+                _ = tx.send(Command::Text(text)) => {}
+            }
         }
     }
 
@@ -271,8 +284,7 @@ impl<'a> Session<'a> {
         let (kind, head) = wire::classify(text.as_str());
         match kind {
             FrameKind::Data { topic } => {
-                metrics::counter!(telemetry::FRAMES_RECEIVED, "endpoint" => self.label())
-                    .increment(1);
+                self.frames_received.increment(1);
                 match self.last_seen.get_mut(topic.as_ref()) {
                     Some(t) => *t = self.last_frame,
                     None => {
