@@ -186,6 +186,10 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
     let mut retry = Retry::new(&ctx.config);
     let label = ctx.endpoint.label();
     loop {
+        // A shard retired while we were down is not reconnected.
+        if ctx.topics.has_changed().is_err() {
+            return retire(&ctx);
+        }
         tokio::select! {
             () = stop.cancelled() => break,
             () = ctx.bucket.acquire() => {}
@@ -202,18 +206,7 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
         };
         match end {
             SessionEnd::Stopped => break,
-            SessionEnd::Retired => {
-                ctx.health.remove_connection(label, ctx.shard);
-                metrics::gauge!(telemetry::CONNECTION_UP, "endpoint" => label,
-                    "shard" => ctx.shard.to_string())
-                .set(0.0);
-                tracing::info!(
-                    endpoint = label,
-                    shard = ctx.shard,
-                    "Retired an unused shard."
-                );
-                return;
-            }
+            SessionEnd::Retired => return retire(&ctx),
             SessionEnd::Failed { error, healthy } => {
                 let delay = retry.after(healthy);
                 let reason = error.reason();
@@ -235,6 +228,18 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
         endpoint = label,
         shard = ctx.shard,
         "Bybit connection closed."
+    );
+}
+
+fn retire(ctx: &ConnCtx) {
+    let label = ctx.endpoint.label();
+    ctx.health.remove_connection(label, ctx.shard);
+    metrics::gauge!(telemetry::CONNECTION_UP, "endpoint" => label, "shard" => ctx.shard.to_string())
+        .set(0.0);
+    tracing::info!(
+        endpoint = label,
+        shard = ctx.shard,
+        "Retired an unused shard."
     );
 }
 

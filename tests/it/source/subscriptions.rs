@@ -69,6 +69,19 @@ async fn topics_past_the_per_connection_character_limit_are_sharded_onto_another
     let rows = h.health.snapshot().connections;
     assert_eq!(rows.iter().filter(|r| r.endpoint == "linear").count(), 3);
     assert!(rows.iter().all(|r| r.state == ComponentState::Up));
+
+    // Releasing the topics of the last shard retires its connection.
+    for t in &topics[10..] {
+        h.registry
+            .release(&TopicKey::new(linear(), t.clone()), "test");
+    }
+    let retired = wait_until(secs(5), || async {
+        (h.fake.connection_count(LINEAR) == 2).then_some(())
+    })
+    .await;
+    assert!(retired.is_some());
+    let rows = h.health.snapshot().connections;
+    assert_eq!(rows.iter().filter(|r| r.endpoint == "linear").count(), 2);
     h.stop().await;
 }
 
