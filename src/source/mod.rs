@@ -1,21 +1,43 @@
 //! The source stage: Bybit v5 WebSocket connections, reconciled toward the desired
 //! subscription set, emitting a [`Stream`](futures::Stream) of [`RawFrame`]s.
 //!
-//! (Skeleton: the connection manager lands with the source issue.)
+//! The manager here watches the [`SubscriptionRegistry`](subscriptions::SubscriptionRegistry),
+//! spreads each endpoint's desired topics over shards (one connection each, past Bybit's
+//! 21,000 args characters per connection) and starts a [`connection`] task per shard. Each
+//! connection reconnects forever with full-jitter backoff, gated by one process-wide token
+//! bucket ([`rate`]). Only data frames leave the source; control frames stay inside.
 
+pub mod auth;
+mod connection;
+pub mod orderbook;
+pub mod rate;
+pub mod reconcile;
+mod session;
 pub mod subscriptions;
+pub mod wire;
 
-use std::sync::Arc;
+pub use connection::SourceError;
 
-use tokio::sync::mpsc;
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use crate::{
-    config::BybitSettings, event::RawFrame, health::HealthBoard, pipeline_file::SourceConfig,
+    config::BybitSettings,
+    event::{Category, Endpoint, RawFrame},
+    health::HealthBoard,
+    pipeline_file::SourceConfig,
     shutdown::Supervisor,
 };
-use subscriptions::SubscriptionHandle;
+use connection::ConnCtx;
+use rate::TokenBucket;
+use subscriptions::{SubscriptionHandle, TopicKey, TopicStatus};
 
 /// Everything the source needs.
 #[derive(Debug, Clone)]
@@ -32,6 +54,15 @@ pub struct SourceParams {
     pub capacity: usize,
 }
 
+/// The URL of `endpoint` under the base `ws_url` (`wss://stream.bybit.com/v5/public/linear`).
+pub fn endpoint_url(ws_url: &Url, endpoint: Endpoint) -> String {
+    format!(
+        "{}{}",
+        ws_url.as_str().trim_end_matches('/'),
+        endpoint.path()
+    )
+}
+
 /// Starts the connection manager; the returned stream ends after `stop` is cancelled and every
 /// connection has closed.
 pub fn spawn(
@@ -40,10 +71,182 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> ReceiverStream<RawFrame> {
     let (tx, rx) = mpsc::channel(params.capacity.max(1));
-    supervisor.spawn_critical("source", async move {
-        stop.cancelled().await;
-        drop(tx);
-        Ok::<(), std::convert::Infallible>(())
-    });
+    let bucket = Arc::new(TokenBucket::new(
+        params.config.connect_burst,
+        params.config.connect_refill,
+    ));
+    let manager = Manager {
+        params,
+        out: tx,
+        bucket,
+        supervisor: supervisor.clone(),
+        stop: stop.clone(),
+        endpoints: BTreeMap::new(),
+        warned_private: false,
+    };
+    supervisor.spawn_critical("source", manager.run());
     ReceiverStream::new(rx)
+}
+
+/// The shards of one endpoint.
+#[derive(Debug, Default)]
+struct Shards {
+    /// Topic → shard index; topics stay on their shard while wanted.
+    assignment: HashMap<String, usize>,
+    /// Each shard's topic set; dropping a sender retires that connection.
+    senders: Vec<watch::Sender<BTreeSet<String>>>,
+}
+
+#[derive(Debug)]
+struct Manager {
+    params: SourceParams,
+    /// Cloned into every connection; the manager's own copy is dropped when it ends, so the
+    /// stream ends once the last connection has closed.
+    out: mpsc::Sender<RawFrame>,
+    bucket: Arc<TokenBucket>,
+    supervisor: Supervisor,
+    stop: CancellationToken,
+    endpoints: BTreeMap<Endpoint, Shards>,
+    warned_private: bool,
+}
+
+impl Manager {
+    async fn run(mut self) -> Result<(), std::convert::Infallible> {
+        let mut changes = self.params.registry.changes();
+        for c in self.params.config.connect_on_start.clone() {
+            self.ensure(Endpoint::Public(c));
+        }
+        if self.params.bybit.credentials.is_some() {
+            self.ensure(Endpoint::Private);
+        }
+        loop {
+            changes.borrow_and_update();
+            self.sync();
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                changed = changes.changed() => if changed.is_err() { break },
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens shard 0 of `endpoint` if it is not open yet.
+    fn ensure(&mut self, endpoint: Endpoint) {
+        if !self.endpoints.contains_key(&endpoint) {
+            let mut shards = Shards::default();
+            self.spawn_shard(endpoint, &mut shards, BTreeSet::new());
+            self.endpoints.insert(endpoint, shards);
+        }
+    }
+
+    fn spawn_shard(&self, endpoint: Endpoint, shards: &mut Shards, topics: BTreeSet<String>) {
+        let (tx, rx) = watch::channel(topics);
+        let ctx = ConnCtx {
+            endpoint,
+            shard: shards.senders.len(),
+            url: endpoint_url(&self.params.bybit.ws_url, endpoint),
+            environment: self.params.bybit.environment,
+            config: self.params.config.clone(),
+            credentials: self.params.bybit.credentials.clone(),
+            registry: self.params.registry.clone(),
+            health: self.params.health.clone(),
+            bucket: self.bucket.clone(),
+            out: self.out.clone(),
+            supervisor: self.supervisor.clone(),
+            topics: rx,
+        };
+        shards.senders.push(tx);
+        self.supervisor
+            .spawn("source-connection", connection::run(ctx, self.stop.clone()));
+    }
+
+    /// Recomputes every endpoint's shards from the registry and hands each its topics.
+    fn sync(&mut self) {
+        let endpoints = Category::ALL
+            .into_iter()
+            .map(Endpoint::Public)
+            .chain([Endpoint::Private]);
+        for endpoint in endpoints {
+            let desired: BTreeSet<String> = self
+                .params
+                .registry
+                .desired(endpoint)
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect();
+            if desired.is_empty() && !self.endpoints.contains_key(&endpoint) {
+                continue;
+            }
+            if endpoint == Endpoint::Private && self.params.bybit.credentials.is_none() {
+                self.refuse_private(&desired);
+                continue;
+            }
+            self.ensure(endpoint);
+            let Some(mut shards) = self.endpoints.remove(&endpoint) else {
+                continue;
+            };
+            let max = self.params.config.max_args_chars_per_connection;
+            let plan = reconcile::assign_shards(&desired, &shards.assignment, max);
+            shards.assignment = plan
+                .iter()
+                .enumerate()
+                .flat_map(|(i, set)| set.iter().map(move |t| (t.clone(), i)))
+                .collect();
+            let wanted = plan.len().max(1);
+            shards.senders.truncate(wanted);
+            for (i, set) in plan.into_iter().enumerate() {
+                match shards.senders.get(i) {
+                    Some(tx) => tx.send_modify(|s| *s = set),
+                    None => self.spawn_shard(endpoint, &mut shards, set),
+                }
+            }
+            if let Some(tx) = shards.senders.first()
+                && desired.is_empty()
+            {
+                tx.send_modify(BTreeSet::clear);
+            }
+            self.endpoints.insert(endpoint, shards);
+        }
+    }
+
+    fn refuse_private(&mut self, desired: &BTreeSet<String>) {
+        if !self.warned_private {
+            self.warned_private = true;
+            tracing::warn!(
+                "Private topics requested, but BYBIT_API_KEY/BYBIT_API_SECRET are not set."
+            );
+        }
+        for t in desired {
+            self.params.registry.set_status(
+                &TopicKey::new(Endpoint::Private, t.clone()),
+                TopicStatus::Failed(
+                    "private streams need BYBIT_API_KEY and BYBIT_API_SECRET".into(),
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings_connect_to_bybit_mainnet_paths() {
+        let settings = crate::config::Settings::from_vars(&HashMap::new()).unwrap();
+        let base = &settings.bybit.ws_url;
+        assert_eq!(
+            endpoint_url(base, Endpoint::Public(Category::Linear)),
+            "wss://stream.bybit.com/v5/public/linear"
+        );
+        assert_eq!(
+            endpoint_url(base, Endpoint::Private),
+            "wss://stream.bybit.com/v5/private"
+        );
+        let local: Url = "ws://127.0.0.1:9100/".parse().unwrap();
+        assert_eq!(
+            endpoint_url(&local, Endpoint::Public(Category::Spot)),
+            "ws://127.0.0.1:9100/v5/public/spot"
+        );
+    }
 }

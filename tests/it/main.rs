@@ -2,9 +2,11 @@
 //! RabbitMQ and the real PostgreSQL of this machine (isolated per test).
 
 mod downstream;
+mod fake_bybit;
 mod helpers;
 mod metrics;
 mod packaging;
 mod proxy;
 mod smoke;
+mod source;
 mod wsclient;

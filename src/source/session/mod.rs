@@ -1,0 +1,350 @@
+//! One connected session of a Bybit socket: auth (private), heartbeat and liveness, desired-
+//! state reconciliation, ack matching, order-book gap handling, and emitting data frames.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use async_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, Utf8Bytes},
+};
+use futures::StreamExt;
+use secrecy::ExposeSecret;
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+mod subscribe;
+
+use super::{
+    auth,
+    connection::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
+    orderbook::{BookVerdict, GapTracker, is_orderbook},
+    reconcile::Ledger,
+    subscriptions::TopicStatus,
+    wire::{self, FrameKind},
+};
+use crate::{
+    backoff::Backoff,
+    event::{Endpoint, RawFrame},
+    telemetry,
+};
+
+/// Process-unique connection numbers (a new one per session).
+static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// How a session ended.
+#[derive(Debug)]
+pub(super) enum SessionEnd {
+    /// The source is stopping (or its output is gone).
+    Stopped,
+    /// The manager no longer needs this shard.
+    Retired,
+    /// Reconnect; `healthy` when the session had worked (resets the backoff).
+    Failed { error: SourceError, healthy: bool },
+}
+
+/// What the read loop does after a frame.
+enum Next {
+    Continue,
+    Emit(Utf8Bytes),
+    End(SessionEnd),
+}
+
+/// State of one session; borrowed context from the connection.
+pub(super) struct Session<'a> {
+    ctx: &'a mut ConnCtx,
+    id: u64,
+    ledger: Ledger,
+    books: GapTracker,
+    commands: Option<mpsc::Sender<Command>>,
+    clock: PingClock,
+    authed: bool,
+    auth_sent: Option<Instant>,
+    healthy: bool,
+    last_frame: Instant,
+    last_seen: HashMap<String, Instant>,
+    retry_at: Option<Instant>,
+    sub_backoff: Backoff,
+    /// The source's stop token: no await in the session outlives it.
+    stop: CancellationToken,
+    /// The per-frame counter, resolved once (labels are not looked up per frame).
+    frames_received: metrics::Counter,
+}
+
+impl<'a> Session<'a> {
+    pub(super) fn new(ctx: &'a mut ConnCtx) -> Self {
+        let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
+        let ctx_label = ctx.endpoint.label();
+        let sub_backoff = Backoff::new(ctx.config.reconnect_initial, ctx.config.reconnect_max);
+        Self {
+            ledger: Ledger::new(format!("{id}-")),
+            ctx,
+            id,
+            books: GapTracker::default(),
+            commands: None,
+            clock: PingClock::default(),
+            authed: false,
+            auth_sent: None,
+            healthy: false,
+            last_frame: Instant::now(),
+            last_seen: HashMap::new(),
+            retry_at: None,
+            sub_backoff,
+            stop: CancellationToken::new(),
+            frames_received: metrics::counter!(telemetry::FRAMES_RECEIVED,
+                "endpoint" => ctx_label),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        self.ctx.endpoint.label()
+    }
+
+    fn fail(&self, error: SourceError) -> SessionEnd {
+        SessionEnd::Failed {
+            error,
+            healthy: self.healthy,
+        }
+    }
+
+    /// Drives the session until it ends.
+    pub(super) async fn run<S: Socket>(
+        mut self,
+        ws: WebSocketStream<S>,
+        stop: &CancellationToken,
+    ) -> SessionEnd {
+        self.stop = stop.clone();
+        let (sink, mut stream) = ws.split();
+        let cfg = self.ctx.config.clone();
+        let (tx, rx) = mpsc::channel(cfg.command_capacity.max(1));
+        self.ctx.supervisor.spawn(
+            "source-writer",
+            writer(
+                sink,
+                rx,
+                cfg.ping_interval,
+                format!("{}-", self.id),
+                self.clock.clone(),
+            ),
+        );
+        self.commands = Some(tx);
+        self.last_frame = Instant::now();
+        if let Some(creds) = self
+            .ctx
+            .credentials
+            .clone()
+            .filter(|_| self.ctx.endpoint == Endpoint::Private)
+        {
+            let expires = auth::now_ms()
+                + u64::try_from(cfg.auth_expiry_window.as_millis()).unwrap_or(10_000);
+            let req_id = self.ledger.next_req_id();
+            let text = auth::auth_request(
+                &req_id,
+                &creds.api_key,
+                creds.api_secret.expose_secret(),
+                expires,
+            );
+            self.auth_sent = Some(Instant::now());
+            self.send(text).await;
+        } else {
+            self.up().await;
+        }
+        let window = cfg.ping_interval + cfg.pong_timeout;
+        let tick = (window / 10)
+            .min(cfg.ack_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end = loop {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => Next::End(SessionEnd::Stopped),
+                msg = stream.next() => self.on_message(msg).await,
+                changed = self.ctx.topics.changed() => match changed {
+                    Ok(()) => { self.reconcile().await; Next::Continue }
+                    Err(_) => Next::End(SessionEnd::Retired),
+                },
+                _ = ticker.tick() => self.housekeeping(window).await,
+            };
+            match next {
+                Next::Continue => {}
+                Next::End(end) => break end,
+                Next::Emit(text) => {
+                    let frame = RawFrame {
+                        endpoint: self.ctx.endpoint,
+                        connection_id: self.id,
+                        received_at: chrono::Utc::now(),
+                        received_mono: self.last_frame.into_std(),
+                        text,
+                    };
+                    tokio::select! {
+                        () = stop.cancelled() => break SessionEnd::Stopped,
+                        sent = self.ctx.out.send(frame) => if sent.is_err() { break SessionEnd::Stopped },
+                    }
+                    // Time spent waiting on a full output is not silence of the socket.
+                    self.last_frame = Instant::now();
+                }
+            }
+        };
+        if let Some(tx) = self.commands.take() {
+            let _ = tx.try_send(Command::Close);
+        }
+        self.ledger.reset();
+        self.books.clear();
+        end
+    }
+
+    async fn send(&mut self, text: String) {
+        if let Some(tx) = &self.commands {
+            // A closed queue means the writer died; the read side notices the dead socket. A
+            // stop must not wait behind a stalled writer.
+            tokio::select! {
+                () = self.stop.cancelled() => {}
+                _ = tx.send(Command::Text(text)) => {}
+            }
+        }
+    }
+
+    async fn housekeeping(&mut self, window: Duration) -> Next {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.last_frame) >= window {
+            return Next::End(self.fail(SourceError::PongTimeout(window)));
+        }
+        let ack_timeout = self.ctx.config.ack_timeout;
+        if !self.authed
+            && self
+                .auth_sent
+                .is_some_and(|t| now.saturating_duration_since(t) >= ack_timeout)
+        {
+            metrics::counter!(telemetry::AUTH_FAILURES).increment(1);
+            return Next::End(self.fail(SourceError::AuthTimeout(ack_timeout)));
+        }
+        let late = self.ledger.expire(now, ack_timeout);
+        if !late.is_empty() {
+            metrics::counter!(telemetry::SUBSCRIBE_FAILURES, "endpoint" => self.label())
+                .increment(late.len() as u64);
+            let delay = self.sub_backoff.next_delay();
+            tracing::warn!(endpoint = self.label(), requests = late.len(), retry_in = ?delay,
+                "Bybit did not answer subscription requests in time; retrying.");
+            self.retry_at = Some(now + delay);
+        }
+        if self.retry_at.is_some_and(|t| now >= t) {
+            self.reconcile().await;
+        }
+        let silence = self
+            .ledger
+            .confirmed()
+            .iter()
+            .map(|t| {
+                now.saturating_duration_since(*self.last_seen.get(t).unwrap_or(&self.last_frame))
+            })
+            .max()
+            .unwrap_or_default();
+        metrics::gauge!(telemetry::TOPIC_SILENCE, "endpoint" => self.label())
+            .set(silence.as_secs_f64());
+        Next::Continue
+    }
+
+    async fn on_message(
+        &mut self,
+        msg: Option<Result<Message, async_tungstenite::tungstenite::Error>>,
+    ) -> Next {
+        let text = match msg {
+            None | Some(Ok(Message::Close(_))) => return Next::End(self.fail(SourceError::Closed)),
+            Some(Err(e)) => return Next::End(self.fail(SourceError::Socket(e))),
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                self.last_frame = Instant::now();
+                self.malformed("<binary>");
+                return Next::Continue;
+            }
+            Some(Ok(_)) => {
+                self.last_frame = Instant::now();
+                return Next::Continue;
+            }
+        };
+        self.last_frame = Instant::now();
+        self.on_text(text).await
+    }
+
+    fn malformed(&self, text: &str) {
+        metrics::counter!(telemetry::FRAMES_MALFORMED, "endpoint" => self.label()).increment(1);
+        let cut = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
+        tracing::debug!(
+            endpoint = self.label(),
+            payload = &text[..cut],
+            "Malformed Bybit frame dropped."
+        );
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes) -> Next {
+        let (kind, head) = wire::classify(text.as_str());
+        match kind {
+            FrameKind::Data { topic } => {
+                self.frames_received.increment(1);
+                match self.last_seen.get_mut(topic.as_ref()) {
+                    Some(t) => *t = self.last_frame,
+                    None => {
+                        self.last_seen.insert(topic.to_string(), self.last_frame);
+                    }
+                }
+                if is_orderbook(&topic)
+                    && let Some(head) = &head
+                    && let Some(u) = wire::book_update_id(head)
+                {
+                    let verdict = self.books.observe(&topic, head.kind.as_deref(), u);
+                    let topic = topic.into_owned();
+                    match verdict {
+                        BookVerdict::Pass => {}
+                        BookVerdict::Drop => return Next::Continue,
+                        BookVerdict::Resynced => self.status(&topic, TopicStatus::Active),
+                        BookVerdict::Gap { expected, got } => {
+                            self.gap(&topic, expected, got).await;
+                            return Next::Continue;
+                        }
+                    }
+                }
+                return Next::Emit(text);
+            }
+            FrameKind::Pong => self.pong(),
+            FrameKind::AuthAck { success, ret_msg } => {
+                return self.auth_ack(success, ret_msg).await;
+            }
+            FrameKind::Ack(ack) => self.ack(&ack).await,
+            FrameKind::Malformed => self.malformed(text.as_str()),
+        }
+        Next::Continue
+    }
+
+    fn pong(&mut self) {
+        self.healthy = true;
+        let sent = self.clock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(sent) = sent {
+            metrics::histogram!(telemetry::PONG_RTT, "endpoint" => self.label())
+                .record(sent.elapsed().as_secs_f64());
+        }
+        self.ctx
+            .health
+            .heartbeat(self.label(), self.ctx.shard, chrono::Utc::now());
+    }
+
+    async fn auth_ack(&mut self, success: bool, ret_msg: String) -> Next {
+        if self.authed {
+            return Next::Continue;
+        }
+        if !success {
+            metrics::counter!(telemetry::AUTH_FAILURES).increment(1);
+            return Next::End(self.fail(SourceError::AuthRejected(ret_msg)));
+        }
+        self.authed = true;
+        tracing::info!(
+            endpoint = self.label(),
+            "Authenticated on the private stream."
+        );
+        self.up().await;
+        Next::Continue
+    }
+}
