@@ -9,6 +9,24 @@ async fn main() -> ExitCode {
     // async-tungstenite builds its TLS config without naming a provider; pick ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    // `ws-gateway --export-openapi <path>`: write the OpenAPI document and exit (no settings).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--export-openapi") {
+        let Some(path) = args.get(2) else {
+            eprintln!("usage: ws-gateway --export-openapi <path>");
+            return ExitCode::from(2);
+        };
+        let mut doc = ws_gateway::api::openapi_json();
+        doc.push('\n');
+        return match std::fs::write(path, doc) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("ws-gateway: cannot write {path}: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {
