@@ -126,7 +126,7 @@ pub struct Balances {
     /// The newest row of each coin, by coin name.
     pub balances: Vec<BalanceRow>,
     /// `null` until the first wallet event.
-    pub margin: Option<Margin>,
+    pub margin: Option<Box<Margin>>,
 }
 
 /// The balance operations.
@@ -186,7 +186,7 @@ impl BalancesApi {
             let margin = q::latest(&state.db).await?;
             Ok::<_, sea_orm::DbErr>(Balances {
                 balances: rows.into_iter().map(Into::into).collect(),
-                margin: margin.map(Into::into),
+                margin: margin.map(|m| Box::new(m.into())),
             })
         };
         match result.await {

@@ -61,7 +61,7 @@ pub async fn observe<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Resul
     let route = resp
         .data::<PathPattern>()
         .map(|p| p.0.to_string())
-        .filter(|p| !p.is_empty() && status != 404)
+        .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "unmatched".to_owned());
     metrics::counter!(
         telemetry::HTTP_REQUESTS,
