@@ -12,17 +12,11 @@ async fn main() -> ExitCode {
     // `ws-gateway --export-openapi <path>`: write the OpenAPI document and exit (no settings).
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--export-openapi") {
-        let Some(path) = args.get(2) else {
-            eprintln!("usage: ws-gateway --export-openapi <path>");
-            return ExitCode::from(2);
-        };
-        let mut doc = ws_gateway::api::openapi_json();
-        doc.push('\n');
-        return match std::fs::write(path, doc) {
+        return match ws_gateway::api::export_openapi(args.get(2).map(String::as_str)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("ws-gateway: cannot write {path}: {error}");
-                ExitCode::FAILURE
+                eprintln!("ws-gateway: --export-openapi <path>: {error}");
+                ExitCode::from(2)
             }
         };
     }

@@ -79,6 +79,12 @@ pub fn openapi_json() -> String {
     service().spec()
 }
 
+/// Writes [`openapi_json`] (plus a final newline) to `path`; `None` is an error (usage).
+pub fn export_openapi(path: Option<&str>) -> std::io::Result<()> {
+    let path = path.ok_or_else(|| std::io::Error::other("a file path is required"))?;
+    std::fs::write(path, openapi_json() + "\n")
+}
+
 /// Every HTTP route except `/ws`.
 pub fn routes(state: AppState) -> impl poem::Endpoint {
     health::started();
