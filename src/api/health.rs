@@ -170,6 +170,29 @@ fn bybit_state(snap: &HealthSnapshot, topics_wanted: bool) -> StateDto {
     }
 }
 
+/// The rules of the module doc, on a snapshot.
+fn overall(
+    snap: &HealthSnapshot,
+    bybit: StateDto,
+    broker_configured: bool,
+    since_start: std::time::Duration,
+) -> OverallStatus {
+    let long_down = matches!(bybit, StateDto::Down | StateDto::Connecting)
+        && !snap.connections.is_empty()
+        && match snap.last_heartbeat_at {
+            Some(at) => (Utc::now() - at).to_std().unwrap_or_default() > BYBIT_GRACE,
+            None => since_start > BYBIT_GRACE,
+        };
+    let broker_bad = broker_configured && snap.broker != ComponentState::Up;
+    if snap.database == ComponentState::Down || long_down {
+        OverallStatus::Unhealthy
+    } else if !matches!(bybit, StateDto::Up | StateDto::Disabled) || broker_bad {
+        OverallStatus::Degraded
+    } else {
+        OverallStatus::Healthy
+    }
+}
+
 /// Computes the `/health` body.
 pub fn health_of(state: &AppState) -> Health {
     let snap = state.health.snapshot();
@@ -179,20 +202,7 @@ pub fn health_of(state: &AppState) -> Health {
         .filter(|t| t.status == TopicStatus::Active)
         .count();
     let bybit = bybit_state(&snap, !topics.is_empty());
-    let long_down = matches!(bybit, StateDto::Down | StateDto::Connecting)
-        && !snap.connections.is_empty()
-        && match snap.last_heartbeat_at {
-            Some(at) => (Utc::now() - at).to_std().unwrap_or_default() > BYBIT_GRACE,
-            None => started().elapsed() > BYBIT_GRACE,
-        };
-    let broker_bad = state.broker_configured && snap.broker != ComponentState::Up;
-    let status = if snap.database == ComponentState::Down || long_down {
-        OverallStatus::Unhealthy
-    } else if !matches!(bybit, StateDto::Up | StateDto::Disabled) || broker_bad {
-        OverallStatus::Degraded
-    } else {
-        OverallStatus::Healthy
-    };
+    let status = overall(&snap, bybit, state.broker_configured, started().elapsed());
     Health {
         status,
         websocket_connected: snap.websocket_connected(),
@@ -256,5 +266,95 @@ impl HealthApi {
         } else {
             ReadyResponse::NotReady(Json(body))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn conn(state: ComponentState, beat_ago: Option<i64>) -> ConnectionHealth {
+        ConnectionHealth {
+            endpoint: "linear".into(),
+            shard: 0,
+            state,
+            active_topics: 0,
+            last_heartbeat_at: beat_ago.map(|s| Utc::now() - chrono::Duration::seconds(s)),
+            last_error: None,
+        }
+    }
+
+    fn snap(
+        conns: Vec<ConnectionHealth>,
+        broker: ComponentState,
+        db: ComponentState,
+    ) -> HealthSnapshot {
+        let last_heartbeat_at = conns.iter().filter_map(|c| c.last_heartbeat_at).max();
+        HealthSnapshot {
+            connections: conns,
+            broker,
+            database: db,
+            last_heartbeat_at,
+        }
+    }
+
+    fn status(s: &HealthSnapshot, broker_configured: bool, since_start: u64) -> OverallStatus {
+        overall(
+            s,
+            bybit_state(s, true),
+            broker_configured,
+            Duration::from_secs(since_start),
+        )
+    }
+
+    #[test]
+    fn health_rules_rank_database_and_long_bybit_outages_above_partial_faults() {
+        use ComponentState::*;
+        let up = || conn(Up, Some(1));
+        // TC0: everything up
+        assert_eq!(
+            status(&snap(vec![up()], Up, Up), true, 1),
+            OverallStatus::Healthy
+        );
+        // TC1: database down
+        assert_eq!(
+            status(&snap(vec![up()], Up, Down), true, 1),
+            OverallStatus::Unhealthy
+        );
+        // TC2: one of two connections down
+        assert_eq!(
+            status(&snap(vec![up(), conn(Down, Some(5))], Up, Up), false, 1),
+            OverallStatus::Degraded
+        );
+        // TC3: the only connection down, last pong 10 s ago: still degraded
+        assert_eq!(
+            status(&snap(vec![conn(Down, Some(10))], Up, Up), false, 100),
+            OverallStatus::Degraded
+        );
+        // TC4: ... and 2 minutes ago: unhealthy
+        assert_eq!(
+            status(&snap(vec![conn(Down, Some(120))], Up, Up), false, 500),
+            OverallStatus::Unhealthy
+        );
+        // TC5: never connected, fresh process: degraded; after the grace: unhealthy
+        assert_eq!(
+            status(&snap(vec![conn(Connecting, None)], Up, Up), false, 5),
+            OverallStatus::Degraded
+        );
+        assert_eq!(
+            status(&snap(vec![conn(Connecting, None)], Up, Up), false, 61),
+            OverallStatus::Unhealthy
+        );
+        // TC6: configured broker down: degraded; unconfigured broker ignored
+        assert_eq!(
+            status(&snap(vec![up()], Down, Up), true, 1),
+            OverallStatus::Degraded
+        );
+        assert_eq!(
+            status(&snap(vec![up()], Disabled, Up), false, 1),
+            OverallStatus::Healthy
+        );
     }
 }

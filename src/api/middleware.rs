@@ -94,3 +94,16 @@ pub async fn observe<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Resul
 /// The trace id of the current request (request data).
 #[derive(Debug, Clone)]
 pub struct TraceId(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::key_matches;
+
+    #[test]
+    fn api_key_must_match_exactly() {
+        assert!(key_matches(b"secret-key", b"secret-key"));
+        assert!(!key_matches(b"secret-kex", b"secret-key"));
+        assert!(!key_matches(b"secret", b"secret-key"));
+        assert!(!key_matches(b"", b"secret-key"));
+    }
+}
