@@ -14,7 +14,10 @@ use std::{sync::OnceLock, time::Instant};
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi,
+    payload::{Json, PlainText},
+};
 
 use super::ApiTags;
 use crate::{
@@ -255,6 +258,12 @@ impl HealthApi {
         } else {
             HealthResponse::Ok(Json(body))
         }
+    }
+
+    /// Prometheus metrics (text exposition format).
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self, state: Data<&AppState>) -> PlainText<String> {
+        PlainText(state.metrics.render())
     }
 
     /// Readiness: every desired topic active, broker (if configured) and database up.

@@ -17,7 +17,7 @@ pub mod types;
 
 use std::time::Duration;
 
-use poem::{EndpointExt, Route, get, handler, web::Data};
+use poem::{EndpointExt, Route};
 use poem_openapi::{OpenApiService, SecurityScheme, Tags};
 use sea_orm::DatabaseConnection;
 
@@ -43,8 +43,8 @@ enum ApiTags {
     Health,
 }
 
-/// `X-API-Key` header (the key is checked in constant time by [`require_key`] before any
-/// operation runs; this scheme documents it).
+/// The gateway's API key (`WS_GATEWAY_API_KEY`) in the `X-API-Key` header. A missing or wrong
+/// key gets 401 with the JSON error body.
 #[derive(Debug, SecurityScheme)]
 #[oai(ty = "api_key", key_name = "X-API-Key", key_in = "header")]
 struct ApiKey(#[allow(dead_code)] poem_openapi::auth::ApiKey);
@@ -95,7 +95,6 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .nest("/", service)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
-        .at("/metrics", get(metrics))
         .around(require_key)
         .catch_all_error(|err: poem::Error| async move {
             let pattern = err.data::<poem::PathPattern>().cloned();
@@ -107,11 +106,6 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         })
         .around(observe)
         .data(state)
-}
-
-#[handler]
-fn metrics(Data(state): Data<&AppState>) -> String {
-    state.metrics.render()
 }
 
 /// Loads the active subscriptions of the database into the registry (and their queue
