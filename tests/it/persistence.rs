@@ -274,3 +274,25 @@ async fn migrations_go_down_and_up_on_postgres_and_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     migrations_go_down_and_up(&sqlite_url(dir.path())).await;
 }
+
+#[tokio::test]
+async fn closing_the_input_flushes_every_buffered_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = start_sink(&sqlite_url(dir.path()), 256).await;
+    let frame = fixture("wallet.json");
+    for _ in 0..200 {
+        sink.tx
+            .send(event_from_frame(&frame).unwrap())
+            .await
+            .unwrap();
+    }
+    let db = sink.db.clone();
+
+    sink.finish().await;
+
+    assert_eq!(
+        count(&db).await,
+        Some(600),
+        "200 events × 3 coins, all written before the end"
+    );
+}
