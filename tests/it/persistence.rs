@@ -106,6 +106,19 @@ async fn rows_are_exact_and_idempotent(url: &str) {
     assert_eq!(unified_row.cum_realised_pnl.as_deref(), Some("-0.17895808"));
     assert_eq!(unified_row.total_equity.as_deref(), Some("100.27419876"));
     assert_eq!(unified_row.exchange_ts, Some(1699764599844));
+
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let recent = store::balances::history(&db, None, Some(hour_ago), Some(chrono::Utc::now()), 10);
+    assert_eq!(
+        recent.await.unwrap().len(),
+        4,
+        "time range filter keeps today's rows"
+    );
+    let later = store::balances::history(&db, None, Some(chrono::Utc::now()), None, 10);
+    assert!(
+        later.await.unwrap().is_empty(),
+        "and drops rows before `from`"
+    );
 }
 
 #[tokio::test]
