@@ -2,6 +2,7 @@
 //! SQLite ([`quickstart`]), every documented error path ([`errors`]), restart restore, health,
 //! ready, metrics and the OpenAPI file ([`ops`]).
 
+mod bindings;
 mod errors;
 mod ops;
 mod quickstart;
