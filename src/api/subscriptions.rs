@@ -27,6 +27,10 @@ use crate::{
     topics::TopicSpec,
 };
 
+/// The requester name of the pipeline file's startup subscriptions (`/ws` clients are `ws:<id>`,
+/// which the schema's pattern already rules out).
+const RESERVED_SERVICE: &str = "pipeline";
+
 /// How long a create waits for the broker to hold the new binding (when a broker is set).
 const BIND_WAIT: Duration = Duration::from_secs(2);
 
@@ -237,6 +241,11 @@ async fn create(state: &AppState, req: CreateSubscription) -> Result<(Model, boo
         )));
     }
     let service = req.requesting_service;
+    if service == RESERVED_SERVICE {
+        return Err(ApiError::Invalid(format!(
+            "field `requesting_service`: {RESERVED_SERVICE:?} is reserved for the pipeline file's subscriptions"
+        )));
+    }
     let (row, created) = match q::find_active(&state.db, &spec, &service).await? {
         Some(row) => (row, false),
         None => match q::insert(&state.db, &spec, &service).await {
@@ -267,6 +276,9 @@ async fn create(state: &AppState, req: CreateSubscription) -> Result<(Model, boo
         }
         _ => row,
     };
+    if created {
+        tracing::info!(id = %row.id, topic = %row.topic, service = %row.requesting_service, "Subscription created.");
+    }
     Ok((row, created))
 }
 
@@ -280,6 +292,7 @@ async fn cancel_rows(state: &AppState, rows: Vec<Model>) -> Result<Vec<Model>, A
             continue;
         }
         let row = q::cancel(&state.db, row).await?;
+        tracing::info!(id = %row.id, topic = %row.topic, service = %row.requesting_service, "Subscription cancelled.");
         if let Some(spec) = q::spec_of(&row) {
             state.registry.release(&spec.key(), &row.requesting_service);
             let still_used = q::list(

@@ -86,6 +86,16 @@ async fn every_documented_error_answers_json_and_changes_nothing() {
             "private_channel_unavailable",
             "credentials",
         ),
+        (
+            json!({"channel_type": "trades", "symbol": "BTCUSDT", "requesting_service": "pipeline"}),
+            "invalid_request",
+            "requesting_service",
+        ),
+        (
+            json!({"channel_type": "trades", "symbol": "BTCUSDT", "requesting_service": "ws:1"}),
+            "invalid_request",
+            "requesting_service",
+        ),
     ];
     for (body, code, needle) in cases {
         let (s, b) = post(&app, body.clone()).await;
