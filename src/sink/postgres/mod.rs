@@ -17,7 +17,7 @@ pub mod wallet;
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sea_orm::DatabaseConnection;
@@ -42,7 +42,8 @@ const STAGE: &str = "persistence";
 
 #[derive(Debug, Default)]
 struct Buffer {
-    rows: VecDeque<NewBalance>,
+    /// Rows with their frame's monotonic receive time (for the receipt → write histogram).
+    rows: VecDeque<(NewBalance, Instant)>,
     /// Set when the input channel closed: the writer drains and ends.
     closed: bool,
 }
@@ -95,7 +96,8 @@ async fn read(mut events: mpsc::Receiver<Event>, shared: Arc<Shared>, batch: usi
         };
         let (len, dropped) = {
             let mut buf = shared.lock();
-            buf.rows.extend(rows);
+            buf.rows
+                .extend(rows.into_iter().map(|r| (r, event.received_mono)));
             let over = buf.rows.len().saturating_sub(MAX_BUFFERED_ROWS);
             buf.rows.drain(..over);
             (buf.rows.len(), over)
@@ -128,10 +130,11 @@ async fn write(
     let flush = config.flush_interval.max(Duration::from_millis(1));
     let mut failing = false;
     loop {
-        let (rows, closed) = {
+        let (rows, received, closed) = {
             let mut buf = shared.lock();
             let n = buf.rows.len().min(batch);
-            (buf.rows.drain(..n).collect::<Vec<_>>(), buf.closed)
+            let (rows, received): (Vec<_>, Vec<_>) = buf.rows.drain(..n).unzip();
+            (rows, received, buf.closed)
         };
         if rows.is_empty() {
             if closed {
@@ -149,6 +152,10 @@ async fn write(
                         .increment(rows.len() as u64);
                     metrics::counter!(telemetry::STAGE_SENT, "stage" => STAGE)
                         .increment(rows.len() as u64);
+                    let latency = metrics::histogram!(telemetry::DB_WRITE_LATENCY);
+                    for at in &received {
+                        latency.record(at.elapsed().as_secs_f64());
+                    }
                     if failing {
                         tracing::info!(
                             "Database writes recovered; buffered balance rows flushing."
