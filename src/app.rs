@@ -157,6 +157,11 @@ impl App {
             downstream: pipeline_file.downstream.clone(),
             shutdown: supervisor.shutdown.clone(),
         };
+        api::spawn_background(
+            &state,
+            &supervisor,
+            pipeline_file.persistence.last_event_flush,
+        );
         let routes = Route::new()
             .nest("/", api::routes(state.clone()))
             .at("/ws", downstream::endpoint(state));

@@ -9,6 +9,18 @@ async fn main() -> ExitCode {
     // async-tungstenite builds its TLS config without naming a provider; pick ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    // `ws-gateway --export-openapi <path>`: write the OpenAPI document and exit (no settings).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--export-openapi") {
+        return match ws_gateway::api::export_openapi(args.get(2).map(String::as_str)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("ws-gateway: --export-openapi <path>: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
+
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {

@@ -123,6 +123,8 @@ pub const DB_WRITES: &str = "ws_gateway_db_writes_total";
 pub const DB_WRITE_FAILURES: &str = "ws_gateway_db_write_failures_total";
 /// 1 while the database answers.
 pub const DB_UP: &str = "ws_gateway_db_up";
+/// Frame receipt → balance row committed (spec: ≤ 1 s for 99 % in normal operation).
+pub const DB_WRITE_LATENCY: &str = "ws_gateway_receive_to_db_write_seconds";
 
 // --- downstream /ws ---
 /// Connected `/ws` clients.
@@ -362,6 +364,11 @@ fn describe() {
         "Failed database write attempts, by table."
     );
     describe_gauge!(DB_UP, "1 while the database answers.");
+    describe_histogram!(
+        DB_WRITE_LATENCY,
+        Unit::Seconds,
+        "Frame receipt to balance row committed."
+    );
     describe_gauge!(WS_CLIENTS, "Connected /ws clients.");
     describe_counter!(
         WS_EVICTIONS,

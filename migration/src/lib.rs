@@ -1,8 +1,21 @@
+//! Schema migrations of ws-gateway (sea-orm-migration). Run at startup by `store::connect`, or
+//! by hand: `cargo run -p migration -- up|down|status` with `DATABASE_URL` set.
+
 pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_subscriptions;
+mod m20261123_000002_create_account_balances;
+
+/// Every migration, oldest first.
+#[derive(Debug)]
 pub struct Migrator;
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![]
+        vec![
+            Box::new(m20261123_000001_create_subscriptions::Migration),
+            Box::new(m20261123_000002_create_account_balances::Migration),
+        ]
     }
 }

@@ -1,60 +1,142 @@
-//! The HTTP surface: `/health`, `/metrics` (and, with the API issue, `/api/v1/*`, `/ready`,
-//! Swagger UI). (Skeleton.)
+//! The HTTP surface (spec section 6): `/api/v1/*` (subscriptions, balances), `/health`,
+//! `/ready`, `/metrics`, Swagger UI at `/docs` and the OpenAPI document at `/openapi.json`.
+//!
+//! Layers, outside in: [`observe`] (trace id, one log line and metrics per request), JSON
+//! errors for whatever poem raises ([`error::to_json_response`]), the API key check on
+//! `/api/*` ([`require_key`]), then the poem-openapi operations. Handlers only edit desired
+//! state (registry, bindings) and the database; background tasks ([`background`]) keep
+//! subscription rows in step with what Bybit said.
 
-use poem::{
-    EndpointExt, Route, get, handler,
-    http::StatusCode,
-    web::{Data, Json},
-};
+mod background;
+mod balances;
+pub mod error;
+mod health;
+mod middleware;
+mod subscriptions;
+pub mod types;
+
+use std::time::Duration;
+
+use poem::{EndpointExt, Route};
+use poem_openapi::{OpenApiService, SecurityScheme, Tags};
 use sea_orm::DatabaseConnection;
-use serde_json::json;
+
+pub use health::{BYBIT_GRACE, health_of, ready_of};
+pub use middleware::{TRACE_HEADER, TraceId, observe, require_key};
 
 use crate::{
-    sink::bindings::QueueBindings, source::subscriptions::SubscriptionHandle, state::AppState,
+    shutdown::Supervisor,
+    sink::bindings::{Binding, QueueBindings},
+    source::subscriptions::SubscriptionHandle,
+    state::AppState,
+    store,
 };
 
+/// Groups of operations in the document.
+#[derive(Debug, Tags)]
+enum ApiTags {
+    /// Subscribe services to Bybit streams.
+    Subscriptions,
+    /// Wallet balances recorded from the private `wallet` stream.
+    Balances,
+    /// Liveness and readiness (no key).
+    Health,
+}
+
+/// The gateway's API key (`WS_GATEWAY_API_KEY`) in the `X-API-Key` header. A missing or wrong
+/// key gets 401 with the JSON error body.
+#[derive(Debug, SecurityScheme)]
+#[oai(ty = "api_key", key_name = "X-API-Key", key_in = "header")]
+struct ApiKey(#[allow(dead_code)] poem_openapi::auth::ApiKey);
+
+type Apis = (
+    subscriptions::SubscriptionsApi,
+    balances::BalancesApi,
+    health::HealthApi,
+);
+
+/// The OpenAPI service with every operation.
+fn service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            subscriptions::SubscriptionsApi,
+            balances::BalancesApi,
+            health::HealthApi,
+        ),
+        "ws-gateway",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Bybit v5 WebSocket gateway: subscribe services to Bybit streams (delivered through \
+         RabbitMQ and /ws) and read recorded wallet balances. /api/v1/* needs the X-API-Key \
+         header. Errors are {\"error\": code, \"message\": text}.",
+    )
+}
+
+/// The OpenAPI document exactly as `/openapi.json` serves it (written to `openapi.json` by
+/// `ws-gateway --export-openapi <path>`).
+pub fn openapi_json() -> String {
+    service().spec()
+}
+
+/// Writes [`openapi_json`] (plus a final newline) to `path`; `None` is an error (usage).
+pub fn export_openapi(path: Option<&str>) -> std::io::Result<()> {
+    let path = path.ok_or_else(|| std::io::Error::other("a file path is required"))?;
+    std::fs::write(path, openapi_json() + "\n")
+}
+
+/// Every HTTP route except `/ws`.
+pub fn routes(state: AppState) -> impl poem::Endpoint {
+    health::started();
+    let service = service();
+    let docs = service.swagger_ui();
+    let spec = service.spec_endpoint();
+    Route::new()
+        .nest("/", service)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .around(require_key)
+        .catch_all_error(|err: poem::Error| async move {
+            let pattern = err.data::<poem::PathPattern>().cloned();
+            let mut resp = error::to_json_response(err);
+            if let Some(p) = pattern {
+                resp.set_data(p);
+            }
+            resp
+        })
+        .around(observe)
+        .data(state)
+}
+
 /// Loads the active subscriptions of the database into the registry (and their queue
-/// bindings), so a restart resubscribes them. (Skeleton: lands with the API issue.)
+/// bindings), so a restart resubscribes them. Their status starts again at `pending`.
 pub async fn restore(
     db: &DatabaseConnection,
     registry: &SubscriptionHandle,
     bindings: &QueueBindings,
 ) -> Result<(), sea_orm::DbErr> {
-    let _ = (db, registry, bindings);
+    let rows = store::subscriptions::active(db).await?;
+    let mut restored = 0usize;
+    for row in &rows {
+        let Some(spec) = store::subscriptions::spec_of(row) else {
+            tracing::warn!(id = %row.id, topic = %row.topic, "Stored subscription no longer validates; skipped.");
+            continue;
+        };
+        registry.acquire(&spec.key(), &row.requesting_service);
+        bindings.bind(Binding {
+            service: row.requesting_service.clone(),
+            class: spec.class(),
+            routing_key: spec.routing_key(),
+        });
+        store::subscriptions::set_status(db, &spec.key(), "pending", None).await?;
+        restored += 1;
+    }
+    tracing::info!(restored, "Restored active subscriptions from the database.");
     Ok(())
 }
 
-/// Every HTTP route except `/ws`.
-pub fn routes(state: AppState) -> impl poem::Endpoint {
-    Route::new()
-        .at("/health", get(health))
-        .at("/metrics", get(metrics))
-        .data(state)
-}
-
-#[handler]
-fn health(Data(state): Data<&AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let snap = state.health.snapshot();
-    let active = state
-        .registry
-        .snapshot()
-        .iter()
-        .filter(|t| t.status.as_str() == "active")
-        .count();
-    let connected = snap.websocket_connected();
-    let status = if connected { "healthy" } else { "degraded" };
-    let body = json!({
-        "status": status,
-        "websocket_connected": connected,
-        "active_subscriptions": active,
-        "last_heartbeat_at": snap.last_heartbeat_at,
-        "version": env!("CARGO_PKG_VERSION"),
-        "components": { "bybit": snap.connections, "rabbitmq": snap.broker, "database": snap.database },
-    });
-    (StatusCode::OK, Json(body))
-}
-
-#[handler]
-fn metrics(Data(state): Data<&AppState>) -> String {
-    state.metrics.render()
+/// Starts the tasks behind the API: the status follower (registry → rows), the
+/// `last_event_at` flusher (every `last_event_flush`) and the database ping for `/health`.
+pub fn spawn_background(state: &AppState, supervisor: &Supervisor, last_event_flush: Duration) {
+    background::spawn(state, supervisor, last_event_flush);
 }

@@ -1,9 +1,14 @@
-//! Persistence: the database connection, migrations at startup, and queries per table.
+//! Persistence: the database connection, migrations at startup, entities ([`entity`]) and
+//! queries per table ([`subscriptions`], [`balances`]).
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use secrecy::{ExposeSecret, SecretString};
 
 use migration::{Migrator, MigratorTrait};
+
+pub mod balances;
+pub mod entity;
+pub mod subscriptions;
 
 /// A database that could not be reached or migrated.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +24,14 @@ pub async fn connect(url: &SecretString) -> Result<DatabaseConnection, StoreErro
     let mut opts = ConnectOptions::new(url.expose_secret().to_owned());
     opts.sqlx_logging(false)
         .max_connections(10)
-        .connect_timeout(std::time::Duration::from_secs(5));
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .acquire_timeout(std::time::Duration::from_secs(5));
     let db = Database::connect(opts).await.map_err(StoreError::Connect)?;
     Migrator::up(&db, None).await.map_err(StoreError::Migrate)?;
     Ok(db)
+}
+
+/// A cheap round trip (`SELECT 1`), for the health ping.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+    db.execute_unprepared("SELECT 1").await.map(|_| ())
 }

@@ -1,0 +1,237 @@
+//! Queries on `account_balances`: batched idempotent inserts (the persistence sink) and the
+//! reads behind `GET /api/v1/balances[/history]`.
+//!
+//! Reads cast every money column to text, so both backends return the exact decimal string
+//! (PostgreSQL `NUMERIC` → text; on SQLite the column already is text).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sea_orm::{
+    ConnectionTrait, EntityTrait, FromQueryResult, Set,
+    sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query, SelectStatement},
+};
+
+use super::entity::account_balances::{ActiveModel, Column, Entity};
+
+/// One row to insert: a coin of one wallet event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewBalance {
+    pub event_id: String,
+    pub trace_id: String,
+    pub account_type: Option<String>,
+    pub coin: String,
+    pub wallet_balance: Option<Decimal>,
+    pub equity: Option<Decimal>,
+    pub available_to_withdraw: Option<Decimal>,
+    pub available: Option<Decimal>,
+    pub usd_value: Option<Decimal>,
+    pub unrealised_pnl: Option<Decimal>,
+    pub cum_realised_pnl: Option<Decimal>,
+    pub total_position_im: Option<Decimal>,
+    pub total_position_mm: Option<Decimal>,
+    pub total_order_im: Option<Decimal>,
+    pub locked: Option<Decimal>,
+    pub borrow_amount: Option<Decimal>,
+    pub total_equity: Option<Decimal>,
+    pub total_wallet_balance: Option<Decimal>,
+    pub total_margin_balance: Option<Decimal>,
+    pub total_available_balance: Option<Decimal>,
+    pub total_initial_margin: Option<Decimal>,
+    pub total_maintenance_margin: Option<Decimal>,
+    pub total_perp_upl: Option<Decimal>,
+    pub account_im_rate: Option<Decimal>,
+    pub account_mm_rate: Option<Decimal>,
+    pub account_ltv: Option<Decimal>,
+    pub exchange_ts: Option<i64>,
+    pub received_at: DateTime<Utc>,
+}
+
+impl From<NewBalance> for ActiveModel {
+    fn from(r: NewBalance) -> Self {
+        Self {
+            id: sea_orm::NotSet,
+            event_id: Set(r.event_id),
+            trace_id: Set(r.trace_id),
+            account_type: Set(r.account_type),
+            coin: Set(r.coin),
+            wallet_balance: Set(r.wallet_balance),
+            equity: Set(r.equity),
+            available_to_withdraw: Set(r.available_to_withdraw),
+            available: Set(r.available),
+            usd_value: Set(r.usd_value),
+            unrealised_pnl: Set(r.unrealised_pnl),
+            cum_realised_pnl: Set(r.cum_realised_pnl),
+            total_position_im: Set(r.total_position_im),
+            total_position_mm: Set(r.total_position_mm),
+            total_order_im: Set(r.total_order_im),
+            locked: Set(r.locked),
+            borrow_amount: Set(r.borrow_amount),
+            total_equity: Set(r.total_equity),
+            total_wallet_balance: Set(r.total_wallet_balance),
+            total_margin_balance: Set(r.total_margin_balance),
+            total_available_balance: Set(r.total_available_balance),
+            total_initial_margin: Set(r.total_initial_margin),
+            total_maintenance_margin: Set(r.total_maintenance_margin),
+            total_perp_upl: Set(r.total_perp_upl),
+            account_im_rate: Set(r.account_im_rate),
+            account_mm_rate: Set(r.account_mm_rate),
+            account_ltv: Set(r.account_ltv),
+            exchange_ts: Set(r.exchange_ts),
+            received_at: Set(r.received_at),
+        }
+    }
+}
+
+/// Inserts rows in one statement; rows whose (event_id, coin) exists are skipped.
+pub async fn insert_many(
+    db: &impl ConnectionTrait,
+    rows: &[NewBalance],
+) -> Result<(), sea_orm::DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let models = rows.iter().cloned().map(ActiveModel::from);
+    Entity::insert_many(models)
+        .on_conflict(
+            OnConflict::columns([Column::EventId, Column::Coin])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// A stored row as read back; money as exact decimal strings.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct BalanceRecord {
+    pub id: i64,
+    pub event_id: String,
+    pub trace_id: String,
+    pub account_type: Option<String>,
+    pub coin: String,
+    pub wallet_balance: Option<String>,
+    pub equity: Option<String>,
+    pub available_to_withdraw: Option<String>,
+    pub available: Option<String>,
+    pub usd_value: Option<String>,
+    pub unrealised_pnl: Option<String>,
+    pub cum_realised_pnl: Option<String>,
+    pub total_position_im: Option<String>,
+    pub total_position_mm: Option<String>,
+    pub total_order_im: Option<String>,
+    pub locked: Option<String>,
+    pub borrow_amount: Option<String>,
+    pub total_equity: Option<String>,
+    pub total_wallet_balance: Option<String>,
+    pub total_margin_balance: Option<String>,
+    pub total_available_balance: Option<String>,
+    pub total_initial_margin: Option<String>,
+    pub total_maintenance_margin: Option<String>,
+    pub total_perp_upl: Option<String>,
+    pub account_im_rate: Option<String>,
+    pub account_mm_rate: Option<String>,
+    pub account_ltv: Option<String>,
+    pub exchange_ts: Option<i64>,
+    pub received_at: DateTime<Utc>,
+}
+
+const PLAIN: [&str; 5] = ["id", "event_id", "trace_id", "account_type", "coin"];
+const MONEY: [&str; 22] = [
+    "wallet_balance",
+    "equity",
+    "available_to_withdraw",
+    "available",
+    "usd_value",
+    "unrealised_pnl",
+    "cum_realised_pnl",
+    "total_position_im",
+    "total_position_mm",
+    "total_order_im",
+    "locked",
+    "borrow_amount",
+    "total_equity",
+    "total_wallet_balance",
+    "total_margin_balance",
+    "total_available_balance",
+    "total_initial_margin",
+    "total_maintenance_margin",
+    "total_perp_upl",
+    "account_im_rate",
+    "account_mm_rate",
+    "account_ltv",
+];
+
+fn select() -> SelectStatement {
+    let mut q = Query::select();
+    q.from(Entity);
+    for c in PLAIN.iter().chain(&["exchange_ts", "received_at"]) {
+        q.column(Alias::new(*c));
+    }
+    for c in MONEY {
+        q.expr_as(Expr::cust(format!("CAST({c} AS TEXT)")), Alias::new(c));
+    }
+    q
+}
+
+async fn fetch(
+    db: &impl ConnectionTrait,
+    q: &SelectStatement,
+) -> Result<Vec<BalanceRecord>, sea_orm::DbErr> {
+    let stmt = db.get_database_backend().build(q);
+    BalanceRecord::find_by_statement(stmt).all(db).await
+}
+
+/// The newest row of each coin (at most `limit` coins, by coin name).
+pub async fn latest_per_coin(
+    db: &impl ConnectionTrait,
+    limit: u64,
+) -> Result<Vec<BalanceRecord>, sea_orm::DbErr> {
+    let mut newest = Query::select();
+    newest
+        .expr(Expr::cust("MAX(id)"))
+        .from(Entity)
+        .group_by_col(Column::Coin);
+    let mut q = select();
+    q.and_where(Expr::col(Column::Id).in_subquery(newest))
+        .order_by(Column::Coin, Order::Asc)
+        .limit(limit);
+    fetch(db, &q).await
+}
+
+/// The newest row of all (its account-level totals are the margin view).
+pub async fn latest(db: &impl ConnectionTrait) -> Result<Option<BalanceRecord>, sea_orm::DbErr> {
+    let mut q = select();
+    q.order_by(Column::Id, Order::Desc).limit(1);
+    Ok(fetch(db, &q).await?.into_iter().next())
+}
+
+/// Rows of `coin` (any if `None`) received in `[from, to]`, newest first.
+pub async fn history(
+    db: &impl ConnectionTrait,
+    coin: Option<&str>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: u64,
+) -> Result<Vec<BalanceRecord>, sea_orm::DbErr> {
+    let mut q = select();
+    if let Some(coin) = coin {
+        q.and_where(Expr::col(Column::Coin).eq(coin));
+    }
+    if let Some(from) = from {
+        q.and_where(Expr::col(Column::ReceivedAt).gte(from));
+    }
+    if let Some(to) = to {
+        q.and_where(Expr::col(Column::ReceivedAt).lte(to));
+    }
+    q.order_by(Column::ReceivedAt, Order::Desc)
+        .order_by(Column::Id, Order::Desc)
+        .limit(limit);
+    fetch(db, &q).await
+}
+
+/// Number of rows (tests, diagnostics).
+pub async fn count(db: &impl ConnectionTrait) -> Result<u64, sea_orm::DbErr> {
+    use sea_orm::PaginatorTrait;
+    Entity::find().count(db).await
+}
