@@ -29,6 +29,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init_tracing(&settings.log);
+    let signal = shutdown::signal();
 
     let app = match App::build(settings).await {
         Ok(app) => app,
@@ -39,7 +40,7 @@ async fn main() -> ExitCode {
     };
     let stop = app.shutdown_token();
     tokio::spawn(async move {
-        shutdown::signal().await;
+        signal.await;
         stop.cancel();
     });
     match app.run().await {

@@ -12,31 +12,36 @@ use std::{
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "Cannot listen for SIGINT.");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that resolves on either.
+///
+/// Installing eagerly (before the app is built) matters: until a handler exists, SIGTERM's
+/// default action kills the process, so a stop requested during startup would not be clean.
+#[cfg(unix)]
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::error!(%error, "Cannot listen for SIGINT/SIGTERM.");
+                return std::future::pending().await;
             }
-            Err(error) => {
-                tracing::error!(%error, "Cannot listen for SIGTERM.");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "Shutdown requested."),
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "Shutdown requested."),
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "Shutdown requested."),
-        () = term => tracing::info!(signal = "SIGTERM", "Shutdown requested."),
+    }
+}
+
+/// Resolves on Ctrl-C (non-Unix platforms).
+#[cfg(not(unix))]
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!(signal = "SIGINT", "Shutdown requested.");
     }
 }
 
