@@ -3,6 +3,7 @@
 
 mod api;
 mod downstream;
+mod e2e;
 mod fake_bybit;
 mod helpers;
 mod metrics;
