@@ -18,11 +18,14 @@ pub mod outbox;
 mod publisher;
 pub mod spool;
 pub mod topology;
+mod url_args;
 
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use secrecy::SecretString;
+
+pub use url_args::connection_args;
 
 use crate::{
     event::Event,
@@ -37,9 +40,12 @@ use crate::{
 /// Why publishing failed (each leads to a reconnect with backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// `AMQP_URL` does not parse as an AMQP URI.
+    /// `AMQP_URL` does not parse as a URL.
     #[error("invalid AMQP URL")]
-    Url(#[source] amqprs::error::Error),
+    Url(#[source] url::ParseError),
+    /// `AMQP_URL` is not `amqp://` (TLS is not built in).
+    #[error("unsupported AMQP URL scheme {0:?}")]
+    Scheme(String),
     /// The TCP/AMQP connection could not be opened.
     #[error("cannot connect to the broker")]
     Connect(#[source] amqprs::error::Error),

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use amqprs::{
     BasicProperties, FieldTable, FieldValue,
     channel::{BasicPublishArguments, Channel, ConfirmSelectArguments},
-    connection::{Connection, OpenConnectionArguments},
+    connection::Connection,
 };
 use metrics::{Counter, Histogram};
 use secrecy::ExposeSecret;
@@ -120,7 +120,7 @@ impl Publisher {
                 }
                 Err(error) => {
                     self.set_up(false);
-                    tracing::warn!(%error, attempt = backoff.attempts(), "Cannot reach RabbitMQ; retrying.");
+                    tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), attempt = backoff.attempts(), "Cannot reach RabbitMQ; retrying.");
                 }
             }
             if self.outbox.is_closed() {
@@ -158,8 +158,7 @@ impl Publisher {
     async fn connect(
         &mut self,
     ) -> Result<(Connection, Channel, mpsc::Receiver<Confirm>), PublishError> {
-        let args = OpenConnectionArguments::try_from(self.params.url.expose_secret())
-            .map_err(PublishError::Url)?;
+        let args = super::connection_args(self.params.url.expose_secret())?;
         let conn = Connection::open(&args)
             .await
             .map_err(PublishError::Connect)?;
