@@ -119,6 +119,7 @@ impl App {
                 bindings: bindings.clone(),
                 broadcast: broadcast_tx.clone(),
                 persist: persist_tx,
+                stats: Default::default(),
                 health: health.clone(),
             },
             &supervisor,

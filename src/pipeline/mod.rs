@@ -1,6 +1,18 @@
 //! The pipeline: decode → classify → enrich → tee → publish and fan-out.
 //!
-//! (Skeleton: the stages land with the pipeline issue.)
+//! Only this module knows the order of the stages. Stateless stages are plain fns on one item
+//! ([`decode::decode`], [`classify::classify`]); stateful ones ([`enrich::Enricher`], the
+//! [`tee::PersistTee`], the publish sink) own their state. [`PipelineExt`] joins them so the
+//! pipeline reads as one expression, with a bounded [`buffer`] (capacity and when-full policy
+//! from the pipeline file) between stages. Each stage counts `STAGE_RECEIVED`/`STAGE_SENT`.
+
+pub mod buffer;
+pub mod classify;
+pub mod decode;
+pub mod enrich;
+mod ext;
+pub mod stats;
+pub mod tee;
 
 use std::sync::Arc;
 
@@ -8,12 +20,15 @@ use futures::{Stream, StreamExt};
 use secrecy::SecretString;
 use tokio::sync::{broadcast, mpsc};
 
+pub use ext::PipelineExt;
+pub use stats::PipelineStats;
+
 use crate::{
     event::{Event, EventClass, RawFrame},
-    health::HealthBoard,
+    health::{ComponentState, HealthBoard},
     pipeline_file::{PublishConfig, StagesConfig},
     shutdown::Supervisor,
-    sink::bindings::QueueBindings,
+    sink::{bindings::QueueBindings, rabbitmq},
 };
 
 /// Everything the pipeline needs besides its input.
@@ -37,6 +52,8 @@ pub struct PipelineParams {
     pub persist: mpsc::Sender<Event>,
     /// Where broker state is shown.
     pub health: Arc<HealthBoard>,
+    /// Counters of this pipeline instance (tests and the load program read them).
+    pub stats: PipelineStats,
 }
 
 /// Runs the pipeline over `frames` until they end and every sink has flushed.
@@ -44,8 +61,36 @@ pub fn spawn<S>(frames: S, params: PipelineParams, supervisor: &Supervisor)
 where
     S: Stream<Item = RawFrame> + Send + 'static,
 {
-    let _ = params;
-    supervisor.spawn("pipeline", async move {
-        frames.for_each(|_| async {}).await;
-    });
+    let (tee, persist_buffer) =
+        tee::PersistTee::new(&params.persist_classes, params.stages.tee.capacity);
+    supervisor.spawn("persist-tee", tee::forward(persist_buffer, params.persist));
+    let stats = params.stats.clone();
+    let events = frames
+        .decode(stats.clone())
+        .buffer(params.stages.classify, "classify", supervisor)
+        .classify()
+        .buffer(params.stages.enrich, "enrich", supervisor)
+        .enrich(enrich::Enricher::default(), stats.clone())
+        .tee(tee)
+        .fan_out(params.broadcast);
+    match params.amqp_url {
+        Some(url) => rabbitmq::spawn(
+            events,
+            rabbitmq::RabbitParams {
+                url,
+                prefix: params.service_name,
+                config: params.publish,
+                buffer: params.stages.publish,
+                bindings: params.bindings,
+                health: params.health,
+                stats,
+            },
+            supervisor,
+        ),
+        None => {
+            tracing::info!("No AMQP_URL set; the publish stage is off, events reach /ws only.");
+            params.health.set_broker(ComponentState::Disabled);
+            supervisor.spawn("pipeline", events.for_each(|_| async {}));
+        }
+    }
 }

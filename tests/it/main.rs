@@ -1,6 +1,7 @@
 //! Integration tests: the real app on port 0 against an in-process fake Bybit, the real
 //! RabbitMQ and the real PostgreSQL of this machine (isolated per test).
 
+mod amqp;
 mod api;
 mod downstream;
 mod e2e;
@@ -10,6 +11,7 @@ mod metrics;
 mod packaging;
 mod persistence;
 mod proxy;
+mod publish;
 mod smoke;
 mod source;
 mod wsclient;

@@ -1,0 +1,155 @@
+//! Classify: a decoded frame → its event class, category and symbol. Total: any topic gets a
+//! class (`other` for unknown ones, counted by the caller), nothing here can fail or panic.
+
+use crate::{
+    event::{Category, Endpoint, EventClass},
+    pipeline::{buffer::Droppable, decode::Decoded},
+};
+
+/// A decoded frame with its routing facts.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    /// The decoded frame.
+    pub decoded: Decoded,
+    /// Event class (first word of the routing key).
+    pub class: EventClass,
+    /// The endpoint's category, or the category of a category-scoped private topic.
+    pub category: Option<Category>,
+    /// Instrument (or base coin for option trades) where the topic names one.
+    pub symbol: Option<String>,
+}
+
+impl Droppable for Classified {
+    fn must_keep(&self) -> bool {
+        self.class.is_private() || self.decoded.frame.endpoint == Endpoint::Private
+    }
+}
+
+/// The class of a Bybit topic, from its first dot segment.
+pub fn class_of(topic: &str) -> EventClass {
+    let head = topic.split('.').next().unwrap_or_default();
+    match head {
+        "publicTrade" => EventClass::Trades,
+        "tickers" => EventClass::Tickers,
+        "orderbook" => EventClass::Orderbook,
+        "kline" => EventClass::Klines,
+        "allLiquidation" | "liquidation" => EventClass::Liquidations,
+        "wallet" => EventClass::Balances,
+        h if h.starts_with("order") => EventClass::Orders,
+        h if h.starts_with("execution") => EventClass::Executions,
+        h if h.starts_with("position") => EventClass::Positions,
+        _ => EventClass::Other,
+    }
+}
+
+/// Classifies one decoded frame.
+pub fn classify(decoded: Decoded) -> Classified {
+    let topic = decoded.topic.as_str();
+    let class = class_of(topic);
+    let (category, symbol) = match decoded.frame.endpoint {
+        Endpoint::Public(category) => {
+            let symbol = topic
+                .rsplit_once('.')
+                .map(|(_, last)| last)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
+            (Some(category), symbol)
+        }
+        // `order.spot`, `execution.fast.linear`: a later segment may name the category.
+        Endpoint::Private => (topic.split('.').skip(1).find_map(|s| s.parse().ok()), None),
+    };
+    Classified {
+        decoded,
+        class,
+        category,
+        symbol,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::decode::{decode, tests::frame};
+
+    struct TestCase {
+        endpoint: Endpoint,
+        topic: &'static str,
+        class: EventClass,
+        category: Option<Category>,
+        symbol: Option<&'static str>,
+    }
+
+    fn case(
+        endpoint: Endpoint,
+        topic: &'static str,
+        class: EventClass,
+        category: Option<Category>,
+        symbol: Option<&'static str>,
+    ) -> TestCase {
+        TestCase {
+            endpoint,
+            topic,
+            class,
+            category,
+            symbol,
+        }
+    }
+
+    #[test]
+    fn every_topic_gets_a_class_category_and_symbol() {
+        use Category::*;
+        use EventClass::*;
+        let (l, o, p) = (
+            Endpoint::Public(Linear),
+            Endpoint::Public(Option),
+            Endpoint::Private,
+        );
+        let cases = [
+            // TC0..: public topics
+            case(
+                l,
+                "publicTrade.BTCUSDT",
+                Trades,
+                Some(Linear),
+                Some("BTCUSDT"),
+            ),
+            case(o, "publicTrade.BTC", Trades, Some(Option), Some("BTC")),
+            case(l, "tickers.BTCUSDT", Tickers, Some(Linear), Some("BTCUSDT")),
+            case(
+                l,
+                "orderbook.50.BTCUSDT",
+                Orderbook,
+                Some(Linear),
+                Some("BTCUSDT"),
+            ),
+            case(l, "kline.1.BTCUSDT", Klines, Some(Linear), Some("BTCUSDT")),
+            case(l, "allLiquidation.X", Liquidations, Some(Linear), Some("X")),
+            case(
+                l,
+                "liquidation.XRPUSD",
+                Liquidations,
+                Some(Linear),
+                Some("XRPUSD"),
+            ),
+            case(l, "insurance.USDT", Other, Some(Linear), Some("USDT")),
+            case(l, "weird", Other, Some(Linear), None),
+            case(l, "", Other, Some(Linear), None),
+            // private topics
+            case(p, "order", Orders, None, None),
+            case(p, "order.spot", Orders, Some(Spot), None),
+            case(p, "execution", Executions, None, None),
+            case(p, "execution.fast", Executions, None, None),
+            case(p, "execution.fast.linear", Executions, Some(Linear), None),
+            case(p, "position.linear", Positions, Some(Linear), None),
+            case(p, "wallet", Balances, None, None),
+            case(p, "greeks", Other, None, None),
+        ];
+        for c in cases {
+            let text = format!(r#"{{"topic":"{}","data":{{}}}}"#, c.topic);
+            let out = classify(decode(frame(c.endpoint, &text)).unwrap());
+            assert_eq!(out.class, c.class, "{}", c.topic);
+            assert_eq!(out.category, c.category, "{}", c.topic);
+            assert_eq!(out.symbol.as_deref(), c.symbol, "{}", c.topic);
+        }
+    }
+}

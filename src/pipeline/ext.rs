@@ -1,0 +1,158 @@
+//! [`PipelineExt`]: the stages as stream adapters, so the pipeline reads as one sentence
+//! (`frames.decode(..).classify().enrich(..).tee(..).fan_out(..)`), after barter-data's
+//! `BarterStreamExt`. Each adapter counts its stage's received/sent/dropped items with counter
+//! handles resolved once, not per item.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, future::ready, stream::BoxStream};
+use metrics::Counter;
+use tokio::sync::broadcast;
+
+use crate::{
+    event::{Event, RawFrame},
+    pipeline::{
+        PipelineStats,
+        buffer::{self, Droppable},
+        classify::{self, Classified},
+        decode::{self, Decoded},
+        enrich::Enricher,
+        tee::PersistTee,
+    },
+    pipeline_file::BufferConfig,
+    shutdown::Supervisor,
+    telemetry::{FRAMES_MALFORMED, STAGE_DROPPED, STAGE_RECEIVED, STAGE_SENT, UNKNOWN_TOPICS},
+};
+
+fn counters(stage: &'static str) -> (Counter, Counter) {
+    (
+        metrics::counter!(STAGE_RECEIVED, "stage" => stage),
+        metrics::counter!(STAGE_SENT, "stage" => stage),
+    )
+}
+
+/// The pipeline stages as methods on any stream.
+pub trait PipelineExt: Stream + Sized + Send + 'static {
+    /// Decodes frames; malformed ones are counted, logged at DEBUG (truncated) and dropped.
+    fn decode(self, stats: PipelineStats) -> impl Stream<Item = Decoded> + Send + 'static
+    where
+        Self: Stream<Item = RawFrame>,
+    {
+        let (received, sent) = counters("decode");
+        let dropped =
+            metrics::counter!(STAGE_DROPPED, "stage" => "decode", "reason" => "malformed");
+        self.filter_map(move |frame| {
+            received.increment(1);
+            let endpoint = frame.endpoint;
+            let text = frame.text.clone();
+            let out = match decode::decode(frame) {
+                Ok(d) => {
+                    sent.increment(1);
+                    Some(d)
+                }
+                Err(error) => {
+                    dropped.increment(1);
+                    metrics::counter!(FRAMES_MALFORMED, "endpoint" => endpoint.label())
+                        .increment(1);
+                    stats.add_malformed(1);
+                    tracing::debug!(
+                        %endpoint,
+                        error = %error,
+                        payload = decode::truncated(&text, 256),
+                        "Dropped a malformed frame."
+                    );
+                    None
+                }
+            };
+            ready(out)
+        })
+    }
+
+    /// Classifies decoded frames; unknown topics become `other` and are counted.
+    fn classify(self) -> impl Stream<Item = Classified> + Send + 'static
+    where
+        Self: Stream<Item = Decoded>,
+    {
+        let (received, sent) = counters("classify");
+        self.map(move |d| {
+            received.increment(1);
+            let c = classify::classify(d);
+            if c.class == crate::event::EventClass::Other {
+                let endpoint = c.decoded.frame.endpoint;
+                metrics::counter!(UNKNOWN_TOPICS, "endpoint" => endpoint.label()).increment(1);
+                tracing::debug!(%endpoint, topic = %c.decoded.topic, "Unknown topic; classified as other.");
+            }
+            sent.increment(1);
+            c
+        })
+    }
+
+    /// Builds events (id, trace id, seq, envelope).
+    fn enrich(
+        self,
+        mut enricher: Enricher,
+        stats: PipelineStats,
+    ) -> impl Stream<Item = Event> + Send + 'static
+    where
+        Self: Stream<Item = Classified>,
+    {
+        let (received, sent) = counters("enrich");
+        self.map(move |c| {
+            received.increment(1);
+            let ev = enricher.enrich(c);
+            stats.add_events(1);
+            sent.increment(1);
+            ev
+        })
+    }
+
+    /// Copies persisted classes to the database sink without waiting.
+    fn tee(self, tee: PersistTee) -> impl Stream<Item = Event> + Send + 'static
+    where
+        Self: Stream<Item = Event>,
+    {
+        let (received, sent) = counters("tee");
+        self.map(move |ev| {
+            received.increment(1);
+            tee.offer(&ev);
+            sent.increment(1);
+            ev
+        })
+    }
+
+    /// Shares each event and hands it to the in-process broadcast (lagging receivers lose
+    /// messages on their side; the pipeline never waits for them).
+    fn fan_out(
+        self,
+        tx: broadcast::Sender<Arc<Event>>,
+    ) -> impl Stream<Item = Arc<Event>> + Send + 'static
+    where
+        Self: Stream<Item = Event>,
+    {
+        let (received, sent) = counters("fanout");
+        self.map(move |ev| {
+            received.increment(1);
+            let ev = Arc::new(ev);
+            // No receiver (no /ws client) is fine.
+            let _ = tx.send(ev.clone());
+            sent.increment(1);
+            ev
+        })
+    }
+
+    /// A bounded buffer with the stage's when-full policy; its pump runs as a task.
+    fn buffer<T>(
+        self,
+        config: BufferConfig,
+        stage: &'static str,
+        supervisor: &Supervisor,
+    ) -> BoxStream<'static, T>
+    where
+        Self: Stream<Item = T>,
+        T: Droppable + Send + 'static,
+    {
+        buffer::buffer(self, config, stage, supervisor)
+    }
+}
+
+impl<S: Stream + Sized + Send + 'static> PipelineExt for S {}

@@ -1,0 +1,128 @@
+//! Tee: hands events of the persisted classes to the database sink without ever making the
+//! main (queue and `/ws`) path wait for the database.
+//!
+//! Policy (spec: "a slow or failing database never stalls the queue path" *and* "after a
+//! database outage, every buffered balance row is written"): the tee pushes a clone into its
+//! own bounded buffer ([`DropOldest`], capacity `stages.tee.capacity`) without waiting, and a
+//! forwarder task moves items from there into the persistence channel (another
+//! `stages.tee.capacity`), where it may wait as long as the database needs. So up to twice
+//! `stages.tee.capacity` persisted events (20,000 by default: hours of wallet updates) survive
+//! an outage. Only past that bound is anything dropped: first the oldest non-private events,
+//! then (private classes, never expected in practice) the oldest private one, counted as
+//! `STAGE_DROPPED{stage="tee", reason="persist_overflow"}` and logged at ERROR with its trace
+//! id. Blocking instead would let a dead database stop market data and RabbitMQ publishing,
+//! which the spec rules out; every private event is also in RabbitMQ (never dropped there).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::{
+    event::{Event, EventClass},
+    pipeline::buffer::{DropOldest, Droppable},
+    telemetry::STAGE_DROPPED,
+};
+
+impl Droppable for Event {
+    fn must_keep(&self) -> bool {
+        self.class.is_private()
+    }
+}
+
+impl Droppable for Arc<Event> {
+    fn must_keep(&self) -> bool {
+        self.class.is_private()
+    }
+}
+
+/// The tee's side: which classes to copy, and the buffer they go to.
+#[derive(Debug)]
+pub struct PersistTee {
+    classes: [bool; EventClass::ALL.len()],
+    buffer: Arc<DropOldest<Event>>,
+}
+
+impl PersistTee {
+    /// A tee for `classes` with a buffer of `capacity`; the returned buffer feeds [`forward`].
+    pub fn new(classes: &[EventClass], capacity: usize) -> (Self, Arc<DropOldest<Event>>) {
+        let mut set = [false; EventClass::ALL.len()];
+        for c in classes {
+            set[*c as usize] = true;
+        }
+        let buffer = Arc::new(DropOldest::new(capacity, "tee"));
+        (
+            Self {
+                classes: set,
+                buffer: buffer.clone(),
+            },
+            buffer,
+        )
+    }
+
+    /// Copies `event` to persistence if its class is persisted; never waits.
+    pub fn offer(&self, event: &Event) {
+        if !self.classes[event.class as usize] {
+            return;
+        }
+        if let Some(lost) = self.buffer.force_push(event.clone()) {
+            metrics::counter!(STAGE_DROPPED, "stage" => "tee", "reason" => "persist_overflow")
+                .increment(1);
+            if lost.class.is_private() {
+                tracing::error!(
+                    trace_id = %lost.trace_id,
+                    class = %lost.class,
+                    "Persistence buffer full; dropped the oldest private event before the database took it."
+                );
+            }
+        }
+    }
+}
+
+impl Drop for PersistTee {
+    fn drop(&mut self) {
+        // The main stream ended: let the forwarder drain and close the persistence channel.
+        self.buffer.close();
+    }
+}
+
+/// Moves events from the tee's buffer into the persistence channel; ends when the tee is gone
+/// and the buffer is empty (or the database sink has gone).
+pub async fn forward(buffer: Arc<DropOldest<Event>>, tx: mpsc::Sender<Event>) {
+    while let Some(event) = buffer.pop().await {
+        if tx.send(event).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::Endpoint,
+        pipeline::{classify::classify, decode::decode, decode::tests::frame, enrich::Enricher},
+    };
+
+    #[tokio::test]
+    async fn the_tee_never_waits_and_copies_only_persisted_classes() {
+        let mut e = Enricher::default();
+        let wallet = include_str!("../../tests/fixtures/bybit/wallet.json").trim_end();
+        let order = include_str!("../../tests/fixtures/bybit/order.json").trim_end();
+        let (tee, buffer) = PersistTee::new(&[EventClass::Balances], 2);
+        let (tx, mut rx) = mpsc::channel(1);
+        for text in [wallet, order, wallet, wallet, wallet] {
+            tee.offer(&e.enrich(classify(decode(frame(Endpoint::Private, text)).unwrap())));
+        }
+        // A full buffer of 2 keeps the two newest wallets; the order is not persisted.
+        assert_eq!(buffer.len(), 2);
+        drop(tee);
+        let fwd = tokio::spawn(forward(buffer, tx));
+        let mut seqs = vec![];
+        while let Some(ev) = rx.recv().await {
+            assert_eq!(ev.class, EventClass::Balances);
+            seqs.push(ev.seq);
+        }
+        fwd.await.unwrap();
+        assert_eq!(seqs, [3, 4]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Publisher-confirm bookkeeping: the channel callback that forwards broker acks, nacks and
+//! returns, and the in-flight window keyed by delivery tag.
+//!
+//! amqprs delivers confirms only through [`ChannelCallback`]; tags are counted here (1, 2, …
+//! per channel after `confirm.select`). A NACK or a return re-queues the message *and every
+//! later unconfirmed one*, in tag order, ahead of anything new, so per-topic order holds across
+//! retries (the later ones may arrive twice: at-least-once).
+
+use std::{
+    collections::{BTreeMap, HashSet, VecDeque},
+    sync::Arc,
+    time::Instant,
+};
+
+use amqprs::{
+    Ack, BasicProperties, Cancel, CloseChannel, Nack, Return, callbacks::ChannelCallback,
+    channel::Channel,
+};
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::event::Event;
+
+/// A confirm-related message from the broker.
+#[derive(Debug)]
+pub enum Confirm {
+    Ack { tag: u64, multiple: bool },
+    Nack { tag: u64, multiple: bool },
+    Return { message_id: Option<String> },
+}
+
+/// Forwards confirms to the publisher over a bounded channel (sized above the window, so the
+/// broker reader never waits long).
+#[derive(Debug)]
+pub struct ConfirmCallback {
+    pub tx: mpsc::Sender<Confirm>,
+}
+
+#[async_trait]
+impl ChannelCallback for ConfirmCallback {
+    async fn close(
+        &mut self,
+        _channel: &Channel,
+        close: CloseChannel,
+    ) -> Result<(), amqprs::error::Error> {
+        tracing::warn!(reason = %close, "The broker closed the publish channel.");
+        Ok(())
+    }
+    async fn cancel(
+        &mut self,
+        _channel: &Channel,
+        _cancel: Cancel,
+    ) -> Result<(), amqprs::error::Error> {
+        Ok(())
+    }
+    async fn flow(
+        &mut self,
+        _channel: &Channel,
+        active: bool,
+    ) -> Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+    async fn publish_ack(&mut self, _channel: &Channel, ack: Ack) {
+        let _ = self
+            .tx
+            .send(Confirm::Ack {
+                tag: ack.delivery_tag(),
+                multiple: ack.mutiple(),
+            })
+            .await;
+    }
+    async fn publish_nack(&mut self, _channel: &Channel, nack: Nack) {
+        let _ = self
+            .tx
+            .send(Confirm::Nack {
+                tag: nack.delivery_tag(),
+                multiple: nack.multiple(),
+            })
+            .await;
+    }
+    async fn publish_return(
+        &mut self,
+        _channel: &Channel,
+        _ret: Return,
+        props: BasicProperties,
+        _content: Vec<u8>,
+    ) {
+        let _ = self
+            .tx
+            .send(Confirm::Return {
+                message_id: props.message_id().cloned(),
+            })
+            .await;
+    }
+}
+
+/// One published, unconfirmed message.
+#[derive(Debug)]
+pub struct InFlight {
+    pub event: Arc<Event>,
+    pub sent: Instant,
+}
+
+/// The unconfirmed window and the retry queue.
+#[derive(Debug, Default)]
+pub struct Window {
+    pub inflight: BTreeMap<u64, InFlight>,
+    /// Messages to send again before anything new, oldest first.
+    pub retry: VecDeque<Arc<Event>>,
+    returned: HashSet<u64>,
+}
+
+impl Window {
+    /// Applies one confirm; calls `confirmed` for every message it settles. Returns how many
+    /// messages were re-queued.
+    pub fn apply(&mut self, c: Confirm, mut confirmed: impl FnMut(InFlight)) -> usize {
+        match c {
+            Confirm::Ack { tag, multiple } => {
+                let settled: Vec<u64> = if multiple {
+                    self.inflight.range(..=tag).map(|(t, _)| *t).collect()
+                } else {
+                    vec![tag]
+                };
+                for t in settled {
+                    if self.returned.contains(&t) {
+                        return self.requeue_from(t);
+                    }
+                    if let Some(f) = self.inflight.remove(&t) {
+                        confirmed(f);
+                    }
+                }
+                0
+            }
+            Confirm::Nack { tag, multiple } => {
+                let first = if multiple {
+                    self.inflight.keys().next().copied().filter(|t| *t <= tag)
+                } else {
+                    self.inflight.contains_key(&tag).then_some(tag)
+                };
+                first.map_or(0, |t| self.requeue_from(t))
+            }
+            Confirm::Return { message_id } => {
+                let tag = self
+                    .inflight
+                    .iter()
+                    .find_map(|(t, f)| (Some(f.event.id.to_string()) == message_id).then_some(*t));
+                if let Some(t) = tag {
+                    // The ack for it follows; it is re-queued then.
+                    self.returned.insert(t);
+                }
+                0
+            }
+        }
+    }
+
+    /// Moves the message of `tag` and every later unconfirmed one to the front of the retry
+    /// queue, in order. `requeue_from(0)` re-queues the whole window (lost connection).
+    pub fn requeue_from(&mut self, tag: u64) -> usize {
+        let later = self.inflight.split_off(&tag);
+        let n = later.len();
+        for (t, f) in later.into_iter().rev() {
+            self.returned.remove(&t);
+            self.retry.push_front(f.event);
+        }
+        n
+    }
+}

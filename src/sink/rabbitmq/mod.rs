@@ -1,0 +1,126 @@
+//! The RabbitMQ publish sink (spec section 4): topology, publisher confirms, reconnects, the
+//! private-event spool.
+//!
+//! - [`outbox`]: what waits for the broker (bounded market buffer, private memory + spool).
+//! - [`spool`]: the on-disk, append-only spool of private events.
+//! - [`topology`]: exchange, class queues, per-service queues and their bindings.
+//! - [`confirms`]: the confirm callback and the in-flight window.
+//! - [`publisher`]: the connection loop that ties them together.
+//!
+//! Two tasks run: `publish-input` moves the event stream into the outbox (never waiting on the
+//! broker, except under `when_full = "block"`), and `publish` sends from the outbox with at
+//! most `confirm_window` unconfirmed messages. An event counts as published only once the
+//! broker confirms it. Delivery is at-least-once: messages in flight when a connection drops
+//! (or after a NACK) are sent again, so those few may arrive twice.
+
+mod confirms;
+pub mod outbox;
+mod publisher;
+pub mod spool;
+pub mod topology;
+mod url_args;
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use secrecy::SecretString;
+
+pub use url_args::connection_args;
+
+use crate::{
+    event::Event,
+    health::HealthBoard,
+    pipeline::PipelineStats,
+    pipeline_file::{BufferConfig, PublishConfig},
+    shutdown::Supervisor,
+    sink::bindings::QueueBindings,
+    telemetry::STAGE_RECEIVED,
+};
+
+/// Why publishing failed (each leads to a reconnect with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// `AMQP_URL` does not parse as a URL.
+    #[error("invalid AMQP URL")]
+    Url(#[source] url::ParseError),
+    /// `AMQP_URL` is not `amqp://` (TLS is not built in).
+    #[error("unsupported AMQP URL scheme {0:?}")]
+    Scheme(String),
+    /// The TCP/AMQP connection could not be opened.
+    #[error("cannot connect to the broker")]
+    Connect(#[source] amqprs::error::Error),
+    /// Opening the channel or enabling confirms failed.
+    #[error("cannot open the publish channel")]
+    Channel(#[source] amqprs::error::Error),
+    /// Declaring the exchange, a queue or a binding failed.
+    #[error("cannot declare the topology")]
+    Declare(#[source] amqprs::error::Error),
+    /// `basic.publish` failed (the connection is gone).
+    #[error("publish failed")]
+    Publish(#[source] amqprs::error::Error),
+    /// The connection dropped.
+    #[error("the broker connection was lost")]
+    ConnectionLost,
+    /// A name past AMQP's 255-byte limit.
+    #[error("name too long for AMQP: {0}")]
+    NameTooLong(String),
+}
+
+/// What the sink needs.
+#[derive(Debug, Clone)]
+pub struct RabbitParams {
+    /// `amqp://…` (secret: it holds the password).
+    pub url: SecretString,
+    /// Prefix of exchange and queue names.
+    pub prefix: String,
+    /// Confirms, reconnect, spool.
+    pub config: PublishConfig,
+    /// The market-data buffer (`stages.publish`).
+    pub buffer: BufferConfig,
+    /// Per-service bindings to reconcile.
+    pub bindings: QueueBindings,
+    /// Broker state for `/health`.
+    pub health: Arc<HealthBoard>,
+    /// In-process counters.
+    pub stats: PipelineStats,
+}
+
+/// Starts the sink over `events`; its tasks end when the stream has ended and every event is
+/// confirmed (or, with the broker away at the end, private events are spooled).
+pub fn spawn<S>(events: S, params: RabbitParams, supervisor: &Supervisor)
+where
+    S: Stream<Item = Arc<Event>> + Send + 'static,
+{
+    let spool = match spool::Spool::open(&params.config.spool_dir, &params.prefix) {
+        Ok(s) => {
+            if s.pending() > 0 {
+                tracing::info!(
+                    records = s.pending(),
+                    "Replaying private events spooled by an earlier run."
+                );
+            }
+            Some(s)
+        }
+        Err(error) => {
+            tracing::error!(%error, dir = %params.config.spool_dir.display(), "Cannot open the spool; private events stay in memory.");
+            None
+        }
+    };
+    let outbox = Arc::new(outbox::Outbox::new(
+        params.buffer,
+        params.config.private_memory_buffer,
+        spool,
+        params.stats.clone(),
+    ));
+    let input = outbox.clone();
+    supervisor.spawn("publish-input", async move {
+        let received = metrics::counter!(STAGE_RECEIVED, "stage" => "publish");
+        let mut events = std::pin::pin!(events);
+        while let Some(ev) = events.next().await {
+            received.increment(1);
+            input.push(ev).await;
+        }
+        input.close();
+    });
+    supervisor.spawn("publish", publisher::Publisher::new(params, outbox).run());
+}

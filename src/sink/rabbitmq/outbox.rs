@@ -1,0 +1,204 @@
+//! The publish stage's buffers: what waits for the broker.
+//!
+//! - Market data: a bounded deque of `stages.publish.capacity`; when full, `drop_oldest` evicts
+//!   the oldest (counted `STAGE_DROPPED{stage="publish", reason="full"}`), `block` makes the
+//!   input wait.
+//! - Private events: never dropped. Up to `publish.private_memory_buffer` in memory, then
+//!   appended to the [`Spool`]; once anything is spooled, newer private events go to the spool
+//!   too until it is drained, so they come back in order (memory first, then the spool).
+//!
+//! The input pump pushes, the publisher pops; private events are taken before market data.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use tokio::sync::Notify;
+
+use super::spool::Spool;
+use crate::{
+    event::Event,
+    pipeline::PipelineStats,
+    pipeline_file::{BufferConfig, WhenFull},
+    telemetry::{SPOOLED, STAGE_DROPPED},
+};
+
+#[derive(Debug)]
+struct State {
+    market: VecDeque<Arc<Event>>,
+    private: VecDeque<Arc<Event>>,
+    spool: Option<Spool>,
+    closed: bool,
+}
+
+/// Buffers between the input and the broker.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    market: BufferConfig,
+    private_capacity: usize,
+    /// Wakes the publisher: something to send, or the input closed.
+    ready: Notify,
+    /// Wakes the input pump blocked on a full market buffer (`block` policy).
+    space: Notify,
+    stats: PipelineStats,
+}
+
+impl Outbox {
+    /// Empty buffers; `spool` is `None` when the spool directory cannot be used (then private
+    /// events stay in memory past the bound, and that is logged at ERROR once).
+    pub fn new(
+        market: BufferConfig,
+        private_capacity: usize,
+        spool: Option<Spool>,
+        stats: PipelineStats,
+    ) -> Self {
+        Self {
+            state: Mutex::new(State {
+                market: VecDeque::new(),
+                private: VecDeque::new(),
+                spool,
+                closed: false,
+            }),
+            market: BufferConfig {
+                capacity: market.capacity.max(1),
+                ..market
+            },
+            private_capacity: private_capacity.max(1),
+            ready: Notify::new(),
+            space: Notify::new(),
+            stats,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one event from the input.
+    pub async fn push(&self, event: Arc<Event>) {
+        if event.class.is_private() {
+            self.push_private(event);
+            self.ready.notify_one();
+            return;
+        }
+        loop {
+            {
+                let mut st = self.lock();
+                if st.market.len() < self.market.capacity {
+                    st.market.push_back(event);
+                    break;
+                }
+                if self.market.when_full == WhenFull::DropOldest {
+                    st.market.pop_front();
+                    st.market.push_back(event);
+                    drop(st);
+                    metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "full")
+                        .increment(1);
+                    self.stats.add_market_dropped(1);
+                    break;
+                }
+            }
+            self.space.notified().await;
+        }
+        self.ready.notify_one();
+    }
+
+    fn push_private(&self, event: Arc<Event>) {
+        let mut st = self.lock();
+        let spooling = st.spool.as_ref().is_some_and(|s| s.pending() > 0);
+        if !spooling && st.private.len() < self.private_capacity {
+            st.private.push_back(event);
+            return;
+        }
+        let Some(spool) = st.spool.as_mut() else {
+            st.private.push_back(event);
+            return;
+        };
+        match spool.append(&event) {
+            Ok(()) => {
+                metrics::counter!(SPOOLED).increment(1);
+                self.stats.add_spooled(1);
+            }
+            Err(error) => {
+                tracing::error!(%error, trace_id = %event.trace_id, "Cannot write the spool; keeping the private event in memory.");
+                st.private.push_back(event);
+            }
+        }
+    }
+
+    /// The next event to send: private (memory, then spool) before market data.
+    pub fn pop(&self) -> Option<Arc<Event>> {
+        let mut st = self.lock();
+        if let Some(ev) = st.private.pop_front() {
+            return Some(ev);
+        }
+        if let Some(spool) = st.spool.as_mut() {
+            match spool.next() {
+                Ok(Some(ev)) => return Some(ev),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, "Cannot read the spool; its unread records are lost.");
+                    let _ = spool.prepend(vec![]);
+                }
+            }
+        }
+        let ev = st.market.pop_front();
+        if ev.is_some() && self.market.when_full == WhenFull::Block {
+            drop(st);
+            self.space.notify_one();
+        }
+        ev
+    }
+
+    /// Waits until something may be ready (or the input closed).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// The input ended.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// True once the input ended.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// True once the input ended and nothing is left.
+    pub fn is_finished(&self) -> bool {
+        let st = self.lock();
+        st.closed
+            && st.private.is_empty()
+            && st.market.is_empty()
+            && st.spool.as_ref().is_none_or(|s| s.pending() == 0)
+    }
+
+    /// Market-data events waiting.
+    pub fn market_len(&self) -> usize {
+        self.lock().market.len()
+    }
+
+    /// Moves `older` private events and every in-memory private event to the spool, ahead of
+    /// what is spooled already (stopping while the broker is away). Returns how many moved.
+    pub fn spill_private(&self, older: Vec<Arc<Event>>) -> usize {
+        let mut st = self.lock();
+        let mut all = older;
+        all.extend(st.private.drain(..));
+        let n = all.len();
+        let Some(spool) = st.spool.as_mut() else {
+            st.private.extend(all);
+            return 0;
+        };
+        if let Err(error) = spool.prepend(all) {
+            tracing::error!(%error, "Cannot write the spool while stopping; private events are lost.");
+            return 0;
+        }
+        metrics::counter!(SPOOLED).increment(n as u64);
+        self.stats.add_spooled(n as u64);
+        n
+    }
+}

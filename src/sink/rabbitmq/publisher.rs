@@ -1,0 +1,324 @@
+//! The publish loop: connect, declare, send from the outbox within the confirm window, settle
+//! confirms, reconcile bindings; on any failure re-queue the window and reconnect with backoff.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use amqprs::{
+    BasicProperties, FieldTable, FieldValue,
+    channel::{BasicPublishArguments, Channel, ConfirmSelectArguments},
+    connection::Connection,
+};
+use metrics::{Counter, Histogram};
+use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
+
+use super::{
+    PublishError, RabbitParams,
+    confirms::{Confirm, ConfirmCallback, InFlight, Window},
+    outbox::Outbox,
+    topology::{self, MAX_SHORT_STR},
+};
+use crate::{
+    backoff::Backoff,
+    event::{Event, EventClass},
+    health::ComponentState,
+    sink::bindings::Binding,
+    telemetry::{
+        BROKER_UP, EVENTS_CONFIRMED, EVENTS_PUBLISHED, PUBLISH_CONFIRM_LATENCY, PUBLISH_RETRIES,
+        RECEIVE_TO_CONFIRM_LATENCY, STAGE_DROPPED, STAGE_SENT,
+    },
+};
+
+/// Metric handles resolved once.
+#[derive(Debug)]
+struct Meters {
+    published: Vec<Counter>,
+    confirmed: Vec<Counter>,
+    confirm_latency: Histogram,
+    receive_latency: Histogram,
+    sent: Counter,
+}
+
+impl Meters {
+    fn new() -> Self {
+        let by_class = |name: &'static str| {
+            EventClass::ALL
+                .iter()
+                .map(|c| metrics::counter!(name, "class" => c.as_str()))
+                .collect()
+        };
+        Self {
+            published: by_class(EVENTS_PUBLISHED),
+            confirmed: by_class(EVENTS_CONFIRMED),
+            confirm_latency: metrics::histogram!(PUBLISH_CONFIRM_LATENCY),
+            receive_latency: metrics::histogram!(RECEIVE_TO_CONFIRM_LATENCY),
+            sent: metrics::counter!(STAGE_SENT, "stage" => "publish"),
+        }
+    }
+}
+
+/// The publisher task's state (survives reconnects).
+#[derive(Debug)]
+pub struct Publisher {
+    params: RabbitParams,
+    outbox: Arc<Outbox>,
+    window: Window,
+    applied: BTreeSet<Binding>,
+    exchange: String,
+    meters: Meters,
+}
+
+impl Publisher {
+    pub fn new(params: RabbitParams, outbox: Arc<Outbox>) -> Self {
+        Self {
+            exchange: topology::exchange_name(&params.prefix),
+            params,
+            outbox,
+            window: Window::default(),
+            applied: BTreeSet::new(),
+            meters: Meters::new(),
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        let state = if up {
+            ComponentState::Up
+        } else {
+            ComponentState::Down
+        };
+        self.params.health.set_broker(state);
+        metrics::gauge!(BROKER_UP).set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// Runs until the input has ended and everything is confirmed.
+    pub async fn run(mut self) {
+        let cfg = &self.params.config;
+        let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
+        self.params.health.set_broker(ComponentState::Connecting);
+        loop {
+            match self.connect().await {
+                Ok((conn, channel, confirms)) => {
+                    backoff.reset();
+                    self.set_up(true);
+                    tracing::info!(exchange = %self.exchange, "Connected to RabbitMQ; topology declared.");
+                    let outcome = self.session(&conn, &channel, confirms).await;
+                    match outcome {
+                        Ok(()) => {
+                            let _ = channel.close().await;
+                            let _ = conn.close().await;
+                            self.set_up(false);
+                            tracing::info!("Publish stage finished; every event is confirmed.");
+                            return;
+                        }
+                        Err(error) => {
+                            self.set_up(false);
+                            let n = self.window.requeue_from(0);
+                            self.count_retries(n, "connection_lost");
+                            tracing::warn!(%error, requeued = n, "Lost the RabbitMQ connection; reconnecting.");
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.set_up(false);
+                    tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), attempt = backoff.attempts(), "Cannot reach RabbitMQ; retrying.");
+                }
+            }
+            if self.outbox.is_closed() {
+                self.spill_private();
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Input ended while the broker is away: put every private event on disk so a stop (or
+    /// the shutdown timeout) cannot lose it; it is replayed from the spool on the next connect.
+    fn spill_private(&mut self) {
+        let (private, market): (Vec<_>, Vec<_>) = self
+            .window
+            .retry
+            .drain(..)
+            .partition(|e| e.class.is_private());
+        self.window.retry.extend(market);
+        let n = self.outbox.spill_private(private);
+        if n > 0 {
+            tracing::warn!(
+                spooled = n,
+                "Stopping with the broker away; private events spooled to disk."
+            );
+        }
+    }
+
+    fn count_retries(&self, n: usize, reason: &'static str) {
+        if n > 0 {
+            metrics::counter!(PUBLISH_RETRIES, "reason" => reason).increment(n as u64);
+            self.params.stats.add_retried(n as u64);
+        }
+    }
+
+    async fn connect(
+        &mut self,
+    ) -> Result<(Connection, Channel, mpsc::Receiver<Confirm>), PublishError> {
+        let args = super::connection_args(self.params.url.expose_secret())?;
+        let conn = Connection::open(&args)
+            .await
+            .map_err(PublishError::Connect)?;
+        let channel = conn
+            .open_channel(None)
+            .await
+            .map_err(PublishError::Channel)?;
+        let (tx, rx) = mpsc::channel(self.params.config.confirm_window.max(1) * 2 + 64);
+        channel
+            .register_callback(ConfirmCallback { tx })
+            .await
+            .map_err(PublishError::Channel)?;
+        channel
+            .confirm_select(ConfirmSelectArguments::default())
+            .await
+            .map_err(PublishError::Channel)?;
+        topology::declare(&channel, &self.params.prefix).await?;
+        Ok((conn, channel, rx))
+    }
+
+    /// One connection's life. `Ok` when everything is confirmed and the input has ended.
+    async fn session(
+        &mut self,
+        conn: &Connection,
+        channel: &Channel,
+        mut confirms: mpsc::Receiver<Confirm>,
+    ) -> Result<(), PublishError> {
+        let window = self.params.config.confirm_window.max(1);
+        let mut changes = self.params.bindings.changes();
+        self.applied.clear();
+        let version = *changes.borrow_and_update();
+        topology::reconcile(
+            channel,
+            &self.params.prefix,
+            &self.params.bindings,
+            version,
+            &mut self.applied,
+        )
+        .await?;
+        let io_failure = conn.listen_network_io_failure();
+        let mut io_failure = std::pin::pin!(io_failure);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut next_tag: u64 = 1;
+        loop {
+            while self.window.inflight.len() < window {
+                let Some(event) = self.window.retry.pop_front().or_else(|| self.outbox.pop())
+                else {
+                    break;
+                };
+                if let Err(error) = self.publish(channel, &event).await {
+                    self.window.retry.push_front(event);
+                    return Err(error);
+                }
+                self.window.inflight.insert(
+                    next_tag,
+                    InFlight {
+                        event,
+                        sent: std::time::Instant::now(),
+                    },
+                );
+                next_tag += 1;
+            }
+            if self.window.inflight.is_empty()
+                && self.window.retry.is_empty()
+                && self.outbox.is_finished()
+            {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                c = confirms.recv() => match c {
+                    Some(c) => self.settle(c),
+                    None => return Err(PublishError::ConnectionLost),
+                },
+                _ = &mut io_failure => return Err(PublishError::ConnectionLost),
+                changed = changes.changed() => {
+                    if changed.is_ok() {
+                        let version = *changes.borrow_and_update();
+                        topology::reconcile(channel, &self.params.prefix, &self.params.bindings, version, &mut self.applied).await?;
+                    }
+                }
+                () = self.outbox.ready(), if self.window.inflight.len() < window => {}
+                _ = tick.tick() => {
+                    if !conn.is_open() || !channel.is_open() {
+                        return Err(PublishError::ConnectionLost);
+                    }
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self, c: Confirm) {
+        let reason = match &c {
+            Confirm::Ack { .. } => "returned",
+            Confirm::Nack { .. } => "nack",
+            Confirm::Return { .. } => "returned",
+        };
+        let meters = &self.meters;
+        let stats = &self.params.stats;
+        let requeued = self.window.apply(c, |f| {
+            meters.confirmed[f.event.class as usize].increment(1);
+            meters.sent.increment(1);
+            meters
+                .confirm_latency
+                .record(f.sent.elapsed().as_secs_f64());
+            meters
+                .receive_latency
+                .record(f.event.received_mono.elapsed().as_secs_f64());
+            stats.add_confirmed(1);
+        });
+        if requeued > 0 {
+            tracing::warn!(
+                requeued,
+                reason,
+                "The broker refused messages; sending them again."
+            );
+            self.count_retries(requeued, reason);
+        }
+    }
+
+    async fn publish(&self, channel: &Channel, event: &Event) -> Result<(), PublishError> {
+        let routing_key = event.routing_key();
+        if routing_key.len() > MAX_SHORT_STR {
+            metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "routing_key_too_long").increment(1);
+            tracing::error!(trace_id = %event.trace_id, "Routing key too long for AMQP; event dropped.");
+            return Ok(());
+        }
+        let persistent = event.class.is_private() || self.params.config.persistent_market_data;
+        let args = BasicPublishArguments::new(&self.exchange, &routing_key)
+            .mandatory(true)
+            .finish();
+        channel
+            .basic_publish(properties(event, persistent), event.json.to_vec(), args)
+            .await
+            .map_err(PublishError::Publish)?;
+        self.meters.published[event.class as usize].increment(1);
+        self.params.stats.add_published(1);
+        Ok(())
+    }
+}
+
+/// AMQP properties of an event (spec section 4).
+pub fn properties(event: &Event, persistent: bool) -> BasicProperties {
+    let mut headers = FieldTable::new();
+    for (k, v) in [
+        ("trace_id", event.trace_id.as_str()),
+        ("topic", event.topic.as_str()),
+        ("class", event.class.as_str()),
+    ] {
+        if let Ok(k) = k.try_into() {
+            headers.insert(k, FieldValue::from(v));
+        }
+    }
+    let id = event.id.to_string();
+    BasicProperties::default()
+        .with_content_type("application/json")
+        .with_message_id(&id)
+        .with_correlation_id(&event.trace_id)
+        .with_timestamp(u64::try_from(event.received_at.timestamp()).unwrap_or(0))
+        .with_headers(headers)
+        .with_delivery_mode(if persistent { 2 } else { 1 })
+        .finish()
+}
