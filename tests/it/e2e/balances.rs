@@ -102,7 +102,10 @@ async fn a_ten_second_database_cut_never_stalls_trades_and_every_wallet_row_land
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let db = crate::helpers::TestDatabase::postgres().await;
     let proxied = db.url.replacen("127.0.0.1:5432", &proxy.host_port(), 1);
-    assert_ne!(proxied, db.url, "the test database URL names 127.0.0.1:5432");
+    assert_ne!(
+        proxied, db.url,
+        "the test database URL names 127.0.0.1:5432"
+    );
     let stack = Stack::start(
         Options {
             app_db: Some(proxied),
@@ -178,7 +181,10 @@ async fn a_ten_second_database_cut_never_stalls_trades_and_every_wallet_row_land
         .collect();
     assert_eq!(events.len(), wallets, "one event id per wallet frame");
     let _ = conn.close().await;
-    let queues = [stack.queue("trades.treasury"), stack.queue("balances.treasury")];
+    let queues = [
+        stack.queue("trades.treasury"),
+        stack.queue("balances.treasury"),
+    ];
     stack.finish(&queues).await;
     db.drop_database().await;
 }

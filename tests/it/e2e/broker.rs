@@ -125,8 +125,12 @@ async fn a_broker_cut_mid_stream_loses_no_private_event_and_market_loss_equals_t
         (private >= 330.0 && trades + dropped >= 1100.0).then_some(())
     })
     .await;
-    assert!(settled.is_some(), "every event confirmed or dropped after restore");
-    let dropped = (bin.metric(STAGE_DROPPED, &[("stage", "publish")]).await - dropped_before) as u64;
+    assert!(
+        settled.is_some(),
+        "every event confirmed or dropped after restore"
+    );
+    let dropped =
+        (bin.metric(STAGE_DROPPED, &[("stage", "publish")]).await - dropped_before) as u64;
     let exit = bin.sigterm(secs(30)).await.expect("exits");
     assert!(exit.success(), "{exit:?}");
 
@@ -189,6 +193,10 @@ async fn sigterm_exits_zero_after_every_received_event_is_confirmed_in_its_queue
     let _ = conn.close().await;
     let _ = conn2.close().await;
     let seqs = seqs_of(&url, &format!("{prefix}.orders")).await;
-    assert_eq!(seqs, (1..=n as u64 / 2).collect::<Vec<_>>(), "orders in order");
+    assert_eq!(
+        seqs,
+        (1..=n as u64 / 2).collect::<Vec<_>>(),
+        "orders in order"
+    );
     cleanup(&url, &prefix, &[]).await;
 }

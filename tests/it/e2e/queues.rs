@@ -16,7 +16,14 @@ use crate::{
 };
 
 /// (fixture, subscription body, path, topic, class, routing key)
-fn cases() -> Vec<(&'static str, Value, &'static str, &'static str, &'static str, String)> {
+fn cases() -> Vec<(
+    &'static str,
+    Value,
+    &'static str,
+    &'static str,
+    &'static str,
+    String,
+)> {
     let svc = "svc-e2e";
     vec![
         (
@@ -83,8 +90,7 @@ fn is_uuid_v7(s: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_bybit_frames_reach_class_and_service_queues_with_the_spec_envelope_and_properties()
-{
+async fn fake_bybit_frames_reach_class_and_service_queues_with_the_spec_envelope_and_properties() {
     // Arrange: one service subscribes to seven channels through the REST API.
     let stack = Stack::start(Options::default(), |_| {}).await;
     let cases = cases();
@@ -115,7 +121,10 @@ async fn fake_bybit_frames_reach_class_and_service_queues_with_the_spec_envelope
             let v = m.json();
             let private = key.ends_with(".private");
             assert_eq!(m.routing_key, *key, "{name}");
-            assert!(is_uuid_v7(v["id"].as_str().unwrap()), "{name}: id is uuid v7");
+            assert!(
+                is_uuid_v7(v["id"].as_str().unwrap()),
+                "{name}: id is uuid v7"
+            );
             let trace = v["trace_id"].as_str().unwrap();
             assert!(
                 trace.len() == 32
@@ -145,7 +154,9 @@ async fn fake_bybit_frames_reach_class_and_service_queues_with_the_spec_envelope
                 }
                 assert_eq!(m.props.delivery_mode(), Some(1), "{name}");
             }
-            for field in ["id", "trace_id", "class", "topic", "category", "symbol", "type"] {
+            for field in [
+                "id", "trace_id", "class", "topic", "category", "symbol", "type",
+            ] {
                 assert!(v.get(field).is_some(), "{name}: {field} present");
             }
             for field in ["exchange_ts", "received_at", "seq", "data"] {

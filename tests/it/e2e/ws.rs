@@ -54,11 +54,16 @@ async fn an_op_client_receives_envelopes_built_from_the_exchange_frames() {
     let app = app(&fake, &dir).await;
     let mut client = connect(&app).await;
     let reply = client
-        .request(json!({"op": "subscribe", "topics": ["publicTrade.BTCUSDT"], "category": "linear"}))
+        .request(
+            json!({"op": "subscribe", "topics": ["publicTrade.BTCUSDT"], "category": "linear"}),
+        )
         .await;
     assert_eq!(reply["op"], "subscribe");
     assert_eq!(reply["success"], true);
-    assert!(fake.wait_subscribed(LINEAR, "publicTrade.BTCUSDT", secs(10)).await);
+    assert!(
+        fake.wait_subscribed(LINEAR, "publicTrade.BTCUSDT", secs(10))
+            .await
+    );
 
     // Act
     let trade = fixture("linear_publicTrade.json");
@@ -90,7 +95,10 @@ async fn the_seed_action_protocol_works_end_to_end_with_the_exchange() {
         .await;
     assert_eq!(reply["type"], "success", "{reply}");
     assert_eq!(reply["data"]["subscribed"], json!(["BTCUSDT"]));
-    assert!(fake.wait_subscribed(LINEAR, "publicTrade.BTCUSDT", secs(10)).await);
+    assert!(
+        fake.wait_subscribed(LINEAR, "publicTrade.BTCUSDT", secs(10))
+            .await
+    );
 
     // Trade data.
     assert_eq!(
@@ -122,6 +130,9 @@ async fn the_seed_action_protocol_works_end_to_end_with_the_exchange() {
     // Nothing more arrives for the released topic.
     fake.push_topic("publicTrade.BTCUSDT", &fixture("linear_publicTrade.json"));
     let error = client.request(json!({"action": "dance"})).await;
-    assert_eq!(error["type"], "error", "the next message is the reply, not data");
+    assert_eq!(
+        error["type"], "error",
+        "the next message is the reply, not data"
+    );
     app.shutdown().await.expect("clean stop");
 }
