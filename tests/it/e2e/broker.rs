@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use ws_gateway::telemetry::{EVENTS_CONFIRMED, FRAMES_RECEIVED, STAGE_DROPPED, STAGE_RECEIVED};
+use ws_gateway::telemetry::{
+    BROKER_UP, CONNECTION_UP, EVENTS_CONFIRMED, FRAMES_RECEIVED, STAGE_DROPPED, STAGE_RECEIVED,
+};
 
 use super::{Binary, LINEAR, PRIVATE, secs};
 use crate::{
@@ -174,6 +176,11 @@ async fn sigterm_exits_zero_after_every_received_event_is_confirmed_in_its_queue
     })
     .await;
     assert!(received.is_some(), "the gateway read every frame");
+    for endpoint in ["linear", "private"] {
+        let up = bin.metric(CONNECTION_UP, &[("endpoint", endpoint)]).await;
+        assert_eq!(up, 1.0, "{CONNECTION_UP}{{endpoint={endpoint}}}");
+    }
+    assert_eq!(bin.metric(BROKER_UP, &[]).await, 1.0, "{BROKER_UP}");
     let exit = bin.sigterm(secs(30)).await.expect("exits within the bound");
 
     // Assert
