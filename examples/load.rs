@@ -6,7 +6,8 @@
 //! cargo run --release --example load -- --rate 0 --seconds 10      # 0 = as fast as accepted
 //! ```
 //! Options: `--url amqp://…` (default the local broker), `--topics N` (10), `--window N`
-//! (publish confirm window, 128). The frame source is [`Source`]; today in-process frames from
+//! (publish confirm window, 128), `--publish-capacity N` (market buffer of the publish stage,
+//! 50000), `--light` (the consumer only counts). The frame source is [`Source`]; today in-process frames from
 //! the trade fixture, later the fake Bybit server.
 
 use std::{
@@ -147,6 +148,7 @@ async fn main() {
     let mut file = PipelineFile::default();
     file.stages.publish.when_full = WhenFull::Block;
     file.publish.confirm_window = window;
+    file.stages.publish.capacity = arg("--publish-capacity", "50000").parse().unwrap();
     let supervisor = Supervisor::new(CancellationToken::new());
     let (tx, rx) = mpsc::channel(file.stages.decode.capacity);
     let (persist, mut persist_rx) = mpsc::channel(16);
@@ -186,6 +188,8 @@ async fn main() {
         )
         .await
         .unwrap();
+    // `--light`: count only (to see the consumer's own cost).
+    let light = std::env::args().any(|a| a == "--light");
     let consumer = tokio::spawn(async move {
         let mut ids = HashSet::new();
         let (mut total, mut lat) = (0u64, Vec::new());
@@ -193,8 +197,11 @@ async fn main() {
         while let Ok(Some(m)) = tokio::time::timeout(idle, messages.recv()).await {
             let now = chrono::Utc::now();
             let body = m.content.unwrap_or_default();
-            let text = String::from_utf8_lossy(&body);
             total += 1;
+            if light {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&body);
             if let Some(i) = text.find("\"received_at\":\"") {
                 let s = &text[i + 15..i + 15 + 27];
                 if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
@@ -270,16 +277,15 @@ async fn main() {
         .await;
     let _ = cconn.close().await;
 
+    let sample = sample_event();
     for w in [64usize, 128] {
-        let rate = raw_ceiling(
-            &url,
-            &prefix,
-            body_len,
-            w,
-            Duration::from_secs(seconds.min(10)),
-        )
-        .await;
+        let d = Duration::from_secs(seconds.min(10));
+        let rate = raw_ceiling(&url, &prefix, body_len, w, d, None).await;
         println!("raw amqprs ceiling, confirms window {w}, {body_len}-byte body: {rate:.0} msg/s");
+        let rate = raw_ceiling(&url, &prefix, body_len, w, d, Some(&sample)).await;
+        println!(
+            "raw amqprs, window {w}, same body + gateway properties, topic exchange, mandatory: {rate:.0} msg/s"
+        );
     }
 }
 
@@ -314,7 +320,29 @@ impl ChannelCallback for RawConfirms {
 
 /// Confirmed messages per second of a bare amqprs publisher (one channel, `window` in flight)
 /// into one classic queue with a consumer, same body size.
-async fn raw_ceiling(url: &str, prefix: &str, len: usize, window: usize, dur: Duration) -> f64 {
+fn sample_event() -> ws_gateway::event::Event {
+    let f = RawFrame {
+        endpoint: Endpoint::Public(Category::Linear),
+        connection_id: 1,
+        received_at: chrono::Utc::now(),
+        received_mono: Instant::now(),
+        text: TRADE.trim_end().to_owned().into(),
+    };
+    let d = ws_gateway::pipeline::decode::decode(f).unwrap();
+    ws_gateway::pipeline::enrich::Enricher::default()
+        .enrich(ws_gateway::pipeline::classify::classify(d))
+}
+
+/// With `like = Some(event)`: the event's body and AMQP properties, through a topic exchange
+/// with `mandatory` set, as the gateway publishes.
+async fn raw_ceiling(
+    url: &str,
+    prefix: &str,
+    len: usize,
+    window: usize,
+    dur: Duration,
+    like: Option<&ws_gateway::event::Event>,
+) -> f64 {
     let (conn, ch) = open(url).await;
     let queue = format!("{prefix}.raw");
     ch.queue_declare(
@@ -348,7 +376,7 @@ async fn raw_ceiling(url: &str, prefix: &str, len: usize, window: usize, dur: Du
     ch.confirm_select(ConfirmSelectArguments::default())
         .await
         .unwrap();
-    let body = vec![b'x'; len];
+    let body = like.map_or_else(|| vec![b'x'; len], |e| e.json.to_vec());
     let start = Instant::now();
     let mut tag = 0u64;
     while start.elapsed() < dur {
