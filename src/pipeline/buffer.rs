@@ -149,6 +149,9 @@ impl<T: Droppable> DropOldest<T> {
     }
 }
 
+/// Largest batch moved through a `block` buffer at once.
+const CHUNK: usize = 64;
+
 /// Puts a bounded buffer after `input`: a task (named `task`) pulls `input` into the buffer and
 /// the returned stream reads from it.
 pub fn buffer<S, T>(
@@ -163,16 +166,22 @@ where
 {
     match config.when_full {
         WhenFull::Block => {
-            let (tx, rx) = mpsc::channel(config.capacity.max(1));
+            // Items cross in batches of whatever is ready at once (at most CHUNK), so a busy
+            // pipeline pays one task wake-up per batch, not per item; a lone item is sent at
+            // once. The channel holds capacity / CHUNK batches: about `capacity` items.
+            let chunk = CHUNK.min(config.capacity.max(1));
+            let (tx, rx) = mpsc::channel((config.capacity / chunk).max(1));
             supervisor.spawn(stage, async move {
-                let mut input = std::pin::pin!(input);
-                while let Some(item) = input.next().await {
-                    if tx.send(item).await.is_err() {
+                let mut input = std::pin::pin!(input.ready_chunks(chunk));
+                while let Some(batch) = input.next().await {
+                    if tx.send(batch).await.is_err() {
                         break;
                     }
                 }
             });
-            ReceiverStream::new(rx).boxed()
+            ReceiverStream::new(rx)
+                .flat_map(futures::stream::iter)
+                .boxed()
         }
         WhenFull::DropOldest => {
             let buf = std::sync::Arc::new(DropOldest::new(config.capacity, stage));

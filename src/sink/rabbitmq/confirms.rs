@@ -165,3 +165,90 @@ impl Window {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::Endpoint,
+        pipeline::{classify::classify, decode::decode, decode::tests::frame, enrich::Enricher},
+    };
+
+    fn window_of(n: u64) -> Window {
+        let mut e = Enricher::default();
+        let text = include_str!("../../../tests/fixtures/bybit/order.json").trim_end();
+        let mut w = Window::default();
+        for tag in 1..=n {
+            let event =
+                Arc::new(e.enrich(classify(decode(frame(Endpoint::Private, text)).unwrap())));
+            w.inflight.insert(
+                tag,
+                InFlight {
+                    event,
+                    sent: Instant::now(),
+                },
+            );
+        }
+        w
+    }
+
+    #[test]
+    fn a_nack_requeues_that_message_and_every_later_one_in_order() {
+        let mut w = window_of(5);
+        let mut confirmed = vec![];
+        w.apply(
+            Confirm::Ack {
+                tag: 2,
+                multiple: true,
+            },
+            |f| confirmed.push(f.event.seq),
+        );
+        assert_eq!(confirmed, [1, 2]);
+        assert_eq!(
+            w.apply(
+                Confirm::Nack {
+                    tag: 4,
+                    multiple: false
+                },
+                |_| {}
+            ),
+            2
+        );
+        let retry: Vec<u64> = w.retry.iter().map(|e| e.seq).collect();
+        assert_eq!(retry, [4, 5]);
+        assert_eq!(w.inflight.keys().copied().collect::<Vec<_>>(), [3]);
+        // A late ack of a re-queued tag is ignored; the message is sent again anyway.
+        w.apply(
+            Confirm::Ack {
+                tag: 5,
+                multiple: true,
+            },
+            |f| confirmed.push(f.event.seq),
+        );
+        assert_eq!(confirmed, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_returned_message_is_requeued_when_its_ack_arrives() {
+        let mut w = window_of(3);
+        let id = w.inflight[&2].event.id.to_string();
+        w.apply(
+            Confirm::Return {
+                message_id: Some(id),
+            },
+            |_| {},
+        );
+        let mut confirmed = vec![];
+        let n = w.apply(
+            Confirm::Ack {
+                tag: 3,
+                multiple: true,
+            },
+            |f| confirmed.push(f.event.seq),
+        );
+        assert_eq!(confirmed, [1]);
+        assert_eq!(n, 2);
+        assert_eq!(w.retry.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(w.requeue_from(0), 0);
+    }
+}

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use secrecy::SecretString;
 
+pub use publisher::properties;
 pub use url_args::connection_args;
 
 use crate::{

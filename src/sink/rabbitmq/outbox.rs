@@ -135,7 +135,7 @@ impl Outbox {
             return Some(ev);
         }
         if let Some(spool) = st.spool.as_mut() {
-            match spool.next() {
+            match spool.read_next() {
                 Ok(Some(ev)) => return Some(ev),
                 Ok(None) => {}
                 Err(error) => {

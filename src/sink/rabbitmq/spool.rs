@@ -154,9 +154,7 @@ impl Spool {
     }
 
     /// Reads the oldest unread event; truncates the file once all are read.
-    // Fallible, so not an `Iterator`; the name reads naturally at the call sites.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> io::Result<Option<Arc<Event>>> {
+    pub fn read_next(&mut self) -> io::Result<Option<Arc<Event>>> {
         while self.pending > 0 {
             if self.reader.is_none() {
                 self.reader = Some(BufReader::new(File::open(&self.path)?));
@@ -191,7 +189,7 @@ impl Spool {
             return Ok(());
         }
         let mut rest = vec![];
-        while let Some(ev) = self.next()? {
+        while let Some(ev) = self.read_next()? {
             rest.push(ev);
         }
         self.reset()?;
@@ -250,7 +248,7 @@ mod tests {
         for ev in &events[..3] {
             spool.append(ev).unwrap();
         }
-        let first = spool.next().unwrap().unwrap();
+        let first = spool.read_next().unwrap().unwrap();
         assert_eq!(first.json, events[0].json);
         assert_eq!(first.data(), events[0].data());
         assert_eq!(first.routing_key(), "balances.private");
@@ -259,7 +257,7 @@ mod tests {
         let mut spool = Spool::open(dir.path(), "t").unwrap();
         assert_eq!(spool.pending(), 3);
         spool.prepend(vec![events[4].clone()]).unwrap();
-        let seqs: Vec<_> = std::iter::from_fn(|| spool.next().unwrap())
+        let seqs: Vec<_> = std::iter::from_fn(|| spool.read_next().unwrap())
             .map(|ev| ev.seq)
             .collect();
         assert_eq!(seqs, [5, 1, 2, 3]);
