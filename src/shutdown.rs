@@ -140,3 +140,30 @@ impl Supervisor {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_critical_task_that_dies_early_is_named_and_stops_the_process() {
+        let sup = Supervisor::new(CancellationToken::new());
+        sup.spawn_critical("doomed", async { Err::<(), _>("socket gone") });
+        sup.spawn_critical("steady", {
+            let stop = sup.shutdown.clone();
+            async move {
+                stop.cancelled().await;
+                Ok::<(), String>(())
+            }
+        });
+
+        tokio::time::timeout(std::time::Duration::from_secs(5), sup.shutdown.cancelled())
+            .await
+            .expect("the death stops the process");
+        sup.tracker.close();
+        sup.tracker.wait().await;
+
+        assert_eq!(sup.failures(), vec!["doomed".to_owned()]);
+        assert!(sup.unfinished().is_empty());
+    }
+}
