@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_tracing(&settings.log);
+    telemetry::init_tracing(&settings.log, &settings.service_name);
     let signal = shutdown::signal();
 
     let app = match App::build(settings).await {

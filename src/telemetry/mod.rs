@@ -6,41 +6,10 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::config::{LogFormat, LogSettings};
+mod logging;
 
-/// Installs the global tracing subscriber. Noisy dependencies are capped at WARN unless the
-/// filter names them. Calling it twice is harmless (the second call is ignored), so tests can.
-pub fn init_tracing(settings: &LogSettings) {
-    let mut directive = settings.level.clone();
-    for noisy in [
-        "sqlx",
-        "sea_orm",
-        "amqprs",
-        "tungstenite",
-        "async_tungstenite",
-        "poem",
-        "hyper",
-    ] {
-        if !directive.contains(noisy) {
-            directive.push_str(&format!(",{noisy}=warn"));
-        }
-    }
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match settings.format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().pretty()).try_init(),
-    };
-}
+pub use logging::init_tracing;
 
 /// Installs the Prometheus recorder once per process and returns its handle (for `/metrics`).
 pub fn metrics_handle() -> PrometheusHandle {
