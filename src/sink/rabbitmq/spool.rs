@@ -202,6 +202,19 @@ impl Spool {
         Ok(())
     }
 
+    /// Flushes written records to the disk (`fsync`), e.g. when stopping.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            w.flush()?;
+            w.sync_all()?;
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The directory entry too, for a spool file created by this run.
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
     fn reset(&mut self) -> io::Result<()> {
         self.reader = None;
         self.writer = None;
