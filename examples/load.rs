@@ -7,7 +7,7 @@
 //! ```
 //! Options: `--url amqp://…` (default the local broker), `--topics N` (10), `--window N`
 //! (publish confirm window, 128), `--publish-capacity N` (market buffer of the publish stage,
-//! 50000), `--light` (the consumer only counts). The frame source is [`Source`]; today in-process frames from
+//! 10000), `--light` (the consumer only counts). The frame source is [`Source`]; today in-process frames from
 //! the trade fixture, later the fake Bybit server.
 
 use std::{
@@ -21,7 +21,8 @@ use amqprs::{
     callbacks::ChannelCallback,
     channel::{
         BasicConsumeArguments, BasicPublishArguments, Channel, ConfirmSelectArguments,
-        ExchangeDeleteArguments, QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
+        ExchangeDeclareArguments, ExchangeDeleteArguments, QueueBindArguments,
+        QueueDeclareArguments, QueueDeleteArguments,
     },
     connection::Connection,
 };
@@ -34,7 +35,10 @@ use ws_gateway::{
     pipeline::{self, PipelineParams, PipelineStats},
     pipeline_file::{PipelineFile, WhenFull},
     shutdown::Supervisor,
-    sink::{bindings::QueueBindings, rabbitmq::connection_args, rabbitmq::topology},
+    sink::{
+        bindings::QueueBindings,
+        rabbitmq::{connection_args, properties, topology},
+    },
 };
 
 const TRADE: &str = include_str!("../tests/fixtures/bybit/linear_publicTrade.json");
@@ -75,6 +79,11 @@ impl Source {
                     return sent;
                 }
                 sent += 1;
+            }
+            if rate == 0 {
+                // Unpaced: let the pipeline's tasks run, so this measures the gateway rather
+                // than a producer loop that hogs a worker thread.
+                tokio::task::yield_now().await;
             }
         }
         sent
@@ -148,7 +157,7 @@ async fn main() {
     let mut file = PipelineFile::default();
     file.stages.publish.when_full = WhenFull::Block;
     file.publish.confirm_window = window;
-    file.stages.publish.capacity = arg("--publish-capacity", "50000").parse().unwrap();
+    file.stages.publish.capacity = arg("--publish-capacity", "10000").parse().unwrap();
     let supervisor = Supervisor::new(CancellationToken::new());
     let (tx, rx) = mpsc::channel(file.stages.decode.capacity);
     let (persist, mut persist_rx) = mpsc::channel(16);
@@ -278,7 +287,7 @@ async fn main() {
     let _ = cconn.close().await;
 
     let sample = sample_event();
-    for w in [64usize, 128] {
+    for w in [128usize, 256] {
         let d = Duration::from_secs(seconds.min(10));
         let rate = raw_ceiling(&url, &prefix, body_len, w, d, None).await;
         println!("raw amqprs ceiling, confirms window {w}, {body_len}-byte body: {rate:.0} msg/s");
@@ -352,9 +361,24 @@ async fn raw_ceiling(
     )
     .await
     .unwrap();
-    let _ = ch
-        .queue_bind(QueueBindArguments::new(&queue, "amq.direct", &queue))
-        .await;
+    // Like the gateway: a durable topic exchange bound with `<class>.#`.
+    let exchange = format!("{prefix}.raw-x");
+    if like.is_some() {
+        ch.exchange_declare(
+            ExchangeDeclareArguments::new(&exchange, "topic")
+                .durable(true)
+                .finish(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(QueueBindArguments::new(&queue, &exchange, "trades.#"))
+            .await
+            .unwrap();
+    } else {
+        let _ = ch
+            .queue_bind(QueueBindArguments::new(&queue, "amq.direct", &queue))
+            .await;
+    }
     let (cconn, cch) = open(url).await;
     let (_, mut rx) = cch
         .basic_consume_rx(
@@ -385,20 +409,30 @@ async fn raw_ceiling(
         }
         tag += 1;
         outstanding.lock().unwrap().insert(tag);
-        let props = BasicProperties::default().with_delivery_mode(1).finish();
-        ch.basic_publish(
-            props,
-            body.clone(),
-            BasicPublishArguments::new("amq.direct", &queue),
-        )
-        .await
-        .unwrap();
+        let (props, args) = match like {
+            Some(e) => (
+                properties(e, false),
+                BasicPublishArguments::new(&exchange, &e.routing_key())
+                    .mandatory(true)
+                    .finish(),
+            ),
+            None => (
+                BasicProperties::default().with_delivery_mode(1).finish(),
+                BasicPublishArguments::new("amq.direct", &queue),
+            ),
+        };
+        ch.basic_publish(props, body.clone(), args).await.unwrap();
     }
     while !outstanding.lock().unwrap().is_empty() {
         freed.notified().await;
     }
     let rate = tag as f64 / start.elapsed().as_secs_f64();
     let _ = ch.queue_delete(QueueDeleteArguments::new(&queue)).await;
+    if like.is_some() {
+        let _ = ch
+            .exchange_delete(ExchangeDeleteArguments::new(&exchange))
+            .await;
+    }
     drain.abort();
     let _ = cconn.close().await;
     let _ = conn.close().await;

@@ -160,7 +160,7 @@ impl Default for StagesConfig {
             classify: BufferConfig::new(4096, WhenFull::Block),
             enrich: BufferConfig::new(4096, WhenFull::Block),
             tee: BufferConfig::new(10_000, WhenFull::Block),
-            publish: BufferConfig::new(50_000, WhenFull::DropOldest),
+            publish: BufferConfig::new(10_000, WhenFull::DropOldest),
         }
     }
 }

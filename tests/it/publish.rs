@@ -389,3 +389,59 @@ async fn without_a_broker_events_still_reach_the_broadcast() {
         ws_gateway::health::ComponentState::Disabled
     );
 }
+
+#[tokio::test]
+async fn the_end_of_input_with_the_broker_down_spools_private_events_drops_market_data_and_ends() {
+    // Arrange: everything sent so far is confirmed, then the broker goes away.
+    let url = amqp_url();
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let proxied = format!("amqp://guest:guest@{}/%2f", proxy.host_port());
+    let mut h = PipelineHarness::start(Some(proxied), |f| {
+        f.publish.reconnect_initial = Duration::from_millis(50);
+        f.publish.reconnect_max = Duration::from_secs(30);
+    })
+    .await;
+    let order = fixture("order.json");
+    let trade = trade_text("BTCUSDT");
+    for _ in 0..10 {
+        h.send(Endpoint::Private, order.clone()).await;
+        h.send(LINEAR, trade.clone()).await;
+    }
+    assert!(h.wait_confirmed(20, LONG).await);
+    proxy.cut();
+    for _ in 0..40 {
+        h.send(Endpoint::Private, order.clone()).await;
+        h.send(LINEAR, trade.clone()).await;
+    }
+    let stats = h.stats.clone();
+    crate::helpers::wait_until(LONG, || {
+        let seen = stats.events();
+        async move { (seen == 100).then_some(()) }
+    })
+    .await
+    .expect("every frame was read");
+
+    // Act: end the input while the broker is still unreachable.
+    let ended = h.finish(LONG).await;
+
+    // Assert: the task ended without the broker, private events are on disk in order, and
+    // the market data it could not send is counted as dropped.
+    assert!(ended, "the publish task ended with the broker down");
+    assert_eq!(h.stats.confirmed(), 20);
+    assert_eq!(h.stats.market_dropped(), 40);
+    let mut spool =
+        ws_gateway::sink::rabbitmq::spool::Spool::open(h.spool_dir.path(), &h.prefix).unwrap();
+    assert_eq!(spool.pending(), 40);
+    let mut seqs = vec![];
+    while let Some(ev) = spool.read_next().unwrap() {
+        assert_eq!(ev.class, EventClass::Orders);
+        seqs.push(ev.seq);
+    }
+    assert_eq!(
+        seqs,
+        (11..=50).collect::<Vec<_>>(),
+        "every private event, in order"
+    );
+    proxy.restore();
+    cleanup(&url, &h.prefix, &[]).await;
+}

@@ -62,6 +62,9 @@ pub enum PublishError {
     /// The connection dropped.
     #[error("the broker connection was lost")]
     ConnectionLost,
+    /// The connection attempt took too long.
+    #[error("timed out connecting to the broker")]
+    ConnectTimeout,
     /// A name past AMQP's 255-byte limit.
     #[error("name too long for AMQP: {0}")]
     NameTooLong(String),
@@ -123,5 +126,49 @@ where
         }
         input.close();
     });
-    supervisor.spawn("publish", publisher::Publisher::new(params, outbox).run());
+    let publisher = publisher::Publisher::new(params, outbox).run();
+    supervisor.spawn("publish", run_dedicated(publisher));
+}
+
+/// Runs the publisher on its own OS thread with a current-thread runtime, so producer tasks
+/// on the shared runtime never delay a publish or a confirm (amqprs's connection tasks are
+/// spawned on that runtime too). Falls back to the caller's runtime if the thread cannot
+/// start. The returned future ends when the publisher does.
+async fn run_dedicated<F>(publisher: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let slot = Arc::new(std::sync::Mutex::new(Some(Box::pin(publisher))));
+    let on_thread = slot.clone();
+    let started = std::thread::Builder::new()
+        .name("ws-gateway-publish".into())
+        .spawn(move || {
+            let fut = on_thread.lock().ok().and_then(|mut s| s.take());
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    if let Some(fut) = fut {
+                        rt.block_on(fut);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "Cannot build the publisher runtime.");
+                    if let (Some(fut), Ok(mut s)) = (fut, on_thread.lock()) {
+                        *s = Some(fut);
+                    }
+                }
+            }
+            let _ = done_tx.send(());
+        });
+    if let Err(error) = started {
+        tracing::error!(%error, "Cannot start the publisher thread; publishing on the shared runtime.");
+    }
+    let _ = done_rx.await;
+    let left = slot.lock().ok().and_then(|mut s| s.take());
+    if let Some(fut) = left {
+        fut.await;
+    }
 }

@@ -201,4 +201,27 @@ impl Outbox {
         self.stats.add_spooled(n as u64);
         n
     }
+
+    /// Drops every market-data event still waiting (stopping with the broker unreachable);
+    /// returns how many.
+    pub fn drop_market(&self) -> usize {
+        let mut st = self.lock();
+        let n = st.market.len();
+        st.market.clear();
+        drop(st);
+        self.space.notify_waiters();
+        n
+    }
+
+    /// Flushes the spool to disk (`fsync`); returns how many records it holds.
+    pub fn sync_spool(&self) -> u64 {
+        let mut st = self.lock();
+        let Some(spool) = st.spool.as_mut() else {
+            return 0;
+        };
+        if let Err(error) = spool.sync() {
+            tracing::error!(%error, "Cannot fsync the spool.");
+        }
+        spool.pending()
+    }
 }

@@ -29,6 +29,9 @@ use crate::{
     },
 };
 
+/// How long one connection attempt (TCP, AMQP handshake, topology) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Metric handles resolved once.
 #[derive(Debug)]
 struct Meters {
@@ -90,13 +93,17 @@ impl Publisher {
         metrics::gauge!(BROKER_UP).set(if up { 1.0 } else { 0.0 });
     }
 
-    /// Runs until the input has ended and everything is confirmed.
+    /// Runs until the input has ended and everything is confirmed, or until the input has
+    /// ended and the broker cannot be reached (then private events are spooled and fsynced,
+    /// market data still in memory is dropped and counted).
     pub async fn run(mut self) {
         let cfg = &self.params.config;
         let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
         self.params.health.set_broker(ComponentState::Connecting);
         loop {
-            match self.connect().await {
+            let closed_before = self.outbox.is_closed();
+            let attempt = tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await;
+            match attempt.unwrap_or(Err(PublishError::ConnectTimeout)) {
                 Ok((conn, channel, confirms)) => {
                     backoff.reset();
                     self.set_up(true);
@@ -115,37 +122,62 @@ impl Publisher {
                             let n = self.window.requeue_from(0);
                             self.count_retries(n, "connection_lost");
                             tracing::warn!(%error, requeued = n, "Lost the RabbitMQ connection; reconnecting.");
+                            // Try once more at once: the broker may be back already.
+                            continue;
                         }
                     }
                 }
                 Err(error) => {
                     self.set_up(false);
+                    if closed_before {
+                        tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "Cannot reach RabbitMQ after the input ended.");
+                        self.give_up();
+                        return;
+                    }
                     tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), attempt = backoff.attempts(), "Cannot reach RabbitMQ; retrying.");
                 }
             }
-            if self.outbox.is_closed() {
-                self.spill_private();
+            // Wait for the backoff delay, but wake as soon as the input ends, so a stop with
+            // the broker away is decided after one more attempt, not after a long delay.
+            let sleep = tokio::time::sleep(backoff.next_delay());
+            let mut sleep = std::pin::pin!(sleep);
+            loop {
+                if self.outbox.is_closed() {
+                    break;
+                }
+                tokio::select! {
+                    () = &mut sleep => break,
+                    () = self.outbox.ready() => {}
+                }
             }
-            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
-    /// Input ended while the broker is away: put every private event on disk so a stop (or
-    /// the shutdown timeout) cannot lose it; it is replayed from the spool on the next connect.
-    fn spill_private(&mut self) {
+    /// The input ended and the broker is unreachable: private events go to the spool (fsynced,
+    /// replayed on the next start), market data still in memory is dropped and counted.
+    fn give_up(&mut self) {
         let (private, market): (Vec<_>, Vec<_>) = self
             .window
             .retry
             .drain(..)
             .partition(|e| e.class.is_private());
-        self.window.retry.extend(market);
-        let n = self.outbox.spill_private(private);
-        if n > 0 {
-            tracing::warn!(
-                spooled = n,
-                "Stopping with the broker away; private events spooled to disk."
+        let spooled = self.outbox.spill_private(private);
+        let dropped = market.len() + self.outbox.drop_market();
+        if dropped > 0 {
+            metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "shutdown")
+                .increment(dropped as u64);
+            self.params.stats.add_market_dropped(dropped as u64);
+            tracing::error!(
+                dropped,
+                "Stopping with RabbitMQ unreachable; market data still in memory is dropped."
             );
         }
+        let left = self.outbox.sync_spool();
+        tracing::warn!(
+            spooled,
+            in_spool = left,
+            "Stopping with RabbitMQ unreachable; private events are in the spool and will be replayed on the next start."
+        );
     }
 
     fn count_retries(&self, n: usize, reason: &'static str) {

@@ -4,8 +4,9 @@
 //! `[u32 little-endian length][u8 endpoint][envelope JSON]`. Records are read back in order;
 //! once every record has been read the file is truncated to zero. A spool left by an earlier
 //! run is replayed first (its records are older). A torn last record (crash mid-write) is cut
-//! off. Writes go to the OS without `fsync`: a process crash loses nothing, a machine crash may
-//! lose the last records (documented trade-off; private events are rare).
+//! off. Appends go to the OS without `fsync`: a process crash loses nothing, a machine crash may
+//! lose the last records (documented trade-off; private events are rare). Stopping with the
+//! broker unreachable calls [`Spool::sync`], which does `fsync` the file and its directory.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -198,6 +199,19 @@ impl Spool {
         }
         if let Some(w) = self.writer.as_mut() {
             w.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes written records to the disk (`fsync`), e.g. when stopping.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            w.flush()?;
+            w.sync_all()?;
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The directory entry too, for a spool file created by this run.
+            File::open(dir)?.sync_all()?;
         }
         Ok(())
     }
