@@ -189,7 +189,7 @@ async fn main() {
     )
     .await
     .unwrap();
-    let (_, mut messages) = cch
+    let (_, messages) = cch
         .basic_consume_rx(
             BasicConsumeArguments::new(&queue, "load")
                 .auto_ack(true)
@@ -199,34 +199,7 @@ async fn main() {
         .unwrap();
     // `--light`: count only (to see the consumer's own cost).
     let light = std::env::args().any(|a| a == "--light");
-    let consumer = tokio::spawn(async move {
-        let mut ids = HashSet::new();
-        let (mut total, mut lat) = (0u64, Vec::new());
-        let idle = Duration::from_secs(5);
-        while let Ok(Some(m)) = tokio::time::timeout(idle, messages.recv()).await {
-            let now = chrono::Utc::now();
-            let body = m.content.unwrap_or_default();
-            total += 1;
-            if light {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&body);
-            if let Some(i) = text.find("\"received_at\":\"") {
-                let s = &text[i + 15..i + 15 + 27];
-                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-                    lat.push(
-                        (now - t.with_timezone(&chrono::Utc))
-                            .num_microseconds()
-                            .unwrap_or(0) as u64,
-                    );
-                }
-            }
-            if let Some(i) = text.find("\"id\":\"") {
-                ids.insert(text[i + 6..i + 42].to_owned());
-            }
-        }
-        (total, ids.len() as u64, lat)
-    });
+    let consumer = tokio::spawn(verify(messages, light));
 
     let (cpu0, _) = proc_usage();
     let start = Instant::now();
@@ -289,13 +262,48 @@ async fn main() {
     let sample = sample_event();
     for w in [128usize, 256] {
         let d = Duration::from_secs(seconds.min(10));
-        let rate = raw_ceiling(&url, &prefix, body_len, w, d, None).await;
+        let rate = raw_ceiling(&url, &prefix, body_len, w, d, None, light).await;
         println!("raw amqprs ceiling, confirms window {w}, {body_len}-byte body: {rate:.0} msg/s");
-        let rate = raw_ceiling(&url, &prefix, body_len, w, d, Some(&sample)).await;
+        let rate = raw_ceiling(&url, &prefix, body_len, w, d, Some(&sample), light).await;
         println!(
             "raw amqprs, window {w}, same body + gateway properties, topic exchange, mandatory: {rate:.0} msg/s"
         );
     }
+}
+
+/// The consumer of both measurements: takes every message until 5 s of silence and (unless
+/// `light`) parses the receive timestamp (latency) and the event id (loss, duplicates).
+/// Returns (messages, distinct ids, latencies in µs).
+async fn verify(
+    mut messages: tokio::sync::mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage>,
+    light: bool,
+) -> (u64, u64, Vec<u64>) {
+    let mut ids = HashSet::new();
+    let (mut total, mut lat) = (0u64, Vec::new());
+    let idle = Duration::from_secs(5);
+    while let Ok(Some(m)) = tokio::time::timeout(idle, messages.recv()).await {
+        let now = chrono::Utc::now();
+        let body = m.content.unwrap_or_default();
+        total += 1;
+        if light {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&body);
+        if let Some(i) = text.find("\"received_at\":\"") {
+            let s = &text[i + 15..i + 15 + 27];
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                lat.push(
+                    (now - t.with_timezone(&chrono::Utc))
+                        .num_microseconds()
+                        .unwrap_or(0) as u64,
+                );
+            }
+        }
+        if let Some(i) = text.find("\"id\":\"") {
+            ids.insert(text[i + 6..i + 42].to_owned());
+        }
+    }
+    (total, ids.len() as u64, lat)
 }
 
 struct RawConfirms {
@@ -327,8 +335,6 @@ impl ChannelCallback for RawConfirms {
     async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
 }
 
-/// Confirmed messages per second of a bare amqprs publisher (one channel, `window` in flight)
-/// into one classic queue with a consumer, same body size.
 fn sample_event() -> ws_gateway::event::Event {
     let f = RawFrame {
         endpoint: Endpoint::Public(Category::Linear),
@@ -342,6 +348,10 @@ fn sample_event() -> ws_gateway::event::Event {
         .enrich(ws_gateway::pipeline::classify::classify(d))
 }
 
+/// Confirmed messages per second of a bare amqprs publisher (one channel, `window` in flight)
+/// into one classic queue with the same consumer as the gateway run ([`verify`]), same body
+/// size.
+///
 /// With `like = Some(event)`: the event's body and AMQP properties, through a topic exchange
 /// with `mandatory` set, as the gateway publishes.
 async fn raw_ceiling(
@@ -351,6 +361,7 @@ async fn raw_ceiling(
     window: usize,
     dur: Duration,
     like: Option<&ws_gateway::event::Event>,
+    light: bool,
 ) -> f64 {
     let (conn, ch) = open(url).await;
     let queue = format!("{prefix}.raw");
@@ -380,7 +391,7 @@ async fn raw_ceiling(
             .await;
     }
     let (cconn, cch) = open(url).await;
-    let (_, mut rx) = cch
+    let consumed = cch
         .basic_consume_rx(
             BasicConsumeArguments::new(&queue, "raw")
                 .auto_ack(true)
@@ -388,7 +399,10 @@ async fn raw_ceiling(
         )
         .await
         .unwrap();
-    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    // The same consumer work as in the gateway run (`verify`), so both figures are measured
+    // with the same load on the process and the broker.
+    let (_, rx) = consumed;
+    let drain = tokio::spawn(verify(rx, light));
     let outstanding = Arc::new(Mutex::new(BTreeSet::new()));
     let freed = Arc::new(Notify::new());
     ch.register_callback(RawConfirms {

@@ -24,6 +24,12 @@ use crate::{
     telemetry::{SPOOLED, STAGE_DROPPED},
 };
 
+/// Market-buffer length at which a pump blocked on a full buffer (`block`) is woken: an eighth
+/// of the capacity below full (at most 512 events), so one wake-up moves many events.
+fn resume_at(capacity: usize) -> usize {
+    capacity - (capacity / 8).clamp(1, 512)
+}
+
 #[derive(Debug)]
 struct State {
     market: VecDeque<Arc<Event>>,
@@ -42,6 +48,9 @@ pub struct Outbox {
     ready: Notify,
     /// Wakes the input pump blocked on a full market buffer (`block` policy).
     space: Notify,
+    /// `block` policy: the pump is woken once the market buffer is down to this length, so it
+    /// refills a stretch per wake-up instead of one event per pop.
+    resume_at: usize,
     stats: PipelineStats,
 }
 
@@ -66,6 +75,7 @@ impl Outbox {
                 ..market
             },
             private_capacity: private_capacity.max(1),
+            resume_at: resume_at(market.capacity.max(1)),
             ready: Notify::new(),
             space: Notify::new(),
             stats,
@@ -145,7 +155,10 @@ impl Outbox {
             }
         }
         let ev = st.market.pop_front();
-        if ev.is_some() && self.market.when_full == WhenFull::Block {
+        if ev.is_some()
+            && self.market.when_full == WhenFull::Block
+            && st.market.len() <= self.resume_at
+        {
             drop(st);
             self.space.notify_one();
         }
@@ -223,5 +236,58 @@ impl Outbox {
             tracing::error!(%error, "Cannot fsync the spool.");
         }
         spool.pending()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::{
+        event::{Category, Endpoint, RawFrame},
+        pipeline::{classify::classify, decode::decode, enrich::Enricher},
+    };
+
+    fn trade() -> Arc<Event> {
+        let text = include_str!("../../../tests/fixtures/bybit/linear_publicTrade.json");
+        let frame = RawFrame {
+            endpoint: Endpoint::Public(Category::Linear),
+            connection_id: 1,
+            received_at: chrono::Utc::now(),
+            received_mono: Instant::now(),
+            text: text.trim_end().to_owned().into(),
+        };
+        let decoded = decode(frame).expect("fixture decodes");
+        Arc::new(Enricher::default().enrich(classify(decoded)))
+    }
+
+    #[tokio::test]
+    async fn a_pump_blocked_on_a_full_buffer_wakes_once_it_drained_a_stretch_and_nothing_is_lost() {
+        let config = BufferConfig {
+            capacity: 16,
+            when_full: WhenFull::Block,
+        };
+        let outbox = Arc::new(Outbox::new(config, 4, None, PipelineStats::default()));
+        for _ in 0..16 {
+            outbox.push(trade()).await;
+        }
+        let pump = outbox.clone();
+        let waiter = tokio::spawn(async move { pump.push(trade()).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        assert!(outbox.pop().is_some());
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "woken before the resume mark");
+        assert!(outbox.pop().is_some());
+        waiter.await.expect("pump ends");
+        assert_eq!(outbox.market_len(), 15);
+        outbox.close();
+        let mut left = 0;
+        while outbox.pop().is_some() {
+            left += 1;
+        }
+        assert_eq!(left, 15);
+        assert!(outbox.is_finished());
     }
 }
