@@ -24,9 +24,31 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("the recorder is installed once");
             describe();
             register_at_zero();
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets without a scrape.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `install_recorder` runs no upkeep: histogram samples pile up until a scrape renders them,
+/// so with nobody scraping `/metrics` memory grows with every event (two samples per
+/// published event). A small thread of its own folds them in every [`UPKEEP_INTERVAL`],
+/// whatever runtime is (or is not) running.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = started {
+        tracing::warn!(%error, "Cannot start the metrics upkeep thread; histograms are folded only on scrapes.");
+    }
 }
 
 /// Latency buckets from 100 µs to 30 s.
@@ -365,4 +387,30 @@ fn describe() {
         Unit::Seconds,
         "HTTP request latency, by method and route."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn installing_the_recorder_starts_the_upkeep_thread_so_unscraped_histograms_stay_bounded() {
+        let _handle = super::metrics_handle();
+        let names = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .expect("procfs")
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect()
+        };
+        // A new thread carries its parent's name until it has started and renamed itself.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !names().iter().any(|n| n == "metrics-upkeep") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "threads: {:?}",
+                names()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
