@@ -14,7 +14,7 @@ use std::{
 
 use async_tungstenite::{
     WebSocketSender, WebSocketStream,
-    tokio::{ConnectStream, connect_async},
+    tokio::{ConnectStream, client_async_tls_with_connector_and_config},
     tungstenite::{self, Message},
 };
 use futures::io::{AsyncRead, AsyncWrite};
@@ -247,16 +247,43 @@ async fn connect(ctx: &ConnCtx, stop: &CancellationToken) -> Result<Option<WsStr
     let limit = ctx.config.ack_timeout.max(Duration::from_secs(1));
     tokio::select! {
         () = stop.cancelled() => Ok(None),
-        r = tokio::time::timeout(limit, connect_async(ctx.url.as_str())) => match r {
+        r = tokio::time::timeout(limit, open_socket(ctx.url.as_str())) => match r {
             Err(_) => Err(SourceError::ConnectTimeout(limit)),
             Ok(Err(e)) => Err(SourceError::Connect(e)),
-            Ok(Ok((ws, _))) => {
+            Ok(Ok(ws)) => {
                 metrics::counter!(telemetry::CONNECTS, "endpoint" => ctx.endpoint.label())
                     .increment(1);
                 Ok(Some(ws))
             }
         }
     }
+}
+
+/// `connect_async` with `TCP_NODELAY` set on the socket, so pings and subscribe requests
+/// leave at once instead of waiting behind Nagle's algorithm for the server's ACK.
+async fn open_socket(url: &str) -> Result<WsStream, tungstenite::Error> {
+    use tungstenite::{client::IntoClientRequest, error::UrlError};
+    let request = url.into_client_request()?;
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .ok_or(tungstenite::Error::Url(UrlError::NoHostName))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(tungstenite::Error::Io)?;
+    tcp.set_nodelay(true).map_err(tungstenite::Error::Io)?;
+    let (ws, _) = client_async_tls_with_connector_and_config(request, tcp, None, None).await?;
+    Ok(ws)
 }
 
 /// Shared between the writer (which sends pings) and the session (which sees pongs).

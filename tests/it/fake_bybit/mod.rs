@@ -147,6 +147,20 @@ impl FakeBybit {
         n
     }
 
+    /// A handle that sends frames to the connections on `path` open now, waiting (instead
+    /// of dropping) when a connection's outgoing queue is full: backpressure for load runs.
+    pub fn feed(&self, path: &str) -> Feed {
+        Feed {
+            senders: self
+                .state()
+                .conns
+                .values()
+                .filter(|c| c.path == path)
+                .map(|c| c.tx.clone())
+                .collect(),
+        }
+    }
+
     /// Pushes every line of a `.jsonl` recording to the connections subscribed to its topic;
     /// returns how many frames were delivered in total.
     pub fn replay(&self, jsonl: &str) -> usize {
@@ -257,6 +271,30 @@ impl FakeBybit {
     }
 }
 
+/// Sends frames to a fixed set of connections, waiting for room (see [`FakeBybit::feed`]).
+#[derive(Debug, Clone)]
+pub struct Feed {
+    senders: Vec<mpsc::Sender<Out>>,
+}
+
+impl Feed {
+    /// Connections this feed reaches.
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Sends `frame` to each connection; returns how many are still open.
+    pub async fn send(&self, frame: &str) -> usize {
+        let mut n = 0;
+        for tx in &self.senders {
+            if tx.send(Out::Text(frame.to_owned())).await.is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
 async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>, stop: CancellationToken) {
     loop {
         let tcp = tokio::select! {
@@ -270,6 +308,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>, stop: Canc
             drop(tcp);
             continue;
         }
+        // As a real exchange does: without it, Nagle holds each small frame until the
+        // client's delayed ACK, and frames arrive in ~25-40 ms bursts.
+        let _ = tcp.set_nodelay(true);
         tokio::spawn(serve(tcp, state.clone(), stop.clone()));
     }
 }
@@ -323,7 +364,7 @@ async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, stop: Cance
         tokio::select! {
             () = stop.cancelled() => { let _ = ws.close(None).await; break; }
             out = rx.recv() => match out {
-                Some(Out::Text(t)) => if ws.send(Message::text(t)).await.is_err() { break },
+                Some(Out::Text(t)) => if send_batch(&mut ws, t, &mut rx).await.is_err() { break },
                 Some(Out::Close) | None => { let _ = ws.close(None).await; break; }
                 Some(Out::Abort) => break,
             },
@@ -360,4 +401,33 @@ async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, stop: Cance
         .unwrap_or_else(|e| e.into_inner())
         .conns
         .remove(&id);
+}
+
+/// Writes `first` and whatever text frames are already queued behind it (at most 256) with one
+/// flush, as a busy server does. A close or abort queued behind them is carried out here and
+/// ends the connection (an `Err`).
+async fn send_batch<S>(
+    ws: &mut async_tungstenite::WebSocketStream<S>,
+    first: String,
+    rx: &mut mpsc::Receiver<Out>,
+) -> Result<(), async_tungstenite::tungstenite::Error>
+where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin,
+{
+    use futures::SinkExt;
+    ws.feed(Message::text(first)).await?;
+    for _ in 0..256 {
+        match rx.try_recv() {
+            Ok(Out::Text(t)) => ws.feed(Message::text(t)).await?,
+            Ok(other) => {
+                ws.flush().await?;
+                if matches!(other, Out::Close) {
+                    let _ = ws.close(None).await;
+                }
+                return Err(async_tungstenite::tungstenite::Error::ConnectionClosed);
+            }
+            Err(_) => break,
+        }
+    }
+    ws.flush().await
 }
