@@ -115,6 +115,20 @@ impl Window {
     /// messages were re-queued.
     pub fn apply(&mut self, c: Confirm, mut confirmed: impl FnMut(InFlight)) -> usize {
         match c {
+            Confirm::Ack { tag, multiple } if self.returned.is_empty() => {
+                // The usual case: settle the oldest entries up to `tag` in place.
+                if multiple {
+                    while let Some(entry) = self.inflight.first_entry() {
+                        if *entry.key() > tag {
+                            break;
+                        }
+                        confirmed(entry.remove());
+                    }
+                } else if let Some(f) = self.inflight.remove(&tag) {
+                    confirmed(f);
+                }
+                0
+            }
             Confirm::Ack { tag, multiple } => {
                 let settled: Vec<u64> = if multiple {
                     self.inflight.range(..=tag).map(|(t, _)| *t).collect()

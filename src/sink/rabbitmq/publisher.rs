@@ -289,18 +289,28 @@ impl Publisher {
             Confirm::Return { .. } => "returned",
         };
         let meters = &self.meters;
-        let stats = &self.params.stats;
+        // Counters move once per confirm (which may settle many messages), histograms per
+        // message.
+        let mut by_class = [0u64; EventClass::ALL.len()];
+        let now = std::time::Instant::now();
         let requeued = self.window.apply(c, |f| {
-            meters.confirmed[f.event.class as usize].increment(1);
-            meters.sent.increment(1);
+            by_class[f.event.class as usize] += 1;
             meters
                 .confirm_latency
-                .record(f.sent.elapsed().as_secs_f64());
-            meters
-                .receive_latency
-                .record(f.event.received_mono.elapsed().as_secs_f64());
-            stats.add_confirmed(1);
+                .record(now.saturating_duration_since(f.sent).as_secs_f64());
+            meters.receive_latency.record(
+                now.saturating_duration_since(f.event.received_mono)
+                    .as_secs_f64(),
+            );
         });
+        let settled: u64 = by_class.iter().sum();
+        if settled > 0 {
+            for (class, n) in by_class.iter().enumerate().filter(|(_, n)| **n > 0) {
+                meters.confirmed[class].increment(*n);
+            }
+            meters.sent.increment(settled);
+            self.params.stats.add_confirmed(settled);
+        }
         if requeued > 0 {
             tracing::warn!(
                 requeued,
@@ -344,13 +354,15 @@ pub fn properties(event: &Event, persistent: bool) -> BasicProperties {
             headers.insert(k, FieldValue::from(v));
         }
     }
-    let id = event.id.to_string();
-    BasicProperties::default()
+    let mut uuid = uuid::Uuid::encode_buffer();
+    let mut props = BasicProperties::default();
+    // Set in place and returned as is: `finish()` would clone the whole header table.
+    props
         .with_content_type("application/json")
-        .with_message_id(&id)
+        .with_message_id(event.id.hyphenated().encode_lower(&mut uuid))
         .with_correlation_id(&event.trace_id)
         .with_timestamp(u64::try_from(event.received_at.timestamp()).unwrap_or(0))
         .with_headers(headers)
-        .with_delivery_mode(if persistent { 2 } else { 1 })
-        .finish()
+        .with_delivery_mode(if persistent { 2 } else { 1 });
+    props
 }
