@@ -6,6 +6,11 @@
 ############################ builder ############################
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /build
+# The slim image has gcc but not make, which tikv-jemalloc-sys needs to build jemalloc.
+RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends make; \
+    rm -rf /var/lib/apt/lists/*
 
 # Cargo validates every declared target path, even for `--bin ws-gateway`; this writes an empty
 # `fn main` for each [[bench]] / [[test]] of Cargo.toml whose file is absent (benches and tests
