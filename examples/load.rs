@@ -189,7 +189,8 @@ async fn main() {
 #[derive(Debug, Default)]
 struct Tally {
     total: u64,
-    ids: HashSet<String>,
+    /// Message ids (uuids) seen; reserved up front so the set never rehashes mid-phase.
+    ids: HashSet<u128>,
     last_seq: HashMap<String, u64>,
     out_of_order: u64,
     lat_us: Vec<u64>,
@@ -203,6 +204,8 @@ impl Tally {
     fn reset(&mut self) {
         *self = Self {
             warm: self.warm,
+            ids: HashSet::with_capacity(1 << 20),
+            lat_us: Vec::with_capacity(1 << 20),
             ..Self::default()
         };
     }
@@ -235,7 +238,13 @@ async fn consume(
         }
         t.total += 1;
         if let Some(id) = m.basic_properties.as_ref().and_then(|p| p.message_id()) {
-            t.ids.insert(id.clone());
+            match uuid::Uuid::parse_str(id) {
+                Ok(u) => t.ids.insert(u.as_u128()),
+                Err(_) => {
+                    let n = u128::from(t.total);
+                    t.ids.insert(u128::MAX - n)
+                }
+            };
         }
         let body = m.content.unwrap_or_default();
         let text = String::from_utf8_lossy(&body);

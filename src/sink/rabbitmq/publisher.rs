@@ -29,6 +29,12 @@ use crate::{
     },
 };
 
+/// Messages published before the loop yields to amqprs's writer and reader tasks (same
+/// thread): 16 keeps the broker fed in a steady stream; publishing the whole window before
+/// yielding made the broker and the gateway wait on each other in window-sized turns
+/// (median 84 % of the raw ceiling against 91 % with 16, three rounds each).
+const BURST: usize = 16;
+
 /// How long one connection attempt (TCP, AMQP handshake, topology) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -235,11 +241,20 @@ impl Publisher {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut next_tag: u64 = 1;
         loop {
+            let mut sent_now = 0;
             while self.window.inflight.len() < window {
+                if sent_now == BURST {
+                    // Let amqprs's writer put these on the wire and its reader take the acks
+                    // that have come in, so the broker is fed continuously instead of in
+                    // window-sized bursts.
+                    tokio::task::yield_now().await;
+                    sent_now = 0;
+                }
                 let Some(event) = self.window.retry.pop_front().or_else(|| self.outbox.pop())
                 else {
                     break;
                 };
+                sent_now += 1;
                 if let Err(error) = self.publish(channel, &event).await {
                     self.window.retry.push_front(event);
                     return Err(error);
