@@ -10,7 +10,7 @@
 //! target/release/examples/load --rate 0 --seconds 10 --rounds 3      # 0 = as fast as taken
 //! ```
 //! Options: `--url amqp://…` (the local broker), `--topics N` (10), `--window N` (confirm window
-//! of both publishers, 128), `--publish-capacity N` (the gateway's market buffer, 10000),
+//! of both publishers, 256), `--publish-capacity N` (the gateway's market buffer, 10000),
 //! `--rounds N` (1), `--gateway PATH` (default `ws-gateway` next to `examples/`), `--per-service`
 //! (also subscribe each topic over REST for one service, so each event goes to the class queue
 //! and the per-service queue, both consumed). `TOKIO_WORKER_THREADS` is passed to the gateway;
@@ -560,7 +560,7 @@ async fn run() {
     let rate: u64 = num("--rate", "10000");
     let seconds: u64 = num("--seconds", "10");
     let topics: usize = num("--topics", "10");
-    let window: usize = num("--window", "128");
+    let window: usize = num("--window", "256");
     let rounds: usize = num("--rounds", "1");
     let capacity: usize = num("--publish-capacity", "10000");
     let me = std::env::current_exe().expect("own path");
@@ -963,7 +963,7 @@ async fn raw_publisher() {
     let url = arg("--url", "amqp://guest:guest@127.0.0.1:5672/%2f");
     let exchange = topology::exchange_name(&arg("--prefix", "ws-gateway"));
     let seconds: u64 = num("--seconds", "10");
-    let window: usize = num("--window", "128");
+    let window: usize = num("--window", "256");
     let events = sample_events(num("--topics", "10"));
     let (conn, ch) = open(&url).await;
     let rate: u64 = num("--rate", "0");

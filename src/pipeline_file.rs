@@ -188,7 +188,7 @@ pub struct PublishConfig {
 impl Default for PublishConfig {
     fn default() -> Self {
         Self {
-            confirm_window: 128,
+            confirm_window: 256,
             persistent_market_data: false,
             private_memory_buffer: 10_000,
             spool_dir: PathBuf::from("spool"),
