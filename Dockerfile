@@ -37,6 +37,8 @@ RUN chmod +x /usr/local/bin/stub-targets
 #    Cargo.toml / Cargo.lock change, not on every source edit.
 COPY Cargo.toml Cargo.lock ./
 COPY migration/Cargo.toml migration/Cargo.toml
+# amqprs with the coalescing writer ([patch.crates-io] in Cargo.toml; vendor/amqprs/PATCHES.md).
+COPY vendor vendor
 RUN set -eux; \
     mkdir -p src migration/src; \
     echo 'fn main() {}' > src/main.rs; \
