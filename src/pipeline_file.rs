@@ -156,9 +156,9 @@ pub struct StagesConfig {
 impl Default for StagesConfig {
     fn default() -> Self {
         Self {
-            decode: BufferConfig::new(4096, WhenFull::Block),
-            classify: BufferConfig::new(4096, WhenFull::Block),
-            enrich: BufferConfig::new(4096, WhenFull::Block),
+            decode: BufferConfig::new(1024, WhenFull::Block),
+            classify: BufferConfig::new(1024, WhenFull::Block),
+            enrich: BufferConfig::new(1024, WhenFull::Block),
             tee: BufferConfig::new(10_000, WhenFull::Block),
             publish: BufferConfig::new(10_000, WhenFull::DropOldest),
         }
