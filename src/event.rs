@@ -12,8 +12,22 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A Bybit product category; one public endpoint each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    poem_openapi::Enum,
+)]
 #[serde(rename_all = "lowercase")]
+// The schema keeps the name it was published under.
+#[oai(rename_all = "lowercase", rename = "CategoryDto")]
 pub enum Category {
     Spot,
     Linear,

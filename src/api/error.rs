@@ -37,6 +37,8 @@ pub enum ApiError {
     NotFound,
     #[error("database error")]
     Database(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Stored(#[from] super::types::UnknownStoredValue),
 }
 
 /// Implemented by every response enum, so errors map to it in one place.
@@ -63,6 +65,10 @@ pub trait ErrorResponse: Sized {
             ApiError::Database(error) => {
                 tracing::error!(%error, "Database request of an API call failed.");
                 Self::internal(ErrorBody::new("internal", "the database request failed"))
+            }
+            ApiError::Stored(error) => {
+                tracing::error!(%error, "A stored row cannot be shown.");
+                Self::internal(ErrorBody::new("internal", error.to_string()))
             }
         }
     }

@@ -18,13 +18,14 @@ use uuid::Uuid;
 use super::{
     ApiKey, ApiTags,
     error::{ApiError, ErrorBody, ErrorResponse, error_response},
-    types::{Cancelled, CategoryDto, ChannelTypeDto, CreateSubscription, Subscription},
+    types::{Cancelled, CreateSubscription, Subscription},
 };
 use crate::{
+    event::Category,
     sink::bindings::Binding,
     state::AppState,
     store::{entity::subscriptions::Model, subscriptions as q},
-    topics::TopicSpec,
+    topics::{ChannelType, TopicSpec},
 };
 
 /// The requester name of the pipeline file's startup subscriptions (`/ws` clients are `ws:<id>`,
@@ -131,9 +132,13 @@ impl SubscriptionsApi {
         _key: ApiKey,
         body: Json<CreateSubscription>,
     ) -> CreateResponse {
-        match create(&state, body.0).await {
-            Ok((row, true)) => CreateResponse::Created(Json(row.into())),
-            Ok((row, false)) => CreateResponse::Existing(Json(row.into())),
+        let result = async {
+            let (row, created) = create(&state, body.0).await?;
+            Ok::<_, ApiError>((Subscription::try_from(row)?, created))
+        };
+        match result.await {
+            Ok((sub, true)) => CreateResponse::Created(Json(sub)),
+            Ok((sub, false)) => CreateResponse::Existing(Json(sub)),
             Err(e) => CreateResponse::from_api_error(e),
         }
     }
@@ -146,8 +151,8 @@ impl SubscriptionsApi {
         state: Data<&AppState>,
         _key: ApiKey,
         is_active: Query<Option<bool>>,
-        channel_type: Query<Option<ChannelTypeDto>>,
-        category: Query<Option<CategoryDto>>,
+        channel_type: Query<Option<ChannelType>>,
+        category: Query<Option<Category>>,
         symbol: Query<Option<String>>,
         requesting_service: Query<Option<String>>,
     ) -> ListResponse {
@@ -158,19 +163,27 @@ impl SubscriptionsApi {
             symbol: symbol.0,
             requesting_service: requesting_service.0,
         };
-        match q::list(&state.db, &filter).await {
-            Ok(rows) => ListResponse::Ok(Json(rows.into_iter().map(Into::into).collect())),
-            Err(e) => ListResponse::from_api_error(e.into()),
+        let result = async {
+            let rows = q::list(&state.db, &filter).await?;
+            let subs = rows.into_iter().map(Subscription::try_from);
+            Ok::<_, ApiError>(subs.collect::<Result<Vec<_>, _>>()?)
+        };
+        match result.await {
+            Ok(subs) => ListResponse::Ok(Json(subs)),
+            Err(e) => ListResponse::from_api_error(e),
         }
     }
 
     /// One subscription.
     #[oai(path = "/:id", method = "get", operation_id = "get_subscription")]
     async fn get(&self, state: Data<&AppState>, _key: ApiKey, id: Path<Uuid>) -> OneResponse {
-        match q::find(&state.db, id.0).await {
-            Ok(Some(row)) => OneResponse::Ok(Json(row.into())),
-            Ok(None) => OneResponse::from_api_error(ApiError::NotFound),
-            Err(e) => OneResponse::from_api_error(e.into()),
+        let result = async {
+            let row = q::find(&state.db, id.0).await?.ok_or(ApiError::NotFound)?;
+            Ok::<_, ApiError>(Subscription::try_from(row)?)
+        };
+        match result.await {
+            Ok(sub) => OneResponse::Ok(Json(sub)),
+            Err(e) => OneResponse::from_api_error(e),
         }
     }
 
@@ -183,12 +196,11 @@ impl SubscriptionsApi {
     async fn cancel(&self, state: Data<&AppState>, _key: ApiKey, id: Path<Uuid>) -> OneResponse {
         let result = async {
             let row = q::find(&state.db, id.0).await?.ok_or(ApiError::NotFound)?;
-            cancel_rows(&state, vec![row])
-                .await
-                .map(|mut v| v.remove(0))
+            let row = cancel_rows(&state, vec![row]).await?.remove(0);
+            Ok::<_, ApiError>(Subscription::try_from(row)?)
         };
         match result.await {
-            Ok(row) => OneResponse::Ok(Json(row.into())),
+            Ok(sub) => OneResponse::Ok(Json(sub)),
             Err(e) => OneResponse::from_api_error(e),
         }
     }
@@ -226,8 +238,8 @@ impl SubscriptionsApi {
 /// Validates, stores and acquires; `true` when the row is new.
 async fn create(state: &AppState, req: CreateSubscription) -> Result<(Model, bool), ApiError> {
     let spec = TopicSpec::new(
-        req.channel_type.into(),
-        req.category.map(Into::into),
+        req.channel_type,
+        req.category,
         req.symbol.as_deref(),
         req.depth,
         req.interval.as_deref(),

@@ -16,58 +16,6 @@ use uuid::Uuid;
 
 use crate::{event::Category, store::entity::subscriptions::Model, topics::ChannelType};
 
-/// What to subscribe to (spec section 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum ChannelTypeDto {
-    Trades,
-    Ticker,
-    Orderbook,
-    Kline,
-    Liquidation,
-    Order,
-    Execution,
-    Position,
-    Balance,
-}
-
-impl From<ChannelTypeDto> for ChannelType {
-    fn from(c: ChannelTypeDto) -> Self {
-        match c {
-            ChannelTypeDto::Trades => Self::Trades,
-            ChannelTypeDto::Ticker => Self::Ticker,
-            ChannelTypeDto::Orderbook => Self::Orderbook,
-            ChannelTypeDto::Kline => Self::Kline,
-            ChannelTypeDto::Liquidation => Self::Liquidation,
-            ChannelTypeDto::Order => Self::Order,
-            ChannelTypeDto::Execution => Self::Execution,
-            ChannelTypeDto::Position => Self::Position,
-            ChannelTypeDto::Balance => Self::Balance,
-        }
-    }
-}
-
-/// A Bybit product category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum CategoryDto {
-    Spot,
-    Linear,
-    Inverse,
-    Option,
-}
-
-impl From<CategoryDto> for Category {
-    fn from(c: CategoryDto) -> Self {
-        match c {
-            CategoryDto::Spot => Self::Spot,
-            CategoryDto::Linear => Self::Linear,
-            CategoryDto::Inverse => Self::Inverse,
-            CategoryDto::Option => Self::Option,
-        }
-    }
-}
-
 /// Where a subscription stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
@@ -101,7 +49,7 @@ fn named<T: ParseFromJSON>(field: &str, value: Option<Value>, expected: &str) ->
         .map_err(|_| ParseError::custom(format!("field `{field}` must be {expected}")))
 }
 
-fn de_channel_type(value: Option<Value>) -> ParseResult<ChannelTypeDto> {
+fn de_channel_type(value: Option<Value>) -> ParseResult<ChannelType> {
     named(
         "channel_type",
         value,
@@ -109,7 +57,7 @@ fn de_channel_type(value: Option<Value>) -> ParseResult<ChannelTypeDto> {
     )
 }
 
-fn de_category(value: Option<Value>) -> ParseResult<Option<CategoryDto>> {
+fn de_category(value: Option<Value>) -> ParseResult<Option<Category>> {
     named(
         "category",
         value,
@@ -138,7 +86,7 @@ fn de_service(value: Option<Value>) -> ParseResult<String> {
 pub struct CreateSubscription {
     /// The kind of stream.
     #[oai(deserialize_with = "de_channel_type")]
-    pub channel_type: ChannelTypeDto,
+    pub channel_type: ChannelType,
     /// Instrument, required for public channels (`BTCUSDT`, `BTC-30JUN23-30000-C`).
     #[oai(
         deserialize_with = "de_symbol",
@@ -148,7 +96,7 @@ pub struct CreateSubscription {
     /// Default `linear` for public channels; for order/execution/position it selects Bybit's
     /// category-scoped topic (`order.linear`); not allowed for balance.
     #[oai(deserialize_with = "de_category")]
-    pub category: Option<CategoryDto>,
+    pub category: Option<Category>,
     /// Order-book depth; allowed per category as on Bybit (spot 1/50/200/1000, linear and
     /// inverse 1/50/200/500/1000, option 25/100); default 50 (25 for option).
     #[oai(
@@ -174,9 +122,9 @@ pub struct CreateSubscription {
 #[derive(Debug, Clone, Object)]
 pub struct Subscription {
     pub id: Uuid,
-    pub channel_type: ChannelTypeDto,
+    pub channel_type: ChannelType,
     /// `null` for private all-in-one topics.
-    pub category: Option<CategoryDto>,
+    pub category: Option<Category>,
     pub symbol: Option<String>,
     /// Bybit's v5 topic (`publicTrade.BTCUSDT`, `wallet`).
     pub topic: String,
@@ -191,11 +139,33 @@ pub struct Subscription {
     pub last_event_at: Option<DateTime<Utc>>,
 }
 
-impl From<Model> for Subscription {
-    fn from(m: Model) -> Self {
-        let channel_type = ChannelTypeDto::from_str_lossy(&m.channel_type);
-        let category = m.category.as_deref().and_then(CategoryDto::from_str_opt);
-        Self {
+/// A stored row the API cannot show: a word no version of the gateway writes.
+#[derive(Debug, thiserror::Error)]
+#[error("stored subscription {id} has an unknown {field} `{value}`")]
+pub struct UnknownStoredValue {
+    pub id: Uuid,
+    pub field: &'static str,
+    pub value: String,
+}
+
+impl TryFrom<Model> for Subscription {
+    type Error = UnknownStoredValue;
+
+    fn try_from(m: Model) -> Result<Self, Self::Error> {
+        let unknown = |field, value: &str| UnknownStoredValue {
+            id: m.id,
+            field,
+            value: value.to_owned(),
+        };
+        let channel_type = m
+            .channel_type
+            .parse::<ChannelType>()
+            .map_err(|_| unknown("channel_type", &m.channel_type))?;
+        let category = match m.category.as_deref() {
+            None => None,
+            Some(c) => Some(c.parse::<Category>().map_err(|_| unknown("category", c))?),
+        };
+        Ok(Self {
             id: m.id,
             channel_type,
             category,
@@ -208,45 +178,7 @@ impl From<Model> for Subscription {
             created_at: m.created_at,
             updated_at: m.updated_at,
             last_event_at: m.last_event_at,
-        }
-    }
-}
-
-impl ChannelTypeDto {
-    fn from_str_lossy(s: &str) -> Self {
-        use ChannelTypeDto::*;
-        [
-            Trades,
-            Ticker,
-            Orderbook,
-            Kline,
-            Liquidation,
-            Order,
-            Execution,
-            Position,
-            Balance,
-        ]
-        .into_iter()
-        .find(|c| ChannelType::from(*c).as_str() == s)
-        .unwrap_or(Trades)
-    }
-
-    /// The stored word.
-    pub fn as_str(self) -> &'static str {
-        ChannelType::from(self).as_str()
-    }
-}
-
-impl CategoryDto {
-    fn from_str_opt(s: &str) -> Option<Self> {
-        [Self::Spot, Self::Linear, Self::Inverse, Self::Option]
-            .into_iter()
-            .find(|c| Category::from(*c).as_str() == s)
-    }
-
-    /// The stored word.
-    pub fn as_str(self) -> &'static str {
-        Category::from(self).as_str()
+        })
     }
 }
 
@@ -255,4 +187,48 @@ impl CategoryDto {
 pub struct Cancelled {
     /// Active subscriptions cancelled.
     pub cancelled: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(channel_type: &str, category: Option<&str>) -> Model {
+        Model {
+            id: Uuid::nil(),
+            channel_type: channel_type.to_owned(),
+            category: category.map(str::to_owned),
+            symbol: Some("BTCUSDT".to_owned()),
+            depth: None,
+            interval: None,
+            topic: "publicTrade.BTCUSDT".to_owned(),
+            endpoint: "linear".to_owned(),
+            requesting_service: "svc".to_owned(),
+            is_active: true,
+            status: "active".to_owned(),
+            status_message: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            last_event_at: None,
+        }
+    }
+
+    #[test]
+    fn stored_words_map_to_the_api_enums() {
+        let sub = Subscription::try_from(row("orderbook", Some("spot"))).expect("known words");
+        assert_eq!(sub.channel_type, ChannelType::Orderbook);
+        assert_eq!(sub.category, Some(Category::Spot));
+        assert_eq!(sub.status, StatusDto::Active);
+        let sub = Subscription::try_from(row("balance", None)).expect("no category");
+        assert_eq!(sub.category, None);
+    }
+
+    #[test]
+    fn an_unknown_stored_word_is_an_error_naming_the_field_not_a_default() {
+        let err = Subscription::try_from(row("candles", Some("linear"))).unwrap_err();
+        assert_eq!((err.field, err.value.as_str()), ("channel_type", "candles"));
+        let err = Subscription::try_from(row("trades", Some("futures"))).unwrap_err();
+        assert_eq!(err.field, "category");
+        assert!(err.to_string().contains("unknown category `futures`"), "{err}");
+    }
 }

@@ -11,9 +11,11 @@ use crate::{
     source::subscriptions::TopicKey,
 };
 
-/// Channel types of the REST API (spec section 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What to subscribe to: the channel types of the REST API (spec section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
 #[serde(rename_all = "lowercase")]
+// The schema keeps the name it was published under.
+#[oai(rename_all = "lowercase", rename = "ChannelTypeDto")]
 pub enum ChannelType {
     Trades,
     Ticker,
