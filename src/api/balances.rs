@@ -14,79 +14,8 @@ use crate::{
     store::balances::{self as q, BalanceRecord},
 };
 
-/// One `account_balances` row.
-#[derive(Debug, Clone, Object)]
-pub struct BalanceRow {
-    pub id: i64,
-    /// The gateway event id the row came from.
-    pub event_id: String,
-    pub trace_id: String,
-    /// `UNIFIED`, `CONTRACT`, `SPOT`, …
-    pub account_type: Option<String>,
-    pub coin: String,
-    pub wallet_balance: Option<String>,
-    pub equity: Option<String>,
-    pub available_to_withdraw: Option<String>,
-    /// `availableToWithdraw`, or `free` for classic spot accounts.
-    pub available: Option<String>,
-    pub usd_value: Option<String>,
-    pub unrealised_pnl: Option<String>,
-    pub cum_realised_pnl: Option<String>,
-    pub total_position_im: Option<String>,
-    pub total_position_mm: Option<String>,
-    pub total_order_im: Option<String>,
-    pub locked: Option<String>,
-    pub borrow_amount: Option<String>,
-    pub total_equity: Option<String>,
-    pub total_wallet_balance: Option<String>,
-    pub total_margin_balance: Option<String>,
-    pub total_available_balance: Option<String>,
-    pub total_initial_margin: Option<String>,
-    pub total_maintenance_margin: Option<String>,
-    pub total_perp_upl: Option<String>,
-    pub account_im_rate: Option<String>,
-    pub account_mm_rate: Option<String>,
-    pub account_ltv: Option<String>,
-    /// Bybit's `creationTime`, ms.
-    pub exchange_ts: Option<i64>,
-    pub received_at: DateTime<Utc>,
-}
-
-impl From<BalanceRecord> for BalanceRow {
-    fn from(r: BalanceRecord) -> Self {
-        Self {
-            id: r.id,
-            event_id: r.event_id,
-            trace_id: r.trace_id,
-            account_type: r.account_type,
-            coin: r.coin,
-            wallet_balance: r.wallet_balance,
-            equity: r.equity,
-            available_to_withdraw: r.available_to_withdraw,
-            available: r.available,
-            usd_value: r.usd_value,
-            unrealised_pnl: r.unrealised_pnl,
-            cum_realised_pnl: r.cum_realised_pnl,
-            total_position_im: r.total_position_im,
-            total_position_mm: r.total_position_mm,
-            total_order_im: r.total_order_im,
-            locked: r.locked,
-            borrow_amount: r.borrow_amount,
-            total_equity: r.total_equity,
-            total_wallet_balance: r.total_wallet_balance,
-            total_margin_balance: r.total_margin_balance,
-            total_available_balance: r.total_available_balance,
-            total_initial_margin: r.total_initial_margin,
-            total_maintenance_margin: r.total_maintenance_margin,
-            total_perp_upl: r.total_perp_upl,
-            account_im_rate: r.account_im_rate,
-            account_mm_rate: r.account_mm_rate,
-            account_ltv: r.account_ltv,
-            exchange_ts: r.exchange_ts,
-            received_at: r.received_at,
-        }
-    }
-}
+/// One `account_balances` row as the API shows it (schema `BalanceRow`): the store's read type.
+pub type BalanceRow = BalanceRecord;
 
 /// Account-level margin view, from the newest wallet event.
 #[derive(Debug, Clone, Object)]
@@ -185,7 +114,7 @@ impl BalancesApi {
             let rows = q::latest_per_coin(&state.db, limit.0.unwrap_or(100)).await?;
             let margin = q::latest(&state.db).await?;
             Ok::<_, sea_orm::DbErr>(Balances {
-                balances: rows.into_iter().map(Into::into).collect(),
+                balances: rows,
                 margin: margin.map(|m| Box::new(m.into())),
             })
         };
@@ -221,7 +150,7 @@ impl BalancesApi {
         )
         .await;
         match rows {
-            Ok(rows) => HistoryResponse::Ok(Json(rows.into_iter().map(Into::into).collect())),
+            Ok(rows) => HistoryResponse::Ok(Json(rows)),
             Err(e) => HistoryResponse::from_api_error(e.into()),
         }
     }

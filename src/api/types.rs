@@ -229,6 +229,9 @@ mod tests {
         assert_eq!((err.field, err.value.as_str()), ("channel_type", "candles"));
         let err = Subscription::try_from(row("trades", Some("futures"))).unwrap_err();
         assert_eq!(err.field, "category");
-        assert!(err.to_string().contains("unknown category `futures`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown category `futures`"),
+            "{err}"
+        );
     }
 }

@@ -102,17 +102,22 @@ pub async fn insert_many(
     Ok(())
 }
 
-/// A stored row as read back; money as exact decimal strings.
-#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+// Read back by the queries below and shown as is by the API (schema `BalanceRow`).
+/// One `account_balances` row; money as exact decimal strings.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult, poem_openapi::Object)]
+#[oai(rename = "BalanceRow")]
 pub struct BalanceRecord {
     pub id: i64,
+    /// The gateway event id the row came from.
     pub event_id: String,
     pub trace_id: String,
+    /// `UNIFIED`, `CONTRACT`, `SPOT`, …
     pub account_type: Option<String>,
     pub coin: String,
     pub wallet_balance: Option<String>,
     pub equity: Option<String>,
     pub available_to_withdraw: Option<String>,
+    /// `availableToWithdraw`, or `free` for classic spot accounts.
     pub available: Option<String>,
     pub usd_value: Option<String>,
     pub unrealised_pnl: Option<String>,
@@ -132,6 +137,7 @@ pub struct BalanceRecord {
     pub account_im_rate: Option<String>,
     pub account_mm_rate: Option<String>,
     pub account_ltv: Option<String>,
+    /// Bybit's `creationTime`, ms.
     pub exchange_ts: Option<i64>,
     pub received_at: DateTime<Utc>,
 }
