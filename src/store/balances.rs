@@ -5,82 +5,16 @@
 //! (PostgreSQL `NUMERIC` → text; on SQLite the column already is text).
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use sea_orm::{
-    ConnectionTrait, EntityTrait, FromQueryResult, Set,
+    ActiveModelTrait, ConnectionTrait, EntityTrait, FromQueryResult, IntoActiveModel,
     sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query, SelectStatement},
 };
 
-use super::entity::account_balances::{ActiveModel, Column, Entity};
+use super::entity::account_balances::{ActiveModel, Column, Entity, Model};
 
-/// One row to insert: a coin of one wallet event.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NewBalance {
-    pub event_id: String,
-    pub trace_id: String,
-    pub account_type: Option<String>,
-    pub coin: String,
-    pub wallet_balance: Option<Decimal>,
-    pub equity: Option<Decimal>,
-    pub available_to_withdraw: Option<Decimal>,
-    pub available: Option<Decimal>,
-    pub usd_value: Option<Decimal>,
-    pub unrealised_pnl: Option<Decimal>,
-    pub cum_realised_pnl: Option<Decimal>,
-    pub total_position_im: Option<Decimal>,
-    pub total_position_mm: Option<Decimal>,
-    pub total_order_im: Option<Decimal>,
-    pub locked: Option<Decimal>,
-    pub borrow_amount: Option<Decimal>,
-    pub total_equity: Option<Decimal>,
-    pub total_wallet_balance: Option<Decimal>,
-    pub total_margin_balance: Option<Decimal>,
-    pub total_available_balance: Option<Decimal>,
-    pub total_initial_margin: Option<Decimal>,
-    pub total_maintenance_margin: Option<Decimal>,
-    pub total_perp_upl: Option<Decimal>,
-    pub account_im_rate: Option<Decimal>,
-    pub account_mm_rate: Option<Decimal>,
-    pub account_ltv: Option<Decimal>,
-    pub exchange_ts: Option<i64>,
-    pub received_at: DateTime<Utc>,
-}
-
-impl From<NewBalance> for ActiveModel {
-    fn from(r: NewBalance) -> Self {
-        Self {
-            id: sea_orm::NotSet,
-            event_id: Set(r.event_id),
-            trace_id: Set(r.trace_id),
-            account_type: Set(r.account_type),
-            coin: Set(r.coin),
-            wallet_balance: Set(r.wallet_balance),
-            equity: Set(r.equity),
-            available_to_withdraw: Set(r.available_to_withdraw),
-            available: Set(r.available),
-            usd_value: Set(r.usd_value),
-            unrealised_pnl: Set(r.unrealised_pnl),
-            cum_realised_pnl: Set(r.cum_realised_pnl),
-            total_position_im: Set(r.total_position_im),
-            total_position_mm: Set(r.total_position_mm),
-            total_order_im: Set(r.total_order_im),
-            locked: Set(r.locked),
-            borrow_amount: Set(r.borrow_amount),
-            total_equity: Set(r.total_equity),
-            total_wallet_balance: Set(r.total_wallet_balance),
-            total_margin_balance: Set(r.total_margin_balance),
-            total_available_balance: Set(r.total_available_balance),
-            total_initial_margin: Set(r.total_initial_margin),
-            total_maintenance_margin: Set(r.total_maintenance_margin),
-            total_perp_upl: Set(r.total_perp_upl),
-            account_im_rate: Set(r.account_im_rate),
-            account_mm_rate: Set(r.account_mm_rate),
-            account_ltv: Set(r.account_ltv),
-            exchange_ts: Set(r.exchange_ts),
-            received_at: Set(r.received_at),
-        }
-    }
-}
+/// One row to insert, a coin of one wallet event: the entity's model, whose `id` is ignored on
+/// insert (the database assigns it; build it with `id: 0`).
+pub type NewBalance = Model;
 
 /// Inserts rows in one statement; rows whose (event_id, coin) exists are skipped.
 pub async fn insert_many(
@@ -90,7 +24,11 @@ pub async fn insert_many(
     if rows.is_empty() {
         return Ok(());
     }
-    let models = rows.iter().cloned().map(ActiveModel::from);
+    let models = rows.iter().cloned().map(|row| {
+        let mut model: ActiveModel = row.into_active_model().reset_all();
+        model.id = sea_orm::NotSet;
+        model
+    });
     Entity::insert_many(models)
         .on_conflict(
             OnConflict::columns([Column::EventId, Column::Coin])

@@ -93,6 +93,7 @@ pub fn rows(event: &Event) -> Result<Vec<NewBalance>, WalletError> {
         for c in &a.coin {
             let available_to_withdraw = dec(&c.available_to_withdraw);
             out.push(NewBalance {
+                id: 0,
                 event_id: event_id.clone(),
                 trace_id: event.trace_id.clone(),
                 account_type: a.account_type.clone(),
