@@ -165,7 +165,7 @@ impl App {
         );
         let routes = Route::new()
             .nest("/", api::routes(state.clone()))
-            .at("/ws", downstream::endpoint(state));
+            .at("/ws", downstream::endpoint(state, &supervisor));
         let stop = supervisor.shutdown.clone();
         supervisor.spawn_critical("http", async move {
             Server::new_with_acceptor(acceptor)

@@ -25,7 +25,7 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::{shutdown::Supervisor, state::AppState};
 use hub::Hub;
 
 /// What the upgrade handler needs.
@@ -35,20 +35,26 @@ struct WsContext {
     state: AppState,
 }
 
-/// The `/ws` endpoint. Starts the dispatcher and the statistics task (both end when
-/// `state.shutdown` is cancelled), so it must be called inside the runtime.
-pub fn endpoint(state: AppState) -> impl IntoEndpoint {
+/// The `/ws` endpoint. Starts the dispatcher and the statistics task under `supervisor` (both
+/// end when `state.shutdown` is cancelled; a stop waits for them and names them if they hang),
+/// so it must be called inside the runtime. The dispatcher is critical: if it ends while the
+/// process is not stopping, `/ws` would be dead while the rest runs, so the process stops and
+/// says so.
+pub fn endpoint(state: AppState, supervisor: &Supervisor) -> impl IntoEndpoint + use<> {
     let hub = Arc::new(Hub::new(
         state.registry.clone(),
         state.downstream.clone(),
         state.private_available,
     ));
     // Both tasks only route and log; they hold nothing that needs draining on stop.
-    tokio::spawn(
-        hub.clone()
-            .dispatch(state.events.subscribe(), state.shutdown.clone()),
-    );
-    tokio::spawn(hub.clone().report(state.shutdown.clone()));
+    let dispatch = hub
+        .clone()
+        .dispatch(state.events.subscribe(), state.shutdown.clone());
+    supervisor.spawn_critical("ws-dispatch", async move {
+        dispatch.await;
+        Ok::<(), std::convert::Infallible>(())
+    });
+    supervisor.spawn("ws-stats", hub.clone().report(state.shutdown.clone()));
     get(upgrade).data(WsContext { hub, state })
 }
 
