@@ -126,8 +126,32 @@ where
         }
         input.close();
     });
+    supervisor.spawn("spool-sync", sync_spool(outbox.clone()));
     let publisher = publisher::Publisher::new(params, outbox).run();
     supervisor.spawn("publish", run_dedicated(publisher));
+}
+
+/// Group commit of the spool: every [`spool::SYNC_INTERVAL`], `fsync`s what was spooled since
+/// the last round, on a blocking thread and outside the outbox lock, so neither the input nor
+/// the publisher waits on the disk. Ends once the input has ended (from then on the publisher
+/// syncs the spool itself before it stops).
+async fn sync_spool(outbox: Arc<outbox::Outbox>) {
+    let mut tick = tokio::time::interval(spool::SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let closed = outbox.is_closed();
+        if let Some(handle) = outbox.spool_sync_handle() {
+            match tokio::task::spawn_blocking(move || handle.sync()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "Cannot fsync the spool."),
+                Err(error) => tracing::error!(%error, "The spool's fsync did not finish."),
+            }
+        }
+        if closed {
+            return;
+        }
+    }
 }
 
 /// Runs the publisher on its own OS thread with a current-thread runtime, so producer tasks

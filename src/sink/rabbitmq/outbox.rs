@@ -16,7 +16,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::spool::Spool;
+use super::spool::{Spool, SyncHandle};
 use crate::{
     event::Event,
     pipeline::PipelineStats,
@@ -224,6 +224,18 @@ impl Outbox {
         drop(st);
         self.space.notify_waiters();
         n
+    }
+
+    /// What to `fsync` for private events spooled since the last call (group commit), if any.
+    pub fn spool_sync_handle(&self) -> Option<SyncHandle> {
+        let mut st = self.lock();
+        match st.spool.as_mut()?.sync_handle() {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::error!(%error, "Cannot prepare the spool's fsync.");
+                None
+            }
+        }
     }
 
     /// Flushes the spool to disk (`fsync`); returns how many records it holds.

@@ -4,9 +4,11 @@
 //! `[u32 little-endian length][u8 endpoint][envelope JSON]`. Records are read back in order;
 //! once every record has been read the file is truncated to zero. A spool left by an earlier
 //! run is replayed first (its records are older). A torn last record (crash mid-write) is cut
-//! off. Appends go to the OS without `fsync`: a process crash loses nothing, a machine crash may
-//! lose the last records (documented trade-off; private events are rare). Stopping with the
-//! broker unreachable calls [`Spool::sync`], which does `fsync` the file and its directory.
+//! off. Appends go to the OS at once (a process crash loses nothing) and are made durable in
+//! groups: [`Spool::sync_handle`] hands out a clone of the file (and, the first time, the
+//! directory) to `fsync` outside the outbox lock, which the sink does every
+//! [`SYNC_INTERVAL`] while records are being written, so a machine crash loses at most that
+//! much. Stopping with the broker unreachable calls [`Spool::sync`].
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -24,6 +26,9 @@ use uuid::Uuid;
 
 use crate::event::{Category, Endpoint, Event, EventClass};
 
+/// How often written records are made durable (group commit).
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The spool file and the read position in it.
 #[derive(Debug)]
 pub struct Spool {
@@ -32,6 +37,28 @@ pub struct Spool {
     reader: Option<BufReader<File>>,
     /// Records written and not yet read back.
     pending: u64,
+    /// Bytes written since the last `fsync`.
+    unsynced: bool,
+    /// The directory entry of the file has been synced.
+    dir_synced: bool,
+}
+
+/// What to `fsync` for the records written so far; done without holding the spool.
+#[derive(Debug)]
+pub struct SyncHandle {
+    file: File,
+    dir: Option<PathBuf>,
+}
+
+impl SyncHandle {
+    /// `fsync`s the file's data (and the directory, for a file this run created).
+    pub fn sync(self) -> io::Result<()> {
+        self.file.sync_data()?;
+        if let Some(dir) = self.dir {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -104,6 +131,8 @@ impl Spool {
             writer: None,
             reader: None,
             pending: 0,
+            unsynced: false,
+            dir_synced: false,
         };
         spool.recover()?;
         Ok(spool)
@@ -151,7 +180,28 @@ impl Spool {
             w.write_all(&rec)?;
         }
         self.pending += 1;
+        self.unsynced = true;
         Ok(())
+    }
+
+    /// What to `fsync` for the records written since the last call, or `None` when there are
+    /// none. The caller syncs it outside any lock ([`SyncHandle::sync`]).
+    pub fn sync_handle(&mut self) -> io::Result<Option<SyncHandle>> {
+        let Some(w) = self.writer.as_ref().filter(|_| self.unsynced) else {
+            return Ok(None);
+        };
+        let file = w.try_clone()?;
+        self.unsynced = false;
+        let dir = if self.dir_synced {
+            None
+        } else {
+            self.dir_synced = true;
+            self.path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(PathBuf::from)
+        };
+        Ok(Some(SyncHandle { file, dir }))
     }
 
     /// Reads the oldest unread event; truncates the file once all are read.
@@ -209,6 +259,7 @@ impl Spool {
             w.flush()?;
             w.sync_all()?;
         }
+        self.unsynced = false;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The directory entry too, for a spool file created by this run.
             File::open(dir)?.sync_all()?;
@@ -279,5 +330,26 @@ mod tests {
             std::fs::metadata(dir.path().join("t.spool")).unwrap().len(),
             0
         );
+    }
+
+    #[test]
+    fn sync_handles_cover_new_records_once_and_the_directory_the_first_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = Enricher::default();
+        let mut spool = Spool::open(dir.path(), "t").unwrap();
+        assert!(
+            spool.sync_handle().unwrap().is_none(),
+            "nothing written yet"
+        );
+        spool.append(&wallet(&mut e)).unwrap();
+        let first = spool.sync_handle().unwrap().expect("a record to sync");
+        assert_eq!(first.dir.as_deref(), Some(dir.path()));
+        first.sync().unwrap();
+        assert!(spool.sync_handle().unwrap().is_none(), "already synced");
+        spool.append(&wallet(&mut e)).unwrap();
+        let second = spool.sync_handle().unwrap().expect("the new record");
+        assert!(second.dir.is_none(), "the directory entry is synced once");
+        second.sync().unwrap();
+        assert_eq!(Spool::open(dir.path(), "t").unwrap().pending(), 2);
     }
 }
