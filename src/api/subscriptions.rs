@@ -196,7 +196,8 @@ impl SubscriptionsApi {
     async fn cancel(&self, state: Data<&AppState>, _key: ApiKey, id: Path<Uuid>) -> OneResponse {
         let result = async {
             let row = q::find(&state.db, id.0).await?.ok_or(ApiError::NotFound)?;
-            let row = cancel_rows(&state, vec![row]).await?.remove(0);
+            let cancelled = cancel_rows(&state, vec![row]).await?.into_iter().next();
+            let row = cancelled.ok_or(ApiError::NotFound)?;
             Ok::<_, ApiError>(Subscription::try_from(row)?)
         };
         match result.await {
