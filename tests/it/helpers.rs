@@ -97,6 +97,17 @@ impl TestDatabase {
 }
 
 /// A temporary SQLite database URL (the file lives in a temp dir removed with the guard).
+/// `ws://` address of a Bybit that takes TCP connections and never answers the WebSocket
+/// handshake (one listener for the whole test process, never accepting). An app pointed at it
+/// keeps its connection "connecting" until the ack timeout (10 s), so, unlike a refused port or
+/// an unreachable host, no quick failed attempt marks wanted topics pending behind a test's back.
+pub fn silent_bybit_url() -> String {
+    static SILENT: std::sync::OnceLock<std::net::TcpListener> = std::sync::OnceLock::new();
+    let listener = SILENT
+        .get_or_init(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind the silent Bybit"));
+    format!("ws://{}", listener.local_addr().expect("its address"))
+}
+
 pub fn sqlite_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("ws-gateway.db").display())
 }

@@ -16,7 +16,8 @@ use ws_gateway::{
 };
 
 use crate::helpers::{
-    TEST_API_KEY, TestApp, TestConfig, TestDatabase, spawn_app, sqlite_url, wait_until,
+    TEST_API_KEY, TestApp, TestConfig, TestDatabase, silent_bybit_url, spawn_app, sqlite_url,
+    wait_until,
 };
 /// A client that sends the test key.
 pub fn client() -> Client {
@@ -29,7 +30,7 @@ pub fn client() -> Client {
 pub fn with_credentials(db_url: &str) -> TestConfig {
     TestConfig::default()
         .var("DATABASE_URL", db_url)
-        .var("BYBIT_WS_URL", "ws://127.0.0.1:9")
+        .var("BYBIT_WS_URL", silent_bybit_url())
         .var("BYBIT_REST_URL", "http://127.0.0.1:9")
         .var("BYBIT_API_KEY", "test-key")
         .var("BYBIT_API_SECRET", "test-secret")

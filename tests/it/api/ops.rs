@@ -58,18 +58,12 @@ async fn subscriptions_survive_a_restart_on_the_same_database() {
 #[tokio::test]
 async fn health_ready_metrics_and_trace_ids_need_no_key() {
     let dir = tempfile::tempdir().unwrap();
-    // A Bybit that takes the TCP connection and never answers the handshake: the wanted topic's
-    // connection stays "connecting" for the ack timeout (10 s, far longer than this test), so no
-    // failed attempt marks the topic pending again after the test set it active. (Against the
-    // default, unreachable mainnet URL, a failed DNS lookup could land in between.)
-    let silent_bybit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A silent Bybit: no failed connection attempt marks the topic pending again after the
+    // test set it active (against the unreachable mainnet URL, a failed DNS lookup could).
     let app = spawn_app(
         TestConfig::default()
             .var("DATABASE_URL", sqlite_url(dir.path()))
-            .var(
-                "BYBIT_WS_URL",
-                format!("ws://{}", silent_bybit.local_addr().unwrap()),
-            ),
+            .var("BYBIT_WS_URL", silent_bybit_url()),
     )
     .await;
     let plain = Client::new();
