@@ -21,9 +21,6 @@
 //! from `/proc/<pid>`, so they are the gateway's alone; the broker's CPU is shown too, since on
 //! two cores the gateway and the broker share the machine.
 
-#[path = "../tests/it/fake_bybit/mod.rs"]
-mod fake_bybit;
-
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},

@@ -10,8 +10,8 @@ use ws_gateway::{
     source::subscriptions::TopicKey,
 };
 
-use crate::{
-    helpers::{TestApp, TestConfig, spawn_app, sqlite_url, wait_until},
+use crate::support::{
+    TestApp, TestConfig, spawn_app, sqlite_url, wait_until,
     wsclient::{Closed, Connect, TRY_AGAIN_LATER, connect, connect_with, trade_event},
 };
 
@@ -236,7 +236,7 @@ async fn client_that_never_reads_is_evicted_with_1013_while_a_reader_misses_noth
         .text()
         .await
         .unwrap();
-    let evictions = crate::metrics::parse(&metrics)
+    let evictions = crate::support::metrics::parse(&metrics)
         .value("ws_gateway_ws_evictions_total")
         .unwrap_or_default();
     assert!(evictions >= 1.0, "evictions are counted");

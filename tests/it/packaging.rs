@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_yaml::Value as Yaml;
 use ws_gateway::telemetry;
 
-use crate::helpers::{TestConfig, spawn_app, sqlite_url};
+use crate::support::{TestConfig, spawn_app, sqlite_url};
 
 fn read(path: &str) -> String {
     let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
@@ -160,7 +160,7 @@ async fn dashboard_queries_only_metrics_the_gateway_exports() {
 
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(TestConfig::default().var("DATABASE_URL", sqlite_url(dir.path()))).await;
-    let exported = crate::metrics::scrape(&app.http()).await.families();
+    let exported = crate::support::metrics::scrape(&app.http()).await.families();
     let not_exported: Vec<_> = used.iter().filter(|n| !exported.contains(*n)).collect();
     assert!(not_exported.is_empty(), "not in /metrics: {not_exported:?}");
     app.shutdown().await.unwrap();

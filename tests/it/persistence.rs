@@ -18,9 +18,9 @@ use ws_gateway::{
     store,
 };
 
-use crate::{
-    helpers::{TEST_API_KEY, TestConfig, TestDatabase, fixture, spawn_app, sqlite_url, wait_until},
-    proxy::TcpProxy,
+use crate::support::{
+    TEST_API_KEY, TestConfig, TestDatabase, fixture, proxy::TcpProxy, spawn_app, sqlite_url,
+    wait_until,
 };
 
 fn config() -> PersistenceConfig {

@@ -1,6 +1,6 @@
 //! The skeleton boots: health answers, a stop is clean.
 
-use crate::helpers::{TestConfig, TestDatabase, spawn_app};
+use crate::support::{TestConfig, TestDatabase, spawn_app};
 
 #[tokio::test]
 async fn app_boots_on_postgres_serves_health_and_stops_cleanly() {
@@ -24,7 +24,7 @@ async fn app_boots_on_postgres_serves_health_and_stops_cleanly() {
 async fn ws_route_is_mounted_beside_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(
-        TestConfig::default().var("DATABASE_URL", crate::helpers::sqlite_url(dir.path())),
+        TestConfig::default().var("DATABASE_URL", crate::support::sqlite_url(dir.path())),
     )
     .await;
 

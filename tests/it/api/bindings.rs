@@ -29,7 +29,7 @@ fn binding(service: &str, class: EventClass, key: &str) -> Binding {
 
 #[tokio::test]
 async fn bindings_are_added_on_create_and_removed_when_no_subscription_uses_them() {
-    crate::helpers::init_test_log();
+    crate::support::init_test_log();
     let dir = tempfile::tempdir().unwrap();
     let db = store::connect(&SecretString::from(sqlite_url(dir.path())))
         .await

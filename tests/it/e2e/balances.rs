@@ -8,12 +8,16 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Db, Options, PRIVATE, Stack, secs};
-use crate::{
+use fake_bybit::PRIVATE;
+
+use crate::support::{
     amqp::{consume, open, trade_text},
-    api::get,
-    helpers::{fixture, wait_until},
+    fixture,
+    http::get,
     proxy::TcpProxy,
+    secs,
+    stack::{Db, Options, Stack},
+    wait_until,
 };
 
 /// The fixture's coins as (coin, field of the frame, field of the API row) triples to compare.
@@ -100,7 +104,7 @@ async fn a_wallet_frame_shows_in_the_balances_api_within_a_second_with_exact_dec
 async fn a_ten_second_database_cut_never_stalls_trades_and_every_wallet_row_lands_after() {
     // Arrange: the app reaches PostgreSQL through a proxy; the test reads it directly.
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let db = crate::helpers::TestDatabase::postgres().await;
+    let db = crate::support::TestDatabase::postgres().await;
     let proxied = db.url.replacen("127.0.0.1:5432", &proxy.host_port(), 1);
     assert_ne!(
         proxied, db.url,

@@ -9,12 +9,15 @@ use ws_gateway::telemetry::{
     BROKER_UP, CONNECTION_UP, EVENTS_CONFIRMED, FRAMES_RECEIVED, STAGE_DROPPED, STAGE_RECEIVED,
 };
 
-use super::{Binary, LINEAR, PRIVATE, secs};
-use crate::{
+use fake_bybit::{FAKE_API_KEY, FAKE_API_SECRET, FakeBybit, LINEAR, PRIVATE};
+
+use crate::support::{
     amqp::{cleanup, collect, consume, open, queue_len, trade_text},
-    fake_bybit::{FAKE_API_KEY, FAKE_API_SECRET, FakeBybit},
-    helpers::{amqp_url, fixture, unique, wait_until},
+    amqp_url,
+    binary::Binary,
+    fixture,
     proxy::TcpProxy,
+    secs, unique, wait_until,
 };
 
 const PIPELINE: &str = "[source]\nconnect_on_start = []\nreconnect_initial = \"100ms\"\n\

@@ -8,20 +8,18 @@
 use serde_json::json;
 use ws_gateway::telemetry as t;
 
-use super::{LINEAR, Options, PRIVATE, Stack, against, secs};
-use crate::{
+use fake_bybit::{FakeBybit, LINEAR, PRIVATE};
+
+use crate::support::{
     amqp::trade_text,
-    api::{client, get},
-    fake_bybit::FakeBybit,
-    helpers::{fixture, spawn_app, sqlite_url, wait_until},
-    metrics::{Exposition, scrape},
-    source::fast_config,
+    fast_config, fixture,
+    http::{client, get},
+    metrics::scrape,
+    secs, spawn_app, sqlite_url,
+    stack::{Options, Stack, against},
+    wait_until,
     wsclient::connect,
 };
-
-fn sum(e: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
-    e.matching(name, labels).map(|s| s.value).sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_section_9_metric_moves_after_real_traffic() {
@@ -50,7 +48,7 @@ async fn every_section_9_metric_moves_after_real_traffic() {
             "wallet",
         )
         .await;
-    let (status, _) = crate::api::post(
+    let (status, _) = crate::support::http::post(
         &stack.app,
         json!({"channel_type": "trades", "symbol": "BADUSDT", "requesting_service": "watch"}),
     )
@@ -97,7 +95,7 @@ async fn every_section_9_metric_moves_after_real_traffic() {
     // process; the binary test in `broker.rs` checks them in a process of their own.
     let live = scrape(&stack.app.http()).await;
     assert!(
-        sum(&live, t::WS_CLIENTS, &[]) >= 1.0,
+        live.sum(t::WS_CLIENTS, &[]) >= 1.0,
         "the /ws client is counted"
     );
     for gauge in [t::CONNECTION_UP, t::BROKER_UP] {
@@ -116,7 +114,7 @@ async fn every_section_9_metric_moves_after_real_traffic() {
     let moved = wait_until(secs(20), || async {
         let now = scrape(&stack.app.http()).await;
         let grew = |name: &str, labels: &[(&str, &str)]| {
-            sum(&now, name, labels) > sum(&before, name, labels)
+            now.sum(name, labels) > before.sum(name, labels)
         };
         (grew(t::DB_WRITES, &[])
             && grew(t::ORDERBOOK_RESYNCS, &[])
@@ -133,8 +131,8 @@ async fn every_section_9_metric_moves_after_real_traffic() {
     stack.fake.drop_connections(LINEAR, false);
     let reconnected = wait_until(secs(20), || async {
         let now = scrape(&stack.app.http()).await;
-        (sum(&now, t::RECONNECTS, &[("endpoint", "linear")])
-            > sum(&before, t::RECONNECTS, &[("endpoint", "linear")])
+        (now.sum(t::RECONNECTS, &[("endpoint", "linear")])
+            > before.sum(t::RECONNECTS, &[("endpoint", "linear")])
             && stack.fake.connection_count(LINEAR) == 1)
             .then_some(())
     })
@@ -144,7 +142,7 @@ async fn every_section_9_metric_moves_after_real_traffic() {
 
     // Assert: every counter moved.
     let moved = |name: &str, labels: &[(&str, &str)]| {
-        sum(&after, name, labels) > sum(&before, name, labels)
+        after.sum(name, labels) > before.sum(name, labels)
     };
     let count = |name: &str| format!("{name}_count");
     let mut missing = vec![];

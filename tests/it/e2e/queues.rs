@@ -9,10 +9,12 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{LINEAR, Options, PRIVATE, Stack, secs, wait_queue};
-use crate::{
+use fake_bybit::{LINEAR, PRIVATE};
+
+use crate::support::{
     amqp::{collect, consume, open, queue_len, raw_data, trade_text},
-    helpers::fixture,
+    fixture, secs,
+    stack::{Options, Stack, wait_queue},
 };
 
 /// (fixture, subscription body, path, topic, class, routing key)
@@ -208,7 +210,7 @@ async fn two_services_on_one_topic_each_get_every_event_once_and_nothing_they_di
     // Assert
     let (conn, ch) = open(&stack.amqp).await;
     let class = stack.queue("trades");
-    let settled = crate::helpers::wait_until(secs(30), || async {
+    let settled = crate::support::wait_until(secs(30), || async {
         (queue_len(&ch, &class).await == 40).then_some(())
     })
     .await;

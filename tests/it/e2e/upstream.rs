@@ -3,11 +3,14 @@
 
 use serde_json::json;
 
-use super::{LINEAR, PRIVATE, against, secs};
-use crate::{
-    api::{get, post},
-    fake_bybit::FakeBybit,
-    helpers::{TestDatabase, spawn_app, wait_until},
+use fake_bybit::{FakeBybit, LINEAR, PRIVATE};
+
+use crate::support::{
+    TestDatabase,
+    http::{get, post},
+    secs, spawn_app,
+    stack::against,
+    wait_until,
     wsclient::connect,
 };
 
@@ -67,7 +70,7 @@ async fn subscriptions_restored_after_a_restart_are_resubscribed_upstream_and_be
 async fn two_ws_clients_on_one_topic_make_one_upstream_subscribe_released_when_both_leave() {
     let fake = FakeBybit::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(against(&fake, &crate::helpers::sqlite_url(dir.path()))).await;
+    let app = spawn_app(against(&fake, &crate::support::sqlite_url(dir.path()))).await;
     let subscribe =
         json!({"op": "subscribe", "topics": ["publicTrade.ETHUSDT"], "category": "linear"});
 

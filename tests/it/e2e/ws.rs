@@ -5,11 +5,14 @@ use async_tungstenite::tungstenite::Message;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{LINEAR, against, secs};
-use crate::{
+use fake_bybit::{FakeBybit, LINEAR};
+
+use crate::support::{
+    TestApp,
     amqp::raw_data,
-    fake_bybit::FakeBybit,
-    helpers::{TestApp, fixture, spawn_app, sqlite_url, wait_until},
+    fixture, secs, spawn_app, sqlite_url,
+    stack::against,
+    wait_until,
     wsclient::{WsClient, connect},
 };
 

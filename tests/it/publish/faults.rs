@@ -33,7 +33,7 @@ async fn a_broker_cut_loses_no_private_event_and_market_loss_equals_the_drop_cou
         h.send(LINEAR, trade.clone()).await;
     }
     let stats = h.stats.clone();
-    crate::helpers::wait_until(LONG, || {
+    crate::support::wait_until(LONG, || {
         let seen = stats.events();
         async move { (seen == 1300).then_some(()) }
     })
@@ -102,7 +102,7 @@ async fn the_end_of_input_with_the_broker_down_spools_private_events_drops_marke
         h.send(LINEAR, trade.clone()).await;
     }
     let stats = h.stats.clone();
-    crate::helpers::wait_until(LONG, || {
+    crate::support::wait_until(LONG, || {
         let seen = stats.events();
         async move { (seen == 100).then_some(()) }
     })

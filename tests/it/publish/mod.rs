@@ -13,11 +13,11 @@ use ws_gateway::{
     sink::bindings::Binding,
 };
 
-use crate::{
+use crate::support::{
     amqp::{
         LINEAR, PipelineHarness, cleanup, collect, consume, open, queue_len, raw_data, trade_text,
     },
-    helpers::{amqp_url, fixture},
+    amqp_url, fixture,
     proxy::TcpProxy,
 };
 

@@ -11,10 +11,11 @@ use ws_gateway::{
     source::subscriptions::{TopicKey, TopicStatus},
 };
 
-use super::{LINEAR, SPOT, fast_config, secs};
-use crate::{
-    fake_bybit::FakeBybit,
-    helpers::{TestApp, TestConfig, fixture, spawn_app, sqlite_url, wait_until},
+use fake_bybit::{FakeBybit, LINEAR, SPOT};
+
+use crate::support::{
+    TestApp, TestConfig, fast_config, fixture, metrics::metric_sum, secs, spawn_app, sqlite_url,
+    wait_until,
 };
 
 async fn app_against(fake: &FakeBybit, dir: &tempfile::TempDir, on_start: &[Category]) -> TestApp {
@@ -105,7 +106,7 @@ async fn after_an_abrupt_drop_every_topic_is_resubscribed_within_a_second_of_the
     assert!(back.is_some());
     let took = back_at.elapsed();
     assert!(took < secs(1), "resubscribed after {took:?}");
-    assert!(super::metric_sum("ws_gateway_reconnects_total", "linear") >= 1.0);
+    assert!(metric_sum("ws_gateway_reconnects_total", "linear") >= 1.0);
     app.shutdown().await.expect("clean stop");
 }
 

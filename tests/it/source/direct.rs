@@ -5,8 +5,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use ws_gateway::{event::Endpoint, health::ComponentState, source::subscriptions::TopicStatus};
 
-use super::{Harness, LINEAR, PRIVATE, fast_config, linear, metric_sum, secs};
-use crate::helpers::{fixture, wait_until};
+use fake_bybit::{LINEAR, PRIVATE};
+
+use crate::support::{
+    fast_config, fixture,
+    metrics::metric_sum,
+    secs,
+    source::{Harness, linear},
+    wait_until,
+};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

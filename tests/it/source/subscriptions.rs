@@ -7,8 +7,15 @@ use ws_gateway::{
     source::subscriptions::{TopicKey, TopicStatus},
 };
 
-use super::{Harness, LINEAR, fast_config, linear, secs};
-use crate::helpers::wait_until;
+use fake_bybit::LINEAR;
+
+use crate::support::{
+    fast_config,
+    metrics::metric_sum,
+    secs,
+    source::{Harness, linear},
+    wait_until,
+};
 
 const OPTION: &str = "/v5/public/option";
 
@@ -167,10 +174,10 @@ async fn an_unanswered_subscribe_is_counted_and_retried_with_backoff() {
     config.ack_timeout = std::time::Duration::from_millis(300);
     let h = Harness::start(config, None).await;
     h.fake.answer_subscribes(false);
-    let before = super::metric_sum("ws_gateway_subscribe_failures_total", "linear");
+    let before = metric_sum("ws_gateway_subscribe_failures_total", "linear");
     let key = h.acquire(linear(), "tickers.SOLUSDT");
     let counted = wait_until(secs(5), || async {
-        (super::metric_sum("ws_gateway_subscribe_failures_total", "linear") > before).then_some(())
+        (metric_sum("ws_gateway_subscribe_failures_total", "linear") > before).then_some(())
     })
     .await;
     assert!(counted.is_some(), "the missing ack is counted");

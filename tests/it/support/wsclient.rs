@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use ws_gateway::event::{Category, Endpoint, Event, EventClass};
 
-use crate::helpers::TestApp;
+use super::TestApp;
 
 /// A connected `/ws` client.
 pub struct WsClient {

@@ -1,9 +1,29 @@
-//! Test support: isolated databases and broker names, `spawn_app`, deadline-bounded waits.
+//! Test support, one home for every helper of the integration tests. This module: isolated
+//! databases and broker names, `spawn_app` (the real app in-process on port 0), quick source
+//! timings and deadline-bounded waits. Beside it:
+//!
+//! - [`stack`]: the full stack of an end-to-end test (fake Bybit, app, database, broker);
+//! - [`binary`]: the real `ws-gateway` binary in its own process;
+//! - [`source`]: `source::spawn` driven directly against the fake Bybit;
+//! - [`amqp`]: a pipeline fed in-process ([`amqp::PipelineHarness`]), a consumer, cleanup;
+//! - [`http`]: REST calls with the test key; [`wsclient`]: a `/ws` client and event builders;
+//! - [`metrics`]: the `/metrics` parser; [`proxy`]: a TCP proxy to cut a service.
+//!
+//! The fake Bybit itself is the dev-only `fake-bybit` workspace crate.
 //!
 //! The services are required, never skipped: PostgreSQL at `TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`) and RabbitMQ at `TEST_AMQP_URL` (default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`). A test that cannot reach them fails.
 #![allow(dead_code)]
+
+pub mod amqp;
+pub mod binary;
+pub mod http;
+pub mod metrics;
+pub mod proxy;
+pub mod source;
+pub mod stack;
+pub mod wsclient;
 
 use std::{
     collections::HashMap,
@@ -16,7 +36,31 @@ use std::{
 use sea_orm::{ConnectionTrait, Database};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use ws_gateway::{app::App, config::Settings, pipeline_file::PipelineFile};
+use ws_gateway::{
+    app::App,
+    config::Settings,
+    pipeline_file::{PipelineFile, SourceConfig},
+};
+
+pub use fake_bybit::fixture;
+
+/// `n` seconds.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Quick timings for tests: short backoff, heartbeat as given.
+pub fn fast_config(ping: Duration, pong: Duration) -> SourceConfig {
+    SourceConfig {
+        connect_on_start: Vec::new(),
+        ping_interval: ping,
+        pong_timeout: pong,
+        ack_timeout: secs(2),
+        reconnect_initial: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(500),
+        ..SourceConfig::default()
+    }
+}
 
 /// Base URL of the test PostgreSQL server (a database name is appended per test).
 pub fn postgres_base() -> String {
@@ -96,7 +140,6 @@ impl TestDatabase {
     }
 }
 
-/// A temporary SQLite database URL (the file lives in a temp dir removed with the guard).
 /// `ws://` address of a Bybit that takes TCP connections and never answers the WebSocket
 /// handshake (one listener for the whole test process, never accepting). An app pointed at it
 /// keeps its connection "connecting" until the ack timeout (10 s), so, unlike a refused port or
@@ -108,6 +151,7 @@ pub fn silent_bybit_url() -> String {
     format!("ws://{}", listener.local_addr().expect("its address"))
 }
 
+/// A SQLite database URL in `dir` (the file lives as long as the temp dir).
 pub fn sqlite_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("ws-gateway.db").display())
 }
@@ -217,13 +261,4 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Reads a fixture from `tests/fixtures/bybit/` (trailing newline removed).
-pub fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/bybit/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("fixture {path}: {e}"))
-        .trim_end()
-        .to_owned()
 }

@@ -26,7 +26,7 @@ use ws_gateway::{
     sink::bindings::QueueBindings,
 };
 
-use crate::helpers::{self, fixture};
+use super::{self as helpers, fixture};
 
 /// A frame of `text` from `endpoint`, received now.
 pub fn frame(endpoint: Endpoint, text: impl Into<String>) -> RawFrame {

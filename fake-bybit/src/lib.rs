@@ -1,4 +1,4 @@
-//! An in-process fake Bybit v5 WebSocket server on `127.0.0.1:0`, speaking the real protocol on
+//! Dev-only (never published): an in-process fake Bybit v5 WebSocket server on `127.0.0.1:0`, speaking the real protocol on
 //! `/v5/public/{spot,linear,inverse,option}` and `/v5/private`: per-endpoint ack and pong shapes,
 //! the spot 10-args rule, invalid-topic and "already subscribed" errors, private auth with
 //! [`FAKE_API_KEY`]/[`FAKE_API_SECRET`], replay of real frames, and fault controls (drop,
@@ -10,7 +10,9 @@
 //! assert!(fake.wait_subscribed("/v5/public/linear", "publicTrade.BTCUSDT", secs(5)).await);
 //! fake.push_topic("publicTrade.BTCUSDT", &fixture("linear_publicTrade.json"));
 //! ```
-#![allow(dead_code)]
+//!
+//! The recorded frames it is tested with stay in the gateway's `tests/fixtures/bybit/`
+//! ([`fixture`], [`FIXTURES`]); the ack and pong shapes it answers with are copied from there.
 
 mod protocol;
 mod server;
@@ -33,14 +35,31 @@ pub const FAKE_API_KEY: &str = "fake-bybit-api-key";
 /// The secret the fake verifies signatures with.
 pub const FAKE_API_SECRET: &str = "fake-bybit-api-secret";
 
+/// The directory of the recorded Bybit frames (`tests/fixtures/bybit/` of the workspace).
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/bybit");
+
+/// Reads a fixture from [`FIXTURES`] (trailing newline removed); panics naming the file.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{FIXTURES}/{name}");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+        .trim_end()
+        .to_owned()
+}
+
+/// The spot public path.
+pub const SPOT: &str = "/v5/public/spot";
+/// The linear public path.
+pub const LINEAR: &str = "/v5/public/linear";
+/// The inverse public path.
+pub const INVERSE: &str = "/v5/public/inverse";
+/// The option public path.
+pub const OPTION: &str = "/v5/public/option";
+/// The private path.
+pub const PRIVATE: &str = "/v5/private";
+
 /// Every path the fake serves.
-pub const PATHS: [&str; 5] = [
-    "/v5/public/spot",
-    "/v5/public/linear",
-    "/v5/public/inverse",
-    "/v5/public/option",
-    "/v5/private",
-];
+pub const PATHS: [&str; 5] = [SPOT, LINEAR, INVERSE, OPTION, PRIVATE];
 
 #[derive(Debug)]
 enum Out {
