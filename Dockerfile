@@ -37,12 +37,15 @@ RUN chmod +x /usr/local/bin/stub-targets
 #    Cargo.toml / Cargo.lock change, not on every source edit.
 COPY Cargo.toml Cargo.lock ./
 COPY migration/Cargo.toml migration/Cargo.toml
+# The dev-only fake Bybit (a workspace member and dev-dependency, never built for the image):
+# its manifest, and an empty lib.rs that stays so the workspace resolves in the next layer too.
+COPY fake-bybit/Cargo.toml fake-bybit/Cargo.toml
 # amqprs with the coalescing writer ([patch.crates-io] in Cargo.toml; vendor/amqprs/PATCHES.md).
 COPY vendor vendor
 RUN set -eux; \
-    mkdir -p src migration/src; \
+    mkdir -p src migration/src fake-bybit/src; \
     echo 'fn main() {}' > src/main.rs; \
-    touch src/lib.rs migration/src/lib.rs; \
+    touch src/lib.rs migration/src/lib.rs fake-bybit/src/lib.rs; \
     echo 'fn main() {}' > migration/src/main.rs; \
     stub-targets; \
     cargo build --release --locked --bin ws-gateway; \
