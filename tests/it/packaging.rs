@@ -160,7 +160,9 @@ async fn dashboard_queries_only_metrics_the_gateway_exports() {
 
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(TestConfig::default().var("DATABASE_URL", sqlite_url(dir.path()))).await;
-    let exported = crate::support::metrics::scrape(&app.http()).await.families();
+    let exported = crate::support::metrics::scrape(&app.http())
+        .await
+        .families();
     let not_exported: Vec<_> = used.iter().filter(|n| !exported.contains(*n)).collect();
     assert!(not_exported.is_empty(), "not in /metrics: {not_exported:?}");
     app.shutdown().await.unwrap();

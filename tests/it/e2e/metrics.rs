@@ -113,9 +113,8 @@ async fn every_section_9_metric_moves_after_real_traffic() {
     // Wait until the slow movers have moved, then drop the linear connection for a reconnect.
     let moved = wait_until(secs(20), || async {
         let now = scrape(&stack.app.http()).await;
-        let grew = |name: &str, labels: &[(&str, &str)]| {
-            now.sum(name, labels) > before.sum(name, labels)
-        };
+        let grew =
+            |name: &str, labels: &[(&str, &str)]| now.sum(name, labels) > before.sum(name, labels);
         (grew(t::DB_WRITES, &[])
             && grew(t::ORDERBOOK_RESYNCS, &[])
             && grew(t::AUTH_FAILURES, &[])
@@ -141,9 +140,8 @@ async fn every_section_9_metric_moves_after_real_traffic() {
     let after = scrape(&stack.app.http()).await;
 
     // Assert: every counter moved.
-    let moved = |name: &str, labels: &[(&str, &str)]| {
-        after.sum(name, labels) > before.sum(name, labels)
-    };
+    let moved =
+        |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) > before.sum(name, labels);
     let count = |name: &str| format!("{name}_count");
     let mut missing = vec![];
     let checks: Vec<(String, Vec<(&str, &str)>)> = vec![

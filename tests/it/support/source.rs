@@ -111,4 +111,3 @@ impl Harness {
 pub fn linear() -> Endpoint {
     Endpoint::Public(Category::Linear)
 }
-

@@ -166,4 +166,3 @@ pub async fn wait_queue(url: &str, queue: &str, deadline: Duration) -> bool {
     }
     false
 }
-
