@@ -6,5 +6,4 @@ mod balances;
 mod broker;
 mod metrics;
 mod queues;
-mod upstream;
 mod ws;

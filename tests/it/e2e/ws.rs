@@ -1,5 +1,6 @@
-//! Issue 6 end to end: `/ws` clients (both dialects) receive envelopes built from the fake
-//! Bybit's frames, and their subscriptions drive the upstream ones.
+//! Issue 6 end to end: a `/ws` client receives envelopes built from the fake Bybit's frames,
+//! and its subscription drives the upstream one. The `/ws` protocol itself (both dialects,
+//! shared topics, eviction) is tested in `downstream`.
 
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt;
@@ -12,7 +13,6 @@ use crate::support::{
     amqp::raw_data,
     fixture, secs, spawn_app, sqlite_url,
     stack::against,
-    wait_until,
     wsclient::{WsClient, connect},
 };
 
@@ -81,61 +81,5 @@ async fn an_op_client_receives_envelopes_built_from_the_exchange_frames() {
     let pong = client.request(json!({"op": "ping"})).await;
     assert_eq!(pong["op"], "pong");
     assert!(pong["ts"].as_i64().is_some());
-    app.shutdown().await.expect("clean stop");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_seed_action_protocol_works_end_to_end_with_the_exchange() {
-    // Arrange
-    let fake = FakeBybit::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let app = app(&fake, &dir).await;
-    let mut client = connect(&app).await;
-
-    // Act + Assert: subscribe → success → upstream subscribed.
-    let reply = client
-        .request(json!({"action": "subscribe", "symbols": ["BTCUSDT"]}))
-        .await;
-    assert_eq!(reply["type"], "success", "{reply}");
-    assert_eq!(reply["data"]["subscribed"], json!(["BTCUSDT"]));
-    assert!(
-        fake.wait_subscribed(LINEAR, "publicTrade.BTCUSDT", secs(10))
-            .await
-    );
-
-    // Trade data.
-    assert_eq!(
-        fake.push_topic("publicTrade.BTCUSDT", &fixture("linear_publicTrade.json")),
-        1
-    );
-    assert_trade_envelope(&next_text(&mut client).await, 1);
-
-    // Ping → pong.
-    let pong = client.request(json!({"action": "ping"})).await;
-    assert_eq!(pong["type"], "pong", "{pong}");
-    assert!(pong["timestamp"].as_i64().is_some());
-
-    // Unsubscribe → success → upstream unsubscribed.
-    let reply = client
-        .request(json!({"action": "unsubscribe", "symbols": ["BTCUSDT"]}))
-        .await;
-    assert_eq!(reply["type"], "success", "{reply}");
-    assert_eq!(reply["data"]["unsubscribed"], json!(["BTCUSDT"]));
-    let released = wait_until(secs(10), || async {
-        (!fake.subscribed(LINEAR).contains("publicTrade.BTCUSDT")).then_some(())
-    })
-    .await;
-    assert!(released.is_some(), "unsubscribed upstream");
-    let unsubscribes = fake.requests_of(LINEAR, "unsubscribe");
-    assert_eq!(unsubscribes.len(), 1);
-    assert_eq!(unsubscribes[0]["args"], json!(["publicTrade.BTCUSDT"]));
-
-    // Nothing more arrives for the released topic.
-    fake.push_topic("publicTrade.BTCUSDT", &fixture("linear_publicTrade.json"));
-    let error = client.request(json!({"action": "dance"})).await;
-    assert_eq!(
-        error["type"], "error",
-        "the next message is the reply, not data"
-    );
     app.shutdown().await.expect("clean stop");
 }

@@ -1,5 +1,6 @@
-//! The pipeline against the real RabbitMQ: topology, envelope and properties, fan-out, volume
-//! and order, broker loss, a stuck consumer and the end of input. Each test uses its own
+//! The pipeline against the real RabbitMQ: topology, envelope and properties, volume and
+//! order, broker loss, a stuck consumer and the end of input (fan-out to the per-service queues
+//! that REST subscriptions make is tested end to end, `e2e::queues`). Each test uses its own
 //! prefix and deletes its exchange and queues at the end.
 
 use std::{
@@ -10,7 +11,6 @@ use std::{
 use ws_gateway::{
     event::{Endpoint, EventClass},
     pipeline_file::WhenFull,
-    sink::bindings::Binding,
 };
 
 use crate::support::{
@@ -146,55 +146,6 @@ async fn fixture_frames_land_in_their_class_queues_with_the_spec_envelope_and_pr
     }
     let _ = conn.close().await;
     cleanup(&url, &h.prefix, &[]).await;
-}
-
-#[tokio::test]
-async fn two_services_bound_to_one_routing_key_each_get_every_event_once_and_nothing_else() {
-    // Arrange
-    let url = amqp_url();
-    let mut h = PipelineHarness::start(Some(url.clone()), |_| {}).await;
-    let mut version = 0;
-    for service in ["svc-a", "svc-b"] {
-        version = h.bindings.bind(Binding {
-            service: service.into(),
-            class: EventClass::Trades,
-            routing_key: "trades.linear.BTCUSDT".into(),
-        });
-    }
-    tokio::time::timeout(LONG, h.bindings.wait_applied(version))
-        .await
-        .expect("bindings applied");
-
-    // Act
-    for _ in 0..5 {
-        h.send(LINEAR, trade_text("BTCUSDT")).await;
-        h.send(LINEAR, trade_text("ETHUSDT")).await;
-    }
-    assert!(h.finish(LONG).await);
-
-    // Assert
-    let (conn, ch) = open(&url).await;
-    let mut ids = vec![];
-    for service in ["svc-a", "svc-b"] {
-        let queue = format!("{}.trades.{service}", h.prefix);
-        assert_eq!(queue_len(&ch, &queue).await, 5, "{queue}");
-        let mut rx = consume(&ch, &queue).await;
-        let got = collect(&mut rx, 5, Duration::from_secs(10)).await;
-        assert!(got.iter().all(|m| m.routing_key == "trades.linear.BTCUSDT"));
-        let mut set: Vec<String> = got.iter().map(|m| m.json()["id"].to_string()).collect();
-        set.sort();
-        set.dedup();
-        assert_eq!(set.len(), 5, "once each");
-        ids.push(set);
-    }
-    assert_eq!(ids[0], ids[1], "both services got the same events");
-    assert_eq!(queue_len(&ch, &format!("{}.trades", h.prefix)).await, 10);
-    let _ = conn.close().await;
-    let extra: Vec<String> = ["svc-a", "svc-b"]
-        .iter()
-        .map(|s| format!("{}.trades.{s}", h.prefix))
-        .collect();
-    cleanup(&url, &h.prefix, &extra).await;
 }
 
 #[tokio::test]

@@ -1,9 +1,8 @@
-//! The source inside the real app (in-process) and the real binary, against the fake Bybit.
+//! The source inside the real app (in-process), against the fake Bybit. Request batching is
+//! a unit test of the ledger (`src/source/reconcile_tests.rs`); SIGTERM with traffic is the
+//! binary's (`e2e::broker`).
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use ws_gateway::{
     event::{Category, Endpoint},
@@ -14,8 +13,7 @@ use ws_gateway::{
 use fake_bybit::{FakeBybit, LINEAR, SPOT};
 
 use crate::support::{
-    TestApp, TestConfig, fast_config, fixture, metrics::metric_sum, secs, spawn_app, sqlite_url,
-    wait_until,
+    TestApp, TestConfig, fast_config, metrics::metric_sum, secs, spawn_app, sqlite_url, wait_until,
 };
 
 async fn app_against(fake: &FakeBybit, dir: &tempfile::TempDir, on_start: &[Category]) -> TestApp {
@@ -25,43 +23,6 @@ async fn app_against(fake: &FakeBybit, dir: &tempfile::TempDir, on_start: &[Cate
     config.pipeline.source = fast_config(secs(20), secs(10));
     config.pipeline.source.connect_on_start = on_start.to_vec();
     spawn_app(config).await
-}
-
-#[tokio::test]
-async fn twenty_five_spot_topics_go_out_as_three_requests_of_at_most_ten_args_all_acked() {
-    let fake = FakeBybit::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let app = app_against(&fake, &dir, &[]).await;
-    let keys: Vec<TopicKey> = (0..25)
-        .map(|i| {
-            TopicKey::new(
-                Endpoint::Public(Category::Spot),
-                format!("publicTrade.C{i:02}USDT"),
-            )
-        })
-        .collect();
-    for k in &keys {
-        app.registry.acquire(k, "svc");
-    }
-    let all_active = wait_until(secs(5), || async {
-        keys.iter()
-            .all(|k| app.registry.status(k) == Some(TopicStatus::Active))
-            .then_some(())
-    })
-    .await;
-    assert!(all_active.is_some(), "every topic acked");
-    assert_eq!(fake.subscribed(SPOT).len(), 25);
-    let subs = fake.requests_of(SPOT, "subscribe");
-    let sizes: Vec<usize> = subs
-        .iter()
-        .map(|r| r["args"].as_array().unwrap().len())
-        .collect();
-    assert!(sizes.iter().all(|&n| n <= 10), "sizes {sizes:?}");
-    assert_eq!(sizes.iter().sum::<usize>(), 25);
-    assert_eq!(subs.len(), 3, "sizes {sizes:?}");
-    let ids: std::collections::BTreeSet<_> = subs.iter().map(|r| r["req_id"].to_string()).collect();
-    assert_eq!(ids.len(), 3, "one req_id per request");
-    app.shutdown().await.expect("clean stop");
 }
 
 #[tokio::test]
@@ -170,66 +131,6 @@ async fn connect_on_start_opens_the_category_with_no_topics() {
     assert_eq!(fake.connection_count(LINEAR), 1);
     assert_eq!(fake.connection_count(SPOT), 0);
     app.shutdown().await.expect("clean stop");
-    assert!(
-        wait_until(secs(5), || async {
-            (fake.connection_count(LINEAR) == 0).then_some(())
-        })
-        .await
-        .is_some()
-    );
-}
-
-#[tokio::test]
-async fn sigterm_during_traffic_exits_zero_within_the_shutdown_timeout() {
-    let fake = FakeBybit::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        "[source]\nconnect_on_start = []\n[process]\nshutdown_timeout = \"5s\"\n\
-         [[subscriptions]]\nchannel_type = \"trades\"\nsymbol = \"BTCUSDT\"\ncategory = \"linear\"\n",
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ws-gateway"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("BYBIT_WS_URL", fake.base_url())
-        .env("DATABASE_URL", sqlite_url(dir.path()))
-        .env("WS_GATEWAY_PIPELINE", &pipeline)
-        .env("WS_GATEWAY_HOST", "127.0.0.1")
-        .env("WS_GATEWAY_PORT", "0")
-        .env("WS_GATEWAY_API_KEY", "k")
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the binary");
-    assert!(
-        fake.wait_subscribed(LINEAR, "publicTrade.BTCUSDT", secs(20))
-            .await
-    );
-    let trade = fixture("linear_publicTrade.json");
-    for _ in 0..200 {
-        fake.push_topic("publicTrade.BTCUSDT", &trade);
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if started.elapsed() > secs(10) {
-            let _ = child.kill();
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let exit = exit.expect("exited within the bound");
-    assert!(exit.success(), "exit status {exit:?}");
     assert!(
         wait_until(secs(5), || async {
             (fake.connection_count(LINEAR) == 0).then_some(())
