@@ -297,6 +297,11 @@ impl Feed {
         self.senders.len()
     }
 
+    /// Whether the feed reaches no connection.
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+
     /// Sends `frame` to each connection; returns how many are still open.
     pub async fn send(&self, frame: &str) -> usize {
         let mut n = 0;

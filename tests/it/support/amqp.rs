@@ -1,7 +1,6 @@
 //! Test support for the pipeline and the RabbitMQ sink: a pipeline fed with in-process frames
 //! ([`PipelineHarness`]), an amqprs consumer, and cleanup of a test's exchange and queues.
 //! Reusable by later end-to-end tests (swap the frame source for the fake Bybit).
-#![allow(dead_code)]
 
 use std::{sync::Arc, time::Duration};
 

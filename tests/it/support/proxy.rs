@@ -1,7 +1,6 @@
 //! A TCP proxy of the test's own, to cut a connection to a shared service (RabbitMQ,
 //! PostgreSQL) without touching the service. `cut()` closes every proxied connection and
 //! refuses new ones until `restore()`.
-#![allow(dead_code)]
 
 use std::{
     net::SocketAddr,

@@ -1,6 +1,5 @@
 //! A small `/ws` client for tests (async-tungstenite), and a builder of [`Event`]s to inject into
 //! the app's broadcast when no Bybit is involved. Reusable by end-to-end tests.
-#![allow(dead_code)]
 
 use std::{sync::Arc, time::Duration};
 
