@@ -46,7 +46,6 @@ use crate::{
     usage::proc_usage,
 };
 
-const TRADE: &str = include_str!("../../tests/fixtures/bybit/linear_publicTrade.json");
 const API_KEY: &str = "load-test-api-key";
 /// The service whose per-service queue the consumer reads.
 const SERVICE: &str = "load";
@@ -56,7 +55,7 @@ const RECEIVE_TO_CONFIRM: &str = "ws_gateway_receive_to_confirm_seconds";
 
 /// The trade fixture for symbol `SYM<i>USDT` (or `symbol`), one line.
 fn trade_frame(symbol: &str) -> String {
-    TRADE.trim_end().replace("BTCUSDT", symbol)
+    fake_bybit::fixture("linear_publicTrade.json").replace("BTCUSDT", symbol)
 }
 
 fn symbol(i: usize) -> String {

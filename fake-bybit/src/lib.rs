@@ -1,10 +1,10 @@
-//! Dev-only (never published): an in-process fake Bybit v5 WebSocket server on `127.0.0.1:0`, speaking the real protocol on
-//! `/v5/public/{spot,linear,inverse,option}` and `/v5/private`: per-endpoint ack and pong shapes,
-//! the spot 10-args rule, invalid-topic and "already subscribed" errors, private auth with
-//! [`FAKE_API_KEY`]/[`FAKE_API_SECRET`], replay of real frames, and fault controls (drop,
-//! refuse, stop answering pings).
+//! Dev-only (never published): an in-process fake Bybit v5 WebSocket server on `127.0.0.1:0`,
+//! speaking the real protocol on `/v5/public/{spot,linear,inverse,option}` and `/v5/private`:
+//! per-endpoint ack and pong shapes, the spot 10-args rule, invalid-topic and "already
+//! subscribed" errors, private auth with [`FAKE_API_KEY`]/[`FAKE_API_SECRET`], replay of real
+//! frames, and fault controls (drop, refuse, stop answering pings).
 //!
-//! ```ignore
+//! ```text
 //! let fake = FakeBybit::start().await;
 //! // BYBIT_WS_URL = fake.base_url()
 //! assert!(fake.wait_subscribed("/v5/public/linear", "publicTrade.BTCUSDT", secs(5)).await);

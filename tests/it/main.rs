@@ -1,5 +1,6 @@
-//! Integration tests: the real app on port 0 against an in-process fake Bybit, the real
-//! RabbitMQ and the real PostgreSQL of this machine (isolated per test).
+//! Integration tests: the real app on port 0 against an in-process fake Bybit (the dev-only
+//! `fake-bybit` crate), the real RabbitMQ and the real PostgreSQL of this machine (isolated per
+//! test). One folder or file per level; every helper lives once, in [`support`].
 
 mod api;
 mod downstream;

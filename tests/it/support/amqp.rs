@@ -1,6 +1,5 @@
 //! Test support for the pipeline and the RabbitMQ sink: a pipeline fed with in-process frames
 //! ([`PipelineHarness`]), an amqprs consumer, and cleanup of a test's exchange and queues.
-//! Reusable by later end-to-end tests (swap the frame source for the fake Bybit).
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,7 +24,7 @@ use ws_gateway::{
     sink::bindings::QueueBindings,
 };
 
-use super::{self as helpers, fixture};
+use super::{fixture, init_test_log, unique, wait_until};
 
 /// A frame of `text` from `endpoint`, received now.
 pub fn frame(endpoint: Endpoint, text: impl Into<String>) -> RawFrame {
@@ -79,8 +78,8 @@ impl PipelineHarness {
     /// Starts a pipeline publishing to `amqp_url` under a fresh prefix; `tweak` edits the
     /// pipeline file first.
     pub async fn start(amqp_url: Option<String>, tweak: impl FnOnce(&mut PipelineFile)) -> Self {
-        helpers::init_test_log();
-        let prefix = helpers::unique("wsgw-test");
+        init_test_log();
+        let prefix = unique("wsgw-test");
         let spool_dir = tempfile::tempdir().unwrap();
         let mut file = PipelineFile::default();
         file.publish.spool_dir = spool_dir.path().to_owned();
@@ -141,7 +140,7 @@ impl PipelineHarness {
     /// Waits until `n` events are confirmed.
     pub async fn wait_confirmed(&self, n: u64, deadline: Duration) -> bool {
         let stats = self.stats.clone();
-        helpers::wait_until(deadline, || {
+        wait_until(deadline, || {
             let c = stats.confirmed();
             async move { (c >= n).then_some(()) }
         })
@@ -201,7 +200,7 @@ pub async fn consume(
         .unwrap();
     let (_, rx) = ch
         .basic_consume_rx(
-            BasicConsumeArguments::new(queue, &helpers::unique("c"))
+            BasicConsumeArguments::new(queue, &unique("c"))
                 .auto_ack(true)
                 .finish(),
         )

@@ -1,5 +1,5 @@
 //! A small `/ws` client for tests (async-tungstenite), and a builder of [`Event`]s to inject into
-//! the app's broadcast when no Bybit is involved. Reusable by end-to-end tests.
+//! the app's broadcast when no Bybit is involved.
 
 use std::{sync::Arc, time::Duration};
 
