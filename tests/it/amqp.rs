@@ -23,7 +23,7 @@ use ws_gateway::{
     pipeline::{self, PipelineParams, PipelineStats},
     pipeline_file::PipelineFile,
     shutdown::Supervisor,
-    sink::bindings::QueueBindings,
+    subscriptions::QueueBindings,
 };
 
 use crate::helpers::{self, fixture};

@@ -16,10 +16,8 @@ use ws_gateway::{
     health::HealthBoard,
     pipeline_file::SourceConfig,
     shutdown::Supervisor,
-    source::{
-        self, SourceParams,
-        subscriptions::{SubscriptionHandle, SubscriptionRegistry, TopicKey},
-    },
+    source::{self, SourceParams},
+    subscriptions::{SubscriptionHandle, SubscriptionRegistry, TopicKey},
 };
 
 use crate::fake_bybit::{FAKE_API_KEY, FAKE_API_SECRET, FakeBybit};

@@ -10,7 +10,7 @@ use std::{
 use ws_gateway::{
     event::{Endpoint, EventClass},
     pipeline_file::WhenFull,
-    sink::bindings::Binding,
+    subscriptions::Binding,
 };
 
 use crate::{

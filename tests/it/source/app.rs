@@ -8,7 +8,7 @@ use std::{
 use ws_gateway::{
     event::{Category, Endpoint},
     health::ComponentState,
-    source::subscriptions::{TopicKey, TopicStatus},
+    subscriptions::{TopicKey, TopicStatus},
 };
 
 use super::{LINEAR, SPOT, fast_config, secs};
