@@ -230,7 +230,7 @@ pub struct Event {
 }
 
 impl Event {
-    // `routing_key()` is defined with the rule in `crate::subscriptions::topic`.
+    // `routing_key()` is defined next to its rule, in the `subscriptions` wing (topic.rs).
 
     /// The frame's `data`, byte for byte as Bybit sent it.
     pub fn data(&self) -> &[u8] {

@@ -9,11 +9,11 @@
 
 mod background;
 mod balances;
-pub mod error;
+pub(crate) mod error;
 mod health;
 mod middleware;
 mod subscriptions;
-pub mod types;
+pub(crate) mod types;
 
 use std::time::Duration;
 
@@ -103,6 +103,10 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
 
 /// Starts the tasks behind the API: the status follower (registry → rows), the
 /// `last_event_at` flusher (every `last_event_flush`) and the database ping for `/health`.
-pub fn spawn_background(state: &AppState, supervisor: &Supervisor, last_event_flush: Duration) {
+pub(crate) fn spawn_background(
+    state: &AppState,
+    supervisor: &Supervisor,
+    last_event_flush: Duration,
+) {
     background::spawn(state, supervisor, last_event_flush);
 }

@@ -41,7 +41,7 @@ struct WsContext {
 /// so it must be called inside the runtime. The dispatcher is critical: if it ends while the
 /// process is not stopping, `/ws` would be dead while the rest runs, so the process stops and
 /// says so.
-pub fn endpoint(state: AppState, supervisor: &Supervisor) -> impl IntoEndpoint + use<> {
+pub(crate) fn endpoint(state: AppState, supervisor: &Supervisor) -> impl IntoEndpoint + use<> {
     let hub = Arc::new(Hub::new(
         state.subscriptions.clone(),
         state.downstream.clone(),

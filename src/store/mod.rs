@@ -8,7 +8,7 @@ use migration::{Migrator, MigratorTrait};
 
 pub mod balances;
 pub mod entity;
-pub mod subscriptions;
+pub(crate) mod subscriptions;
 
 /// A database that could not be reached or migrated.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! Queries on `subscriptions`, in the table's own terms. The subscription service
-//! ([`crate::subscriptions::Subscriptions`]) writes rows and updates their status and
+//! (`Subscriptions`, in the subscriptions wing) writes rows and updates their status and
 //! `last_event_at` by (endpoint, topic).
 
 use chrono::{DateTime, Utc};

@@ -33,7 +33,7 @@ pub struct Capabilities {
 
 /// Why a create was refused (besides an invalid [`TopicSpec`], which the caller reports).
 #[derive(Debug, thiserror::Error)]
-pub enum CreateError {
+pub(crate) enum CreateError {
     /// A private channel without Bybit credentials.
     #[error(
         "channel_type {0} is a private stream and needs Bybit credentials; set BYBIT_API_KEY and BYBIT_API_SECRET and restart the gateway"
@@ -77,18 +77,13 @@ impl Subscriptions {
     }
 
     /// The desired topic set (read it; edit it through this service).
-    pub fn registry(&self) -> &SubscriptionHandle {
+    pub(crate) fn registry(&self) -> &SubscriptionHandle {
         &self.registry
-    }
-
-    /// What the process can serve.
-    pub fn capabilities(&self) -> Capabilities {
-        self.caps
     }
 
     /// Subscribes `service` to `spec`: stores the row (or finds the same active one), acquires
     /// the topic and binds the service's queue. `true` when the row is new.
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         spec: &TopicSpec,
         service: &str,
@@ -136,17 +131,17 @@ impl Subscriptions {
     }
 
     /// Rows matching `filter`, oldest first.
-    pub async fn list(&self, filter: &q::ListFilter) -> Result<Vec<Model>, DbErr> {
+    pub(crate) async fn list(&self, filter: &q::ListFilter) -> Result<Vec<Model>, DbErr> {
         q::list(&self.db, filter).await
     }
 
     /// One row by id.
-    pub async fn get(&self, id: Uuid) -> Result<Option<Model>, DbErr> {
+    pub(crate) async fn get(&self, id: Uuid) -> Result<Option<Model>, DbErr> {
         q::find(&self.db, id).await
     }
 
     /// Cancels one subscription (`None`: no such id; a cancelled one is returned unchanged).
-    pub async fn cancel(&self, id: Uuid) -> Result<Option<Model>, DbErr> {
+    pub(crate) async fn cancel(&self, id: Uuid) -> Result<Option<Model>, DbErr> {
         let Some(row) = q::find(&self.db, id).await? else {
             return Ok(None);
         };
@@ -154,7 +149,7 @@ impl Subscriptions {
     }
 
     /// Cancels every active subscription of `service`; returns the cancelled rows.
-    pub async fn cancel_service(&self, service: String) -> Result<Vec<Model>, DbErr> {
+    pub(crate) async fn cancel_service(&self, service: String) -> Result<Vec<Model>, DbErr> {
         let filter = q::ListFilter {
             is_active: Some(true),
             requesting_service: Some(service),
@@ -201,7 +196,7 @@ impl Subscriptions {
 
     /// Loads the active subscriptions of the database into the registry (and their queue
     /// bindings), so a restart resubscribes them. Their status starts again at `pending`.
-    pub async fn restore(&self) -> Result<usize, DbErr> {
+    pub(crate) async fn restore(&self) -> Result<usize, DbErr> {
         let rows = q::active(&self.db).await?;
         let mut restored = 0usize;
         for row in &rows {
@@ -222,7 +217,7 @@ impl Subscriptions {
 
     /// Holds the pipeline file's startup subscriptions (as [`Requester::PipelineFile`], or the
     /// service they name). Errors name the entry's bad field.
-    pub fn hold_startup(&self, subs: &[StartupSubscription]) -> anyhow::Result<()> {
+    pub(crate) fn hold_startup(&self, subs: &[StartupSubscription]) -> anyhow::Result<()> {
         for sub in subs {
             let channel: ChannelType = sub
                 .channel_type
@@ -243,17 +238,17 @@ impl Subscriptions {
     }
 
     /// `requester` (a `/ws` client) wants `key`.
-    pub fn hold(&self, key: &TopicKey, requester: &Requester) {
+    pub(crate) fn hold(&self, key: &TopicKey, requester: &Requester) {
         self.registry.acquire(key, requester);
     }
 
     /// `requester` no longer wants `key`.
-    pub fn release(&self, key: &TopicKey, requester: &Requester) {
+    pub(crate) fn release(&self, key: &TopicKey, requester: &Requester) {
         self.registry.release(key, requester);
     }
 
     /// `requester` no longer wants anything (a `/ws` client left).
-    pub fn release_all(&self, requester: &Requester) {
+    pub(crate) fn release_all(&self, requester: &Requester) {
         self.registry.release_all(requester);
     }
 }

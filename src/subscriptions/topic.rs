@@ -86,7 +86,7 @@ impl FromStr for ChannelType {
 }
 
 /// Order-book depths Bybit serves per category.
-pub fn allowed_depths(category: Category) -> &'static [u32] {
+pub(crate) fn allowed_depths(category: Category) -> &'static [u32] {
     match category {
         Category::Spot => &[1, 50, 200, 1000],
         Category::Linear | Category::Inverse => &[1, 50, 200, 500, 1000],
@@ -299,7 +299,7 @@ impl TopicSpec {
     }
 
     /// Rebuilds the validated request of a stored row (`None` if the row no longer validates).
-    pub fn of_row(row: &Model) -> Option<Self> {
+    pub(crate) fn of_row(row: &Model) -> Option<Self> {
         let channel: ChannelType = row.channel_type.parse().ok()?;
         let category = match &row.category {
             Some(c) => Some(c.parse::<Category>().ok()?),
@@ -317,7 +317,7 @@ impl TopicSpec {
 }
 
 /// The class of a Bybit topic, from its first dot segment (`other` for unknown topics).
-pub fn class_of(topic: &str) -> EventClass {
+pub(crate) fn class_of(topic: &str) -> EventClass {
     let head = topic.split('.').next().unwrap_or_default();
     match head {
         "publicTrade" => EventClass::Trades,
@@ -337,7 +337,7 @@ pub fn class_of(topic: &str) -> EventClass {
 /// `<class>.private` for private ones (a private class or the private endpoint); a public event
 /// without a symbol is `<class>.<category>`, without a category `none`.
 #[inline]
-pub fn routing_key(
+pub(crate) fn routing_key(
     class: EventClass,
     endpoint: Endpoint,
     category: Option<Category>,
@@ -354,7 +354,7 @@ pub fn routing_key(
 }
 
 /// The binding pattern of the class queue `<prefix>.<class>`: every routing key of the class.
-pub fn class_pattern(class: EventClass) -> String {
+pub(crate) fn class_pattern(class: EventClass) -> String {
     format!("{class}.#")
 }
 
@@ -372,11 +372,11 @@ impl Event {
 }
 
 /// Longest topic string accepted from a client (Bybit's longest real topics are well under this).
-pub const MAX_TOPIC_LEN: usize = 64;
+pub(crate) const MAX_TOPIC_LEN: usize = 64;
 
 /// Why a topic string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     #[error("topic {0:?} is empty or longer than {MAX_TOPIC_LEN} characters")]
     BadLength(String),
     #[error("topic {0:?} is not a known Bybit v5 topic")]
@@ -389,7 +389,7 @@ pub enum ParseError {
 
 /// Turns a Bybit v5 topic (as a client wrote it) into the registry key it is subscribed as.
 /// Public topics live on `category` (default linear); private ones on the private endpoint.
-pub fn parse_topic(
+pub(crate) fn parse_topic(
     topic: &str,
     category: Option<Category>,
     private_available: bool,
@@ -445,7 +445,7 @@ pub fn parse_topic(
 }
 
 /// The key of `publicTrade.<symbol>` on linear: what a `/ws` `action` subscription means.
-pub fn trade_key(symbol: &str) -> Result<TopicKey, ParseError> {
+pub(crate) fn trade_key(symbol: &str) -> Result<TopicKey, ParseError> {
     TopicSpec::new(
         ChannelType::Trades,
         Some(Category::Linear),
@@ -461,7 +461,7 @@ pub fn trade_key(symbol: &str) -> Result<TopicKey, ParseError> {
 }
 
 /// The symbol of a linear trade key ([`trade_key`]'s inverse); `None` for any other key.
-pub fn trade_symbol(key: &TopicKey) -> Option<&str> {
+pub(crate) fn trade_symbol(key: &TopicKey) -> Option<&str> {
     if key.endpoint != Endpoint::Public(Category::Linear) {
         return None;
     }

@@ -16,7 +16,7 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 impl Subscriptions {
     /// Follows the registry's status changes into the rows until `shutdown`; a failed write or a
     /// lagging follower resyncs every desired topic.
-    pub async fn follow_status(self, shutdown: CancellationToken) {
+    pub(crate) async fn follow_status(self, shutdown: CancellationToken) {
         let mut rx = self.registry.status_changes();
         let mut dirty = !self.resync().await;
         let mut tick = tokio::time::interval(RESYNC_EVERY);
@@ -66,7 +66,7 @@ impl Subscriptions {
 
     /// Moves `last_event_at` of the rows forward, every `every`, from the events seen on
     /// `events`, until `shutdown`.
-    pub async fn track_last_event(
+    pub(crate) async fn track_last_event(
         self,
         mut events: broadcast::Receiver<Arc<Event>>,
         every: Duration,
