@@ -59,3 +59,17 @@ impl From<&Requester> for Requester {
         r.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_convert_at_the_edges_and_print_as_before() {
+        assert_eq!(Requester::named("pipeline"), Requester::PipelineFile);
+        assert_eq!(Requester::from("svc"), Requester::Service("svc".into()));
+        assert_eq!(Requester::WsClient(7).to_string(), "ws:7");
+        assert_eq!(Requester::PipelineFile.to_string(), "pipeline");
+        assert!(!Requester::WsClient(7).is_service());
+    }
+}
