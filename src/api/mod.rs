@@ -2,10 +2,10 @@
 //! `/ready`, `/metrics`, Swagger UI at `/docs` and the OpenAPI document at `/openapi.json`.
 //!
 //! Layers, outside in: [`observe`] (trace id, one log line and metrics per request), JSON
-//! errors for whatever poem raises ([`error::to_json_response`]), the API key check on
+//! errors for whatever poem raises (`error::to_json_response`), the API key check on
 //! `/api/*` ([`require_key`]), then the poem-openapi operations. Subscription handlers call the
 //! [`Subscriptions`](crate::subscriptions::Subscriptions) service; background tasks
-//! ([`background`]) run its write-back (rows in step with what Bybit said) and the database ping.
+//! (`background`) run its write-back (rows in step with what Bybit said) and the database ping.
 
 mod background;
 mod balances;

@@ -1,7 +1,7 @@
 //! The downstream `/ws` endpoint (spec section 7): browser and app clients subscribe to Bybit
 //! topics and receive the section 5 envelopes as text frames.
 //!
-//! - [`protocol`]: the two client dialects (`op` and the seed's `action`) and their replies.
+//! - `protocol`: the two client dialects (`op` and the seed's `action`) and their replies.
 //! - `hub`: one dispatcher task reads the event broadcast and routes each event by
 //!   (endpoint, topic) into per-client bounded queues; slow clients are evicted, never waited on.
 //! - `client`: one task per connection (reads, answers, writes, pings, closes).

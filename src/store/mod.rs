@@ -1,5 +1,5 @@
 //! Persistence: the database connection, migrations at startup, entities ([`entity`]) and
-//! queries per table ([`subscriptions`], [`balances`]).
+//! queries per table (`subscriptions`, [`balances`]).
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use secrecy::{ExposeSecret, SecretString};

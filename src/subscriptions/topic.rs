@@ -359,7 +359,7 @@ pub(crate) fn class_pattern(class: EventClass) -> String {
 }
 
 impl Event {
-    /// The routing key of this event ([`routing_key`]).
+    /// The routing key of this event (the rule: `subscriptions::topic::routing_key`).
     #[inline]
     pub fn routing_key(&self) -> String {
         routing_key(
