@@ -20,14 +20,14 @@ use crate::{
     health::HealthBoard,
     pipeline::{self, PipelineParams},
     shutdown::Supervisor,
-    sink::{self, bindings::QueueBindings},
-    source::{
-        self, SourceParams,
-        subscriptions::{SubscriptionHandle, SubscriptionRegistry},
-    },
+    sink,
+    source::{self, SourceParams},
     state::AppState,
-    store, telemetry,
-    topics::{ChannelType, TopicSpec},
+    store,
+    subscriptions::{
+        Capabilities, QueueBindings, SubscriptionHandle, SubscriptionRegistry, Subscriptions,
+    },
+    telemetry,
 };
 
 /// A running gateway.
@@ -64,25 +64,17 @@ impl App {
             .context("opening the database (DATABASE_URL)")?;
         health.set_database(crate::health::ComponentState::Up);
         let bindings = QueueBindings::default();
-        api::restore(&db, &registry, &bindings)
+        let caps = Capabilities {
+            private_available: settings.bybit.credentials.is_some(),
+            broker_configured: settings.amqp_url.is_some(),
+        };
+        let subscriptions =
+            Subscriptions::new(registry.clone(), bindings.clone(), db.clone(), caps);
+        subscriptions
+            .restore()
             .await
             .context("restoring subscriptions")?;
-
-        for sub in &pipeline_file.subscriptions {
-            let channel: ChannelType = sub
-                .channel_type
-                .parse()
-                .context("pipeline file: subscriptions.channel_type")?;
-            let spec = TopicSpec::new(
-                channel,
-                sub.category,
-                sub.symbol.as_deref(),
-                sub.depth,
-                sub.interval.as_deref(),
-            )
-            .with_context(|| format!("pipeline file: subscriptions.{}", "field"))?;
-            registry.acquire(&spec.key(), &sub.requesting_service);
-        }
+        subscriptions.hold_startup(&pipeline_file.subscriptions)?;
 
         let source_stop = CancellationToken::new();
         let frames = source::spawn(
@@ -147,8 +139,7 @@ impl App {
         tracing::info!(address = %api_addr, "Listening for HTTP (REST, /ws, /metrics).");
         let state = AppState {
             health: health.clone(),
-            registry: registry.clone(),
-            bindings,
+            subscriptions,
             db,
             metrics,
             events: broadcast_tx.clone(),

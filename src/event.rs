@@ -230,20 +230,10 @@ pub struct Event {
 }
 
 impl Event {
+    // `routing_key()` is defined next to its rule, in the `subscriptions` wing (topic.rs).
+
     /// The frame's `data`, byte for byte as Bybit sent it.
     pub fn data(&self) -> &[u8] {
         &self.json[self.data.clone()]
-    }
-
-    /// `<class>.<category>.<symbol>` for public events, `<class>.private` for private ones.
-    pub fn routing_key(&self) -> String {
-        if self.class.is_private() || self.endpoint == Endpoint::Private {
-            return format!("{}.private", self.class);
-        }
-        let category = self.category.map_or("none", Category::as_str);
-        match &self.symbol {
-            Some(symbol) => format!("{}.{}.{}", self.class, category, symbol),
-            None => format!("{}.{}", self.class, category),
-        }
     }
 }

@@ -7,9 +7,10 @@
 //!
 //! Module map: [`config`] and [`pipeline_file`] (settings), [`telemetry`] (logs, metric names),
 //! [`app`] (wiring), [`shutdown`] (signals, supervision), [`event`] (types between stages),
-//! [`source`] (Bybit connections and the desired subscription set), [`pipeline`] (stages),
-//! [`sink`] (RabbitMQ, database), [`store`] (entities, queries), [`api`] (REST),
-//! [`downstream`] (`/ws`), [`topics`] (request → Bybit topic), [`health`], [`backoff`].
+//! [`subscriptions`] (topic vocabulary, desired set, queue bindings, the subscription service),
+//! [`source`] (Bybit connections), [`pipeline`] (stages), [`sink`] (RabbitMQ, database),
+//! [`store`] (entities, queries), [`api`] (REST), [`downstream`] (`/ws`), [`health`],
+//! [`backoff`].
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
@@ -27,5 +28,5 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod store;
+pub mod subscriptions;
 pub mod telemetry;
-pub mod topics;

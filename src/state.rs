@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     event::Event, health::HealthBoard, pipeline_file::DownstreamConfig,
-    sink::bindings::QueueBindings, source::subscriptions::SubscriptionHandle,
+    subscriptions::Subscriptions,
 };
 
 /// Everything a request handler may need. Cheap to clone.
@@ -18,10 +18,8 @@ use crate::{
 pub struct AppState {
     /// Component states for `/health` and `/ready`.
     pub health: Arc<HealthBoard>,
-    /// The desired subscription set (edit it; the source reconciles).
-    pub registry: SubscriptionHandle,
-    /// Per-service queue bindings (edit them; the RabbitMQ sink reconciles).
-    pub bindings: QueueBindings,
+    /// The subscription service (REST, `/ws`); owns the desired set and the queue bindings.
+    pub subscriptions: Subscriptions,
     /// Subscriptions and balances.
     pub db: DatabaseConnection,
     /// Renders `/metrics`.

@@ -22,8 +22,8 @@ use poem_openapi::{
 use super::ApiTags;
 use crate::{
     health::{ComponentState, ConnectionHealth, HealthSnapshot},
-    source::subscriptions::TopicStatus,
     state::AppState,
+    subscriptions::TopicStatus,
 };
 
 /// How long no Bybit connection may be up before the gateway calls itself unhealthy.
@@ -199,7 +199,7 @@ fn overall(
 /// Computes the `/health` body.
 pub fn health_of(state: &AppState) -> Health {
     let snap = state.health.snapshot();
-    let topics = state.registry.snapshot();
+    let topics = state.subscriptions.registry().snapshot();
     let active = topics
         .iter()
         .filter(|t| t.status == TopicStatus::Active)
@@ -231,7 +231,7 @@ pub fn ready_of(state: &AppState) -> Ready {
     if state.broker_configured && snap.broker != ComponentState::Up {
         reasons.push(format!("rabbitmq is {:?}", snap.broker).to_lowercase());
     }
-    for t in state.registry.snapshot() {
+    for t in state.subscriptions.registry().snapshot() {
         if t.status != TopicStatus::Active {
             reasons.push(format!(
                 "topic {} on {} is {}",

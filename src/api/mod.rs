@@ -2,35 +2,28 @@
 //! `/ready`, `/metrics`, Swagger UI at `/docs` and the OpenAPI document at `/openapi.json`.
 //!
 //! Layers, outside in: [`observe`] (trace id, one log line and metrics per request), JSON
-//! errors for whatever poem raises ([`error::to_json_response`]), the API key check on
-//! `/api/*` ([`require_key`]), then the poem-openapi operations. Handlers only edit desired
-//! state (registry, bindings) and the database; background tasks ([`background`]) keep
-//! subscription rows in step with what Bybit said.
+//! errors for whatever poem raises (`error::to_json_response`), the API key check on
+//! `/api/*` ([`require_key`]), then the poem-openapi operations. Subscription handlers call the
+//! [`Subscriptions`](crate::subscriptions::Subscriptions) service; background tasks
+//! (`background`) run its write-back (rows in step with what Bybit said) and the database ping.
 
 mod background;
 mod balances;
-pub mod error;
+pub(crate) mod error;
 mod health;
 mod middleware;
 mod subscriptions;
-pub mod types;
+pub(crate) mod types;
 
 use std::time::Duration;
 
 use poem::{EndpointExt, Route};
 use poem_openapi::{OpenApiService, SecurityScheme, Tags};
-use sea_orm::DatabaseConnection;
 
 pub use health::{BYBIT_GRACE, health_of, ready_of};
 pub use middleware::{TRACE_HEADER, TraceId, observe, require_key};
 
-use crate::{
-    shutdown::Supervisor,
-    sink::bindings::{Binding, QueueBindings},
-    source::subscriptions::SubscriptionHandle,
-    state::AppState,
-    store,
-};
+use crate::{shutdown::Supervisor, state::AppState};
 
 /// Groups of operations in the document.
 #[derive(Debug, Tags)]
@@ -108,35 +101,12 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .data(state)
 }
 
-/// Loads the active subscriptions of the database into the registry (and their queue
-/// bindings), so a restart resubscribes them. Their status starts again at `pending`.
-pub async fn restore(
-    db: &DatabaseConnection,
-    registry: &SubscriptionHandle,
-    bindings: &QueueBindings,
-) -> Result<(), sea_orm::DbErr> {
-    let rows = store::subscriptions::active(db).await?;
-    let mut restored = 0usize;
-    for row in &rows {
-        let Some(spec) = store::subscriptions::spec_of(row) else {
-            tracing::warn!(id = %row.id, topic = %row.topic, "Stored subscription no longer validates; skipped.");
-            continue;
-        };
-        registry.acquire(&spec.key(), &row.requesting_service);
-        bindings.bind(Binding {
-            service: row.requesting_service.clone(),
-            class: spec.class(),
-            routing_key: spec.routing_key(),
-        });
-        store::subscriptions::set_status(db, &spec.key(), "pending", None).await?;
-        restored += 1;
-    }
-    tracing::info!(restored, "Restored active subscriptions from the database.");
-    Ok(())
-}
-
 /// Starts the tasks behind the API: the status follower (registry → rows), the
 /// `last_event_at` flusher (every `last_event_flush`) and the database ping for `/health`.
-pub fn spawn_background(state: &AppState, supervisor: &Supervisor, last_event_flush: Duration) {
+pub(crate) fn spawn_background(
+    state: &AppState,
+    supervisor: &Supervisor,
+    last_event_flush: Duration,
+) {
     background::spawn(state, supervisor, last_event_flush);
 }

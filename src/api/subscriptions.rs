@@ -1,10 +1,5 @@
-//! `/api/v1/subscriptions`: create, list, get, cancel, cancel by service.
-//!
-//! Handlers write the row first and only then edit the desired state (registry, bindings), so
-//! a failed database write changes nothing upstream. The source and the RabbitMQ sink reconcile
-//! toward the desired state on their own.
-
-use std::time::Duration;
+//! `/api/v1/subscriptions`: create, list, get, cancel, cancel by service. The handlers validate
+//! and answer; the work is [`crate::subscriptions::Subscriptions`]'s.
 
 use poem::web::Data;
 use poem_openapi::{
@@ -12,7 +7,6 @@ use poem_openapi::{
     param::{Path, Query},
     payload::Json,
 };
-use sea_orm::SqlErr;
 use uuid::Uuid;
 
 use super::{
@@ -22,18 +16,10 @@ use super::{
 };
 use crate::{
     event::Category,
-    sink::bindings::Binding,
     state::AppState,
     store::{entity::subscriptions::Model, subscriptions as q},
-    topics::{ChannelType, TopicSpec},
+    subscriptions::{ChannelType, CreateError, TopicSpec},
 };
-
-/// The requester name of the pipeline file's startup subscriptions (`/ws` clients are `ws:<id>`,
-/// which the schema's pattern already rules out).
-const RESERVED_SERVICE: &str = "pipeline";
-
-/// How long a create waits for the broker to hold the new binding (when a broker is set).
-const BIND_WAIT: Duration = Duration::from_secs(2);
 
 /// The subscription operations.
 #[derive(Debug, Default)]
@@ -164,7 +150,7 @@ impl SubscriptionsApi {
             requesting_service: requesting_service.0,
         };
         let result = async {
-            let rows = q::list(&state.db, &filter).await?;
+            let rows = state.subscriptions.list(&filter).await?;
             let subs = rows.into_iter().map(Subscription::try_from);
             Ok::<_, ApiError>(subs.collect::<Result<Vec<_>, _>>()?)
         };
@@ -178,8 +164,8 @@ impl SubscriptionsApi {
     #[oai(path = "/:id", method = "get", operation_id = "get_subscription")]
     async fn get(&self, state: Data<&AppState>, _key: ApiKey, id: Path<Uuid>) -> OneResponse {
         let result = async {
-            let row = q::find(&state.db, id.0).await?.ok_or(ApiError::NotFound)?;
-            Ok::<_, ApiError>(Subscription::try_from(row)?)
+            let row = state.subscriptions.get(id.0).await?;
+            Ok::<_, ApiError>(Subscription::try_from(row.ok_or(ApiError::NotFound)?)?)
         };
         match result.await {
             Ok(sub) => OneResponse::Ok(Json(sub)),
@@ -195,10 +181,8 @@ impl SubscriptionsApi {
     #[oai(path = "/:id", method = "delete", operation_id = "cancel_subscription")]
     async fn cancel(&self, state: Data<&AppState>, _key: ApiKey, id: Path<Uuid>) -> OneResponse {
         let result = async {
-            let row = q::find(&state.db, id.0).await?.ok_or(ApiError::NotFound)?;
-            let cancelled = cancel_rows(&state, vec![row]).await?.into_iter().next();
-            let row = cancelled.ok_or(ApiError::NotFound)?;
-            Ok::<_, ApiError>(Subscription::try_from(row)?)
+            let row = state.subscriptions.cancel(id.0).await?;
+            Ok::<_, ApiError>(Subscription::try_from(row.ok_or(ApiError::NotFound)?)?)
         };
         match result.await {
             Ok(sub) => OneResponse::Ok(Json(sub)),
@@ -218,25 +202,16 @@ impl SubscriptionsApi {
         _key: ApiKey,
         service_name: Path<String>,
     ) -> ByServiceResponse {
-        let filter = q::ListFilter {
-            is_active: Some(true),
-            requesting_service: Some(service_name.0),
-            ..q::ListFilter::default()
-        };
-        let result = async {
-            let rows = q::list(&state.db, &filter).await?;
-            cancel_rows(&state, rows).await
-        };
-        match result.await {
+        match state.subscriptions.cancel_service(service_name.0).await {
             Ok(rows) => ByServiceResponse::Ok(Json(Cancelled {
                 cancelled: rows.len() as u64,
             })),
-            Err(e) => ByServiceResponse::from_api_error(e),
+            Err(e) => ByServiceResponse::from_api_error(e.into()),
         }
     }
 }
 
-/// Validates, stores and acquires; `true` when the row is new.
+/// Validates the request and hands it to the service; `true` when the row is new.
 async fn create(state: &AppState, req: CreateSubscription) -> Result<(Model, bool), ApiError> {
     let spec = TopicSpec::new(
         req.channel_type,
@@ -246,89 +221,14 @@ async fn create(state: &AppState, req: CreateSubscription) -> Result<(Model, boo
         req.interval.as_deref(),
     )
     .map_err(|e| ApiError::Invalid(format!("field `{}`: {e}", e.field())))?;
-    if spec.channel_type.is_private() && !state.private_available {
-        return Err(ApiError::PrivateUnavailable(format!(
-            "channel_type {} is a private stream and needs Bybit credentials; set \
-             BYBIT_API_KEY and BYBIT_API_SECRET and restart the gateway",
-            spec.channel_type
-        )));
-    }
     let service = req.requesting_service;
-    if service == RESERVED_SERVICE {
-        return Err(ApiError::Invalid(format!(
-            "field `requesting_service`: {RESERVED_SERVICE:?} is reserved for the pipeline file's subscriptions"
-        )));
-    }
-    let (row, created) = match q::find_active(&state.db, &spec, &service).await? {
-        Some(row) => (row, false),
-        None => match q::insert(&state.db, &spec, &service).await {
-            Ok(row) => (row, true),
-            // A concurrent identical request won the partial unique index.
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                let row = q::find_active(&state.db, &spec, &service).await?;
-                (row.ok_or(ApiError::Database(e))?, false)
-            }
-            Err(e) => return Err(e.into()),
-        },
-    };
-    let key = spec.key();
-    state.registry.acquire(&key, &service);
-    let version = state.bindings.bind(Binding {
-        service: service.clone(),
-        class: spec.class(),
-        routing_key: spec.routing_key(),
-    });
-    if state.broker_configured {
-        let _ = tokio::time::timeout(BIND_WAIT, state.bindings.wait_applied(version)).await;
-    }
-    // The topic may already be live for someone else: show its real status at once.
-    let row = match state.registry.status(&key) {
-        Some(status) if created && status.as_str() != row.status => {
-            q::set_status(&state.db, &key, status.as_str(), status.message()).await?;
-            q::find(&state.db, row.id).await?.unwrap_or(row)
-        }
-        _ => row,
-    };
-    if created {
-        tracing::info!(id = %row.id, topic = %row.topic, service = %row.requesting_service, "Subscription created.");
-    }
-    Ok((row, created))
-}
-
-/// Cancels rows (already cancelled ones are returned unchanged), releases their topics and
-/// removes bindings no other active subscription of the service still uses.
-async fn cancel_rows(state: &AppState, rows: Vec<Model>) -> Result<Vec<Model>, ApiError> {
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        if !row.is_active {
-            out.push(row);
-            continue;
-        }
-        let row = q::cancel(&state.db, row).await?;
-        tracing::info!(id = %row.id, topic = %row.topic, service = %row.requesting_service, "Subscription cancelled.");
-        if let Some(spec) = q::spec_of(&row) {
-            state.registry.release(&spec.key(), &row.requesting_service);
-            let still_used = q::list(
-                &state.db,
-                &q::ListFilter {
-                    is_active: Some(true),
-                    requesting_service: Some(row.requesting_service.clone()),
-                    ..q::ListFilter::default()
-                },
-            )
-            .await?
-            .iter()
-            .filter_map(q::spec_of)
-            .any(|s| s.routing_key() == spec.routing_key() && s.class() == spec.class());
-            if !still_used {
-                state.bindings.unbind(&Binding {
-                    service: row.requesting_service.clone(),
-                    class: spec.class(),
-                    routing_key: spec.routing_key(),
-                });
-            }
-        }
-        out.push(row);
-    }
-    Ok(out)
+    state
+        .subscriptions
+        .create(&spec, &service)
+        .await
+        .map_err(|e| match e {
+            CreateError::PrivateUnavailable(_) => ApiError::PrivateUnavailable(e.to_string()),
+            CreateError::ReservedService => ApiError::Invalid(e.to_string()),
+            CreateError::Database(e) => ApiError::Database(e),
+        })
 }

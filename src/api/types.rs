@@ -2,7 +2,7 @@
 //!
 //! Enums (channel type, category, status) and validators (symbol pattern, lengths, limits) are
 //! in the schema; rules it cannot express (depth per category, kline interval, private channels
-//! without credentials) are checked by [`crate::topics::TopicSpec`] in the handler. Fields that
+//! without credentials) are checked by [`crate::subscriptions::TopicSpec`] in the handler. Fields that
 //! poem-openapi would otherwise report only by type name get a `de_*` function so a parse error
 //! names the field.
 
@@ -14,7 +14,7 @@ use poem_openapi::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{event::Category, store::entity::subscriptions::Model, topics::ChannelType};
+use crate::{event::Category, store::entity::subscriptions::Model, subscriptions::ChannelType};
 
 /// Where a subscription stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]

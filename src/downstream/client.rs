@@ -2,7 +2,7 @@
 //! dispatcher queued for it, pings, and closes on eviction (1013), idleness or shutdown (1001).
 //!
 //! The connection owns its topic set; whatever way it ends, [`Session::leave`] releases every
-//! topic it held (requester `ws:<id>`).
+//! topic it held (requester [`Requester::WsClient`]).
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -16,8 +16,8 @@ use super::{
     protocol::{self, ActionCommand, Command, OpCommand},
 };
 use crate::{
-    event::{Category, Endpoint, Event},
-    source::subscriptions::TopicKey,
+    event::Event,
+    subscriptions::{self, Requester, TopicKey},
 };
 
 /// How long a closing handshake may take before the socket is simply dropped.
@@ -42,7 +42,7 @@ enum Step {
 struct Session {
     hub: Arc<Hub>,
     sub: Subscriber,
-    requester: String,
+    requester: Requester,
     topics: BTreeSet<TopicKey>,
 }
 
@@ -57,7 +57,7 @@ pub(super) async fn run(hub: Arc<Hub>, mut socket: WebSocketStream, shutdown: Ca
             tx,
             evict: evict.clone(),
         },
-        requester: format!("ws:{id}"),
+        requester: Requester::WsClient(id),
         topics: BTreeSet::new(),
         hub: hub.clone(),
     };
@@ -166,7 +166,7 @@ impl Session {
                 let private = self.hub.private_available;
                 let keys: Result<Vec<TopicKey>, _> = topics
                     .iter()
-                    .map(|t| protocol::topic_key(t, category, private))
+                    .map(|t| subscriptions::parse_topic(t, category, private))
                     .collect();
                 match keys
                     .map_err(|e| e.to_string())
@@ -194,8 +194,10 @@ impl Session {
         match action {
             ActionCommand::Ping => protocol::action_pong(),
             ActionCommand::Subscribe(symbols) => {
-                let keys: Result<Vec<TopicKey>, _> =
-                    symbols.iter().map(|s| protocol::trade_key(s)).collect();
+                let keys: Result<Vec<TopicKey>, _> = symbols
+                    .iter()
+                    .map(|s| subscriptions::trade_key(s))
+                    .collect();
                 let keys = match keys {
                     Ok(keys) => keys,
                     Err(e) => return protocol::action_error(&format!("Cannot subscribe: {e}")),
@@ -208,7 +210,7 @@ impl Session {
             ActionCommand::Unsubscribe(symbols) => {
                 let keys: Vec<TopicKey> = symbols
                     .iter()
-                    .filter_map(|s| protocol::trade_key(s).ok())
+                    .filter_map(|s| subscriptions::trade_key(s).ok())
                     .filter(|k| self.topics.contains(k))
                     .collect();
                 self.unsubscribe(&keys);
@@ -247,8 +249,8 @@ impl Session {
     fn symbols(&self) -> Vec<String> {
         self.topics
             .iter()
-            .filter(|k| k.endpoint == Endpoint::Public(Category::Linear))
-            .filter_map(|k| k.topic.strip_prefix("publicTrade.").map(str::to_owned))
+            .filter_map(subscriptions::trade_symbol)
+            .map(str::to_owned)
             .collect()
     }
 }

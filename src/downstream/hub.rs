@@ -4,8 +4,8 @@
 //! Clients never parse or filter events themselves, and the dispatcher never waits for a
 //! client: it uses `try_send`, and a client whose queue is full is evicted (its token is
 //! cancelled; its own task closes the socket with 1013). Topic holdings are mirrored into the
-//! subscription registry as requester `ws:<connection id>`, so upstream subscriptions are
-//! ref-counted across clients and services.
+//! subscription service as [`Requester::WsClient`], so upstream subscriptions are ref-counted
+//! across clients and services.
 
 use std::{
     collections::HashMap,
@@ -23,14 +23,14 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     event::{Endpoint, Event},
     pipeline_file::DownstreamConfig,
-    source::subscriptions::{SubscriptionHandle, TopicKey},
+    subscriptions::{Requester, Subscriptions, TopicKey},
     telemetry,
 };
 
 /// Where the dispatcher delivers one client's events.
 #[derive(Debug, Clone)]
 pub(super) struct Subscriber {
-    /// Connection id (`ws:<id>` in the registry).
+    /// Connection id ([`Requester::WsClient`] in the registry).
     pub id: u64,
     /// The client's bounded outbound queue.
     pub tx: mpsc::Sender<Arc<Event>>,
@@ -45,7 +45,7 @@ type Index = HashMap<Endpoint, HashMap<String, Vec<Subscriber>>>;
 /// Shared state of every `/ws` connection.
 #[derive(Debug)]
 pub(super) struct Hub {
-    pub registry: SubscriptionHandle,
+    pub subscriptions: Subscriptions,
     pub config: DownstreamConfig,
     pub private_available: bool,
     /// Read per event by the dispatcher; written only on (un)subscribe and disconnect.
@@ -67,12 +67,12 @@ pub(super) struct Hub {
 impl Hub {
     /// A hub with the metrics registered at zero, so dashboards show them before traffic.
     pub fn new(
-        registry: SubscriptionHandle,
+        subscriptions: Subscriptions,
         config: DownstreamConfig,
         private_available: bool,
     ) -> Self {
         let hub = Self {
-            registry,
+            subscriptions,
             config,
             private_available,
             index: RwLock::default(),
@@ -136,8 +136,8 @@ impl Hub {
         self.topics_gauge.set(distinct as f64);
     }
 
-    /// Routes `sub` the events of `key` and acquires it upstream for `ws:<id>`.
-    pub fn add(&self, key: &TopicKey, sub: &Subscriber, requester: &str) {
+    /// Routes `sub` the events of `key` and acquires it upstream for `requester`.
+    pub fn add(&self, key: &TopicKey, sub: &Subscriber, requester: &Requester) {
         {
             let mut index = self.write();
             let subs = index
@@ -151,20 +151,20 @@ impl Hub {
             }
             self.refresh_topics_gauge(&index);
         }
-        self.registry.acquire(key, requester);
+        self.subscriptions.hold(key, requester);
     }
 
     /// Stops routing `key` to client `id` and releases it upstream.
-    pub fn remove(&self, key: &TopicKey, id: u64, requester: &str) {
+    pub fn remove(&self, key: &TopicKey, id: u64, requester: &Requester) {
         self.unindex(std::slice::from_ref(key), id);
-        self.registry.release(key, requester);
+        self.subscriptions.release(key, requester);
     }
 
     /// Removes every holding of client `id` (its `topics`) and releases them all upstream.
     pub fn leave<'a>(&self, topics: impl IntoIterator<Item = &'a TopicKey>, id: u64) {
         let topics: Vec<TopicKey> = topics.into_iter().cloned().collect();
         self.unindex(&topics, id);
-        self.registry.release_all(&format!("ws:{id}"));
+        self.subscriptions.release_all(&Requester::WsClient(id));
     }
 
     fn unindex(&self, keys: &[TopicKey], id: u64) {

@@ -1,18 +1,19 @@
 //! The downstream `/ws` endpoint (spec section 7): browser and app clients subscribe to Bybit
 //! topics and receive the section 5 envelopes as text frames.
 //!
-//! - [`protocol`]: the two client dialects (`op` and the seed's `action`) and topic validation.
+//! - `protocol`: the two client dialects (`op` and the seed's `action`) and their replies.
 //! - `hub`: one dispatcher task reads the event broadcast and routes each event by
 //!   (endpoint, topic) into per-client bounded queues; slow clients are evicted, never waited on.
 //! - `client`: one task per connection (reads, answers, writes, pings, closes).
 //!
 //! Auth happens before the upgrade: `X-API-Key` header or `?api_key=`, compared in constant
-//! time; anything else gets 401 and no socket. A client's topics are held in the subscription
-//! registry as `ws:<connection id>` and released when it leaves, however it leaves.
+//! time; anything else gets 401 and no socket. A client's topics are held through the
+//! subscription service as [`Requester::WsClient`](crate::subscriptions::Requester) and released
+//! when it leaves, however it leaves.
 
 mod client;
 mod hub;
-pub mod protocol;
+mod protocol;
 
 use std::sync::Arc;
 
@@ -40,9 +41,9 @@ struct WsContext {
 /// so it must be called inside the runtime. The dispatcher is critical: if it ends while the
 /// process is not stopping, `/ws` would be dead while the rest runs, so the process stops and
 /// says so.
-pub fn endpoint(state: AppState, supervisor: &Supervisor) -> impl IntoEndpoint + use<> {
+pub(crate) fn endpoint(state: AppState, supervisor: &Supervisor) -> impl IntoEndpoint + use<> {
     let hub = Arc::new(Hub::new(
-        state.registry.clone(),
+        state.subscriptions.clone(),
         state.downstream.clone(),
         state.private_available,
     ));

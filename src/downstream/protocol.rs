@@ -1,5 +1,5 @@
-//! The `/ws` wire protocol: what a client may send, how a topic string becomes a registry key,
-//! and the replies of both dialects.
+//! The `/ws` wire protocol: what a client may send and the replies of both dialects. A topic
+//! string becomes a registry key by [`crate::subscriptions::parse_topic`].
 //!
 //! Two dialects share one socket:
 //! - `op` (Bybit-like): `{"op":"subscribe","topics":["publicTrade.BTCUSDT"],"category":"linear"}`,
@@ -13,14 +13,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{
-    event::{Category, Endpoint},
-    source::subscriptions::TopicKey,
-    topics::{ChannelType, TopicSpec},
-};
-
-/// Longest topic string accepted (Bybit's longest real topics are well under this).
-pub const MAX_TOPIC_LEN: usize = 64;
+use crate::event::Category;
 
 /// A parsed client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,92 +143,6 @@ fn parse_action(action: &str, symbols: Option<Vec<String>>) -> Command {
         }
         other => Command::Invalid(action_error(&format!("Unknown action: {other}"))),
     }
-}
-
-/// Why a topic string was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    #[error("topic {0:?} is empty or longer than {MAX_TOPIC_LEN} characters")]
-    BadLength(String),
-    #[error("topic {0:?} is not a known Bybit v5 topic")]
-    UnknownTopic(String),
-    #[error("topic {topic:?}: {reason}")]
-    Invalid { topic: String, reason: String },
-    #[error("topic {0:?} is private and needs Bybit credentials (BYBIT_API_KEY, BYBIT_API_SECRET)")]
-    PrivateUnavailable(String),
-}
-
-/// Turns a Bybit v5 topic (as a client wrote it) into the registry key it is subscribed as.
-/// Public topics live on `category` (default linear); private ones on the private endpoint.
-pub fn topic_key(
-    topic: &str,
-    category: Option<Category>,
-    private_available: bool,
-) -> Result<TopicKey, ProtocolError> {
-    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
-        return Err(ProtocolError::BadLength(
-            topic.chars().take(MAX_TOPIC_LEN).collect(),
-        ));
-    }
-    let parts: Vec<&str> = topic.split('.').collect();
-    let invalid = |e: crate::topics::TopicError| ProtocolError::Invalid {
-        topic: topic.to_owned(),
-        reason: e.to_string(),
-    };
-    let unknown = || ProtocolError::UnknownTopic(topic.to_owned());
-    let public = |channel, depth: Option<&str>, interval: Option<&str>, symbol: &str| {
-        let depth = match depth.map(str::parse::<u32>) {
-            None => None,
-            Some(Ok(d)) => Some(d),
-            Some(Err(_)) => return Err(unknown()),
-        };
-        TopicSpec::new(channel, category, Some(symbol), depth, interval)
-            .map(|s| s.key())
-            .map_err(invalid)
-    };
-    let key = match parts.as_slice() {
-        ["publicTrade", sym] => public(ChannelType::Trades, None, None, sym)?,
-        ["tickers", sym] => public(ChannelType::Ticker, None, None, sym)?,
-        ["orderbook", depth, sym] => public(ChannelType::Orderbook, Some(depth), None, sym)?,
-        ["kline", interval, sym] => public(ChannelType::Kline, None, Some(interval), sym)?,
-        ["allLiquidation", sym] => public(ChannelType::Liquidation, None, None, sym)?,
-        ["wallet"] | ["greeks"] | ["execution", "fast"] => TopicKey::new(Endpoint::Private, topic),
-        ["execution", "fast", cat] => {
-            cat.parse::<Category>().map_err(|_| unknown())?;
-            TopicKey::new(Endpoint::Private, topic)
-        }
-        [base @ ("order" | "execution" | "position"), rest @ ..] if rest.len() <= 1 => {
-            let channel: ChannelType = base.parse().map_err(|_| unknown())?;
-            let scope = match rest.first() {
-                None => None,
-                Some(c) => Some(c.parse::<Category>().map_err(|_| unknown())?),
-            };
-            TopicSpec::new(channel, scope, None, None, None)
-                .map(|s| s.key())
-                .map_err(invalid)?
-        }
-        _ => return Err(unknown()),
-    };
-    if key.endpoint == Endpoint::Private && !private_available {
-        return Err(ProtocolError::PrivateUnavailable(topic.to_owned()));
-    }
-    Ok(key)
-}
-
-/// The key of `publicTrade.<symbol>` on linear: what an `action` subscription means.
-pub fn trade_key(symbol: &str) -> Result<TopicKey, ProtocolError> {
-    TopicSpec::new(
-        ChannelType::Trades,
-        Some(Category::Linear),
-        Some(symbol),
-        None,
-        None,
-    )
-    .map(|s| s.key())
-    .map_err(|e| ProtocolError::Invalid {
-        topic: format!("publicTrade.{symbol}"),
-        reason: e.to_string(),
-    })
 }
 
 /// Milliseconds since the Unix epoch.

@@ -4,6 +4,7 @@
 use crate::{
     event::{Category, Endpoint, EventClass},
     pipeline::{buffer::Droppable, decode::Decoded},
+    subscriptions::class_of,
 };
 
 /// A decoded frame with its routing facts.
@@ -22,23 +23,6 @@ pub struct Classified {
 impl Droppable for Classified {
     fn must_keep(&self) -> bool {
         self.class.is_private() || self.decoded.frame.endpoint == Endpoint::Private
-    }
-}
-
-/// The class of a Bybit topic, from its first dot segment.
-pub fn class_of(topic: &str) -> EventClass {
-    let head = topic.split('.').next().unwrap_or_default();
-    match head {
-        "publicTrade" => EventClass::Trades,
-        "tickers" => EventClass::Tickers,
-        "orderbook" => EventClass::Orderbook,
-        "kline" => EventClass::Klines,
-        "allLiquidation" | "liquidation" => EventClass::Liquidations,
-        "wallet" => EventClass::Balances,
-        h if h.starts_with("order") => EventClass::Orders,
-        h if h.starts_with("execution") => EventClass::Executions,
-        h if h.starts_with("position") => EventClass::Positions,
-        _ => EventClass::Other,
     }
 }
 

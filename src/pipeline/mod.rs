@@ -28,7 +28,8 @@ use crate::{
     health::{ComponentState, HealthBoard},
     pipeline_file::{PublishConfig, StagesConfig},
     shutdown::Supervisor,
-    sink::{bindings::QueueBindings, rabbitmq},
+    sink::rabbitmq,
+    subscriptions::QueueBindings,
 };
 
 /// Everything the pipeline needs besides its input.

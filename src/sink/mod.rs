@@ -1,5 +1,4 @@
 //! Sinks: the only code that writes to the broker or the database.
 
-pub mod bindings;
 pub mod postgres;
 pub mod rabbitmq;

@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use super::{
     rate::TokenBucket,
     session::{Session, SessionEnd},
-    subscriptions::{SubscriptionHandle, TopicKey, TopicStatus},
     wire,
 };
+use crate::subscriptions::{SubscriptionHandle, TopicKey, TopicStatus};
 use crate::{
     backoff::Backoff,
     config::{BybitCredentials, BybitEnvironment},

@@ -11,10 +11,7 @@ use futures::StreamExt;
 use tokio::io::DuplexStream;
 
 use super::*;
-use crate::{
-    event::Category,
-    source::{session::Session, subscriptions::SubscriptionRegistry},
-};
+use crate::{event::Category, source::session::Session, subscriptions::SubscriptionRegistry};
 
 type Duplex = WebSocketStream<TokioAdapter<DuplexStream>>;
 

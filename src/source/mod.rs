@@ -1,7 +1,7 @@
 //! The source stage: Bybit v5 WebSocket connections, reconciled toward the desired
 //! subscription set, emitting a [`Stream`](futures::Stream) of [`RawFrame`]s.
 //!
-//! The manager here watches the [`SubscriptionRegistry`](subscriptions::SubscriptionRegistry),
+//! The manager here watches the [`SubscriptionRegistry`](crate::subscriptions::SubscriptionRegistry),
 //! spreads each endpoint's desired topics over shards (one connection each, past Bybit's
 //! 21,000 args characters per connection) and starts a [`connection`] task per shard. Each
 //! connection reconnects forever with full-jitter backoff, gated by one process-wide token
@@ -13,7 +13,6 @@ pub mod orderbook;
 pub mod rate;
 pub mod reconcile;
 mod session;
-pub mod subscriptions;
 pub mod wire;
 
 pub use connection::SourceError;
@@ -34,10 +33,10 @@ use crate::{
     health::HealthBoard,
     pipeline_file::SourceConfig,
     shutdown::Supervisor,
+    subscriptions::{SubscriptionHandle, TopicKey, TopicStatus},
 };
 use connection::ConnCtx;
 use rate::TokenBucket;
-use subscriptions::{SubscriptionHandle, TopicKey, TopicStatus};
 
 /// Everything the source needs.
 #[derive(Debug, Clone)]

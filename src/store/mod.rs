@@ -1,5 +1,5 @@
 //! Persistence: the database connection, migrations at startup, entities ([`entity`]) and
-//! queries per table ([`subscriptions`], [`balances`]).
+//! queries per table (`subscriptions`, [`balances`]).
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use secrecy::{ExposeSecret, SecretString};
@@ -8,7 +8,7 @@ use migration::{Migrator, MigratorTrait};
 
 pub mod balances;
 pub mod entity;
-pub mod subscriptions;
+pub(crate) mod subscriptions;
 
 /// A database that could not be reached or migrated.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
-//! Queries on `subscriptions`. The API writes rows; the status follower and the
-//! `last_event_at` flusher update them by (endpoint, topic).
+//! Queries on `subscriptions`, in the table's own terms. The subscription service
+//! (`Subscriptions`, in the subscriptions wing) writes rows and updates their status and
+//! `last_event_at` by (endpoint, topic).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -9,11 +10,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entity::subscriptions::{ActiveModel, Column, Entity, Model};
-use crate::{
-    event::Category,
-    source::subscriptions::TopicKey,
-    topics::{ChannelType, TopicSpec},
-};
+use crate::event::{Category, Endpoint};
 
 /// Filters of `GET /api/v1/subscriptions`; `None` means any.
 #[derive(Debug, Default, Clone)]
@@ -25,42 +22,52 @@ pub struct ListFilter {
     pub requesting_service: Option<String>,
 }
 
+/// A new row: a validated request, its topic and endpoint, and who asked.
+#[derive(Debug, Clone)]
+pub struct NewRow<'a> {
+    pub channel_type: &'a str,
+    pub category: Option<Category>,
+    pub symbol: Option<&'a str>,
+    pub depth: Option<u32>,
+    pub interval: Option<&'a str>,
+    pub topic: String,
+    pub endpoint: Endpoint,
+    pub service: &'a str,
+}
+
 /// The active row of (category, topic, service), if any.
 pub async fn find_active(
     db: &impl ConnectionTrait,
-    spec: &TopicSpec,
+    category: Option<Category>,
+    topic: &str,
     service: &str,
 ) -> Result<Option<Model>, sea_orm::DbErr> {
-    let category = match spec.category {
+    let category = match category {
         Some(c) => Column::Category.eq(c.as_str()),
         None => Column::Category.is_null(),
     };
     Entity::find()
         .filter(Column::IsActive.eq(true))
         .filter(category)
-        .filter(Column::Topic.eq(spec.topic()))
+        .filter(Column::Topic.eq(topic))
         .filter(Column::RequestingService.eq(service))
         .one(db)
         .await
 }
 
-/// Inserts a new active, pending row for `spec` and `service`.
-pub async fn insert(
-    db: &impl ConnectionTrait,
-    spec: &TopicSpec,
-    service: &str,
-) -> Result<Model, sea_orm::DbErr> {
+/// Inserts a new active, pending row.
+pub async fn insert(db: &impl ConnectionTrait, row: NewRow<'_>) -> Result<Model, sea_orm::DbErr> {
     let now = Utc::now();
     ActiveModel {
         id: Set(Uuid::now_v7()),
-        channel_type: Set(spec.channel_type.as_str().to_owned()),
-        category: Set(spec.category.map(|c| c.as_str().to_owned())),
-        symbol: Set(spec.symbol.clone()),
-        depth: Set(spec.depth.and_then(|d| i32::try_from(d).ok())),
-        interval: Set(spec.interval.clone()),
-        topic: Set(spec.topic()),
-        endpoint: Set(spec.endpoint().label().to_owned()),
-        requesting_service: Set(service.to_owned()),
+        channel_type: Set(row.channel_type.to_owned()),
+        category: Set(row.category.map(|c| c.as_str().to_owned())),
+        symbol: Set(row.symbol.map(str::to_owned)),
+        depth: Set(row.depth.and_then(|d| i32::try_from(d).ok())),
+        interval: Set(row.interval.map(str::to_owned)),
+        topic: Set(row.topic),
+        endpoint: Set(row.endpoint.label().to_owned()),
+        requesting_service: Set(row.service.to_owned()),
         is_active: Set(true),
         status: Set("pending".to_owned()),
         status_message: Set(None),
@@ -133,7 +140,8 @@ pub async fn cancel(db: &impl ConnectionTrait, row: Model) -> Result<Model, sea_
 /// Writes a topic's status to every active row of that topic; returns rows changed.
 pub async fn set_status(
     db: &impl ConnectionTrait,
-    key: &TopicKey,
+    endpoint: Endpoint,
+    topic: &str,
     status: &str,
     message: Option<&str>,
 ) -> Result<u64, sea_orm::DbErr> {
@@ -145,8 +153,8 @@ pub async fn set_status(
         )
         .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(Column::IsActive.eq(true))
-        .filter(Column::Endpoint.eq(key.endpoint.label()))
-        .filter(Column::Topic.eq(key.topic.as_str()))
+        .filter(Column::Endpoint.eq(endpoint.label()))
+        .filter(Column::Topic.eq(topic))
         .filter(Column::Status.ne(status))
         .exec(db)
         .await?;
@@ -156,32 +164,16 @@ pub async fn set_status(
 /// Moves `last_event_at` of every active row of a topic forward.
 pub async fn touch_last_event(
     db: &impl ConnectionTrait,
-    key: &TopicKey,
+    endpoint: Endpoint,
+    topic: &str,
     at: DateTime<Utc>,
 ) -> Result<u64, sea_orm::DbErr> {
     let res = Entity::update_many()
         .col_expr(Column::LastEventAt, Expr::value(at))
         .filter(Column::IsActive.eq(true))
-        .filter(Column::Endpoint.eq(key.endpoint.label()))
-        .filter(Column::Topic.eq(key.topic.as_str()))
+        .filter(Column::Endpoint.eq(endpoint.label()))
+        .filter(Column::Topic.eq(topic))
         .exec(db)
         .await?;
     Ok(res.rows_affected)
-}
-
-/// Rebuilds the validated request of a stored row (`None` if the row no longer validates).
-pub fn spec_of(row: &Model) -> Option<TopicSpec> {
-    let channel: ChannelType = row.channel_type.parse().ok()?;
-    let category = match &row.category {
-        Some(c) => Some(c.parse::<Category>().ok()?),
-        None => None,
-    };
-    TopicSpec::new(
-        channel,
-        category,
-        row.symbol.as_deref(),
-        row.depth.and_then(|d| u32::try_from(d).ok()),
-        row.interval.as_deref(),
-    )
-    .ok()
 }

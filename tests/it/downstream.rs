@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use ws_gateway::{
     event::{Category, Endpoint},
-    source::subscriptions::TopicKey,
+    subscriptions::TopicKey,
 };
 
 use crate::support::{

@@ -34,7 +34,7 @@ use crate::{
     pipeline::PipelineStats,
     pipeline_file::{BufferConfig, PublishConfig},
     shutdown::Supervisor,
-    sink::bindings::QueueBindings,
+    subscriptions::QueueBindings,
     telemetry::STAGE_RECEIVED,
 };
 

@@ -22,7 +22,7 @@ use crate::{
     backoff::Backoff,
     event::{Event, EventClass},
     health::ComponentState,
-    sink::bindings::Binding,
+    subscriptions::Binding,
     telemetry::{
         BROKER_UP, EVENTS_CONFIRMED, EVENTS_PUBLISHED, PUBLISH_CONFIRM_LATENCY, PUBLISH_RETRIES,
         RECEIVE_TO_CONFIRM_LATENCY, STAGE_DROPPED, STAGE_SENT,

@@ -17,7 +17,7 @@ use amqprs::{
 use super::PublishError;
 use crate::{
     event::EventClass,
-    sink::bindings::{Binding, QueueBindings},
+    subscriptions::{Binding, QueueBindings, class_pattern},
 };
 
 /// Longest AMQP short string (queue names, routing keys); amqprs panics past it.
@@ -87,7 +87,7 @@ pub async fn declare(channel: &Channel, prefix: &str) -> Result<(), PublishError
             .queue_bind(QueueBindArguments::new(
                 &queue,
                 &exchange,
-                &format!("{class}.#"),
+                &class_pattern(class),
             ))
             .await
             .map_err(PublishError::Declare)?;

@@ -23,12 +23,12 @@ use super::{
     connection::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
     orderbook::{BookVerdict, GapTracker, is_orderbook},
     reconcile::Ledger,
-    subscriptions::TopicStatus,
     wire::{self, FrameKind},
 };
 use crate::{
     backoff::Backoff,
     event::{Endpoint, RawFrame},
+    subscriptions::TopicStatus,
     telemetry,
 };
 

@@ -11,9 +11,9 @@ use crate::{
     health::ComponentState,
     source::{
         reconcile::Request,
-        subscriptions::{TopicKey, TopicStatus},
         wire::{self, Ack},
     },
+    subscriptions::{TopicKey, TopicStatus},
     telemetry,
 };
 

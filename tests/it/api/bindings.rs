@@ -11,10 +11,9 @@ use tokio_util::sync::CancellationToken;
 use ws_gateway::{
     event::EventClass,
     health::HealthBoard,
-    sink::bindings::{Binding, QueueBindings},
-    source::subscriptions::SubscriptionRegistry,
     state::AppState,
     store,
+    subscriptions::{Binding, Capabilities, QueueBindings, SubscriptionRegistry, Subscriptions},
 };
 
 use super::*;
@@ -37,8 +36,15 @@ async fn bindings_are_added_on_create_and_removed_when_no_subscription_uses_them
     let bindings = QueueBindings::default();
     let state = AppState {
         health: Arc::new(HealthBoard::default()),
-        registry: SubscriptionRegistry::new_handle(),
-        bindings: bindings.clone(),
+        subscriptions: Subscriptions::new(
+            SubscriptionRegistry::new_handle(),
+            bindings.clone(),
+            db.clone(),
+            Capabilities {
+                private_available: true,
+                broker_configured: false,
+            },
+        ),
         db,
         metrics: ws_gateway::telemetry::metrics_handle(),
         events: broadcast::channel(16).0,

@@ -12,7 +12,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use ws_gateway::{
     event::{Category, Endpoint, Event},
-    source::subscriptions::{TopicKey, TopicStatus},
+    subscriptions::{TopicKey, TopicStatus},
 };
 
 use crate::support::{

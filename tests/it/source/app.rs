@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ws_gateway::{
     event::{Category, Endpoint},
     health::ComponentState,
-    source::subscriptions::{TopicKey, TopicStatus},
+    subscriptions::{TopicKey, TopicStatus},
 };
 
 use fake_bybit::{FakeBybit, LINEAR, SPOT};

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use ws_gateway::{event::Endpoint, health::ComponentState, source::subscriptions::TopicStatus};
+use ws_gateway::{event::Endpoint, health::ComponentState, subscriptions::TopicStatus};
 
 use fake_bybit::{LINEAR, PRIVATE};
 
@@ -61,11 +61,10 @@ async fn private_auth_precedes_every_subscribe_also_after_a_reconnect_and_accoun
         assert!(first_sub.is_none_or(|s| auth < s), "auth first: {log:?}");
     }
     assert_eq!(
-        h.registry
-            .status(&ws_gateway::source::subscriptions::TopicKey::new(
-                Endpoint::Private,
-                "wallet"
-            )),
+        h.registry.status(&ws_gateway::subscriptions::TopicKey::new(
+            Endpoint::Private,
+            "wallet"
+        )),
         Some(TopicStatus::Active)
     );
     h.stop().await;

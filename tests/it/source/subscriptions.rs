@@ -4,7 +4,7 @@ use serde_json::Value;
 use ws_gateway::{
     event::{Category, Endpoint},
     health::ComponentState,
-    source::subscriptions::{TopicKey, TopicStatus},
+    subscriptions::{TopicKey, TopicStatus},
 };
 
 use fake_bybit::LINEAR;

@@ -21,7 +21,7 @@ use ws_gateway::{
     pipeline::{self, PipelineParams, PipelineStats},
     pipeline_file::PipelineFile,
     shutdown::Supervisor,
-    sink::bindings::QueueBindings,
+    subscriptions::QueueBindings,
 };
 
 use super::{fixture, init_test_log, unique, wait_until};

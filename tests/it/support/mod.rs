@@ -193,7 +193,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub api_key: String,
     pub stop: CancellationToken,
-    pub registry: ws_gateway::source::subscriptions::SubscriptionHandle,
+    pub registry: ws_gateway::subscriptions::SubscriptionHandle,
     pub health: std::sync::Arc<ws_gateway::health::HealthBoard>,
     pub events: tokio::sync::broadcast::Sender<std::sync::Arc<ws_gateway::event::Event>>,
     pub run: JoinHandle<anyhow::Result<()>>,

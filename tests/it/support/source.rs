@@ -13,10 +13,8 @@ use ws_gateway::{
     health::HealthBoard,
     pipeline_file::SourceConfig,
     shutdown::Supervisor,
-    source::{
-        self, SourceParams,
-        subscriptions::{SubscriptionHandle, SubscriptionRegistry, TopicKey},
-    },
+    source::{self, SourceParams},
+    subscriptions::{SubscriptionHandle, SubscriptionRegistry, TopicKey},
 };
 
 use super::secs;

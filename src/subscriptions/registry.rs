@@ -1,7 +1,7 @@
 //! The desired subscription set, shared by everyone who wants topics and the connections that
 //! reconcile toward it.
 //!
-//! Requesters (API services, `/ws` clients as `ws:<id>`, the pipeline file as `pipeline`) only
+//! [`Requester`]s (API services, `/ws` clients, the pipeline file) only
 //! [`acquire`](SubscriptionRegistry::acquire) and [`release`](SubscriptionRegistry::release)
 //! topics. Each topic is ref-counted by requester, so a topic wanted by several is subscribed
 //! upstream once and unsubscribed when the last one leaves. Bybit connections watch
@@ -17,6 +17,7 @@ use std::{
 
 use tokio::sync::{broadcast, watch};
 
+use super::Requester;
 use crate::event::Endpoint;
 
 /// A topic on one endpoint: the unit that is subscribed upstream.
@@ -83,12 +84,12 @@ pub struct StatusChange {
 pub struct TopicView {
     pub key: TopicKey,
     pub status: TopicStatus,
-    pub holders: BTreeSet<String>,
+    pub holders: BTreeSet<Requester>,
 }
 
 #[derive(Debug)]
 struct Entry {
-    holders: BTreeSet<String>,
+    holders: BTreeSet<Requester>,
     status: TopicStatus,
 }
 
@@ -128,7 +129,8 @@ impl SubscriptionRegistry {
 
     /// `requester` wants `key`. Returns true when the topic is new upstream (no one held it).
     /// Acquiring a `failed` topic puts it back to `pending`, so a user can retry.
-    pub fn acquire(&self, key: &TopicKey, requester: &str) -> bool {
+    pub fn acquire(&self, key: &TopicKey, requester: impl Into<Requester>) -> bool {
+        let requester = requester.into();
         let mut topics = self.lock();
         let entry = topics.entry(key.clone()).or_insert_with(|| Entry {
             holders: BTreeSet::new(),
@@ -136,7 +138,7 @@ impl SubscriptionRegistry {
         });
         let is_new = entry.holders.is_empty();
         let retry = matches!(entry.status, TopicStatus::Failed(_));
-        entry.holders.insert(requester.to_owned());
+        entry.holders.insert(requester);
         if retry {
             entry.status = TopicStatus::Pending;
         }
@@ -152,12 +154,13 @@ impl SubscriptionRegistry {
 
     /// `requester` no longer wants `key`. Returns true when that was the last holder (the topic
     /// leaves the desired set and is unsubscribed upstream).
-    pub fn release(&self, key: &TopicKey, requester: &str) -> bool {
+    pub fn release(&self, key: &TopicKey, requester: impl Into<Requester>) -> bool {
+        let requester = requester.into();
         let mut topics = self.lock();
         let Some(entry) = topics.get_mut(key) else {
             return false;
         };
-        if !entry.holders.remove(requester) || !entry.holders.is_empty() {
+        if !entry.holders.remove(&requester) || !entry.holders.is_empty() {
             return false;
         }
         topics.remove(key);
@@ -167,7 +170,7 @@ impl SubscriptionRegistry {
     }
 
     /// Releases every topic `requester` holds; returns the topics that left the desired set.
-    pub fn release_all(&self, requester: &str) -> Vec<TopicKey> {
+    pub fn release_all(&self, requester: &Requester) -> Vec<TopicKey> {
         let mut topics = self.lock();
         let mut gone = Vec::new();
         topics.retain(|key, entry| {
@@ -207,10 +210,11 @@ impl SubscriptionRegistry {
     }
 
     /// Whether `requester` holds `key`.
-    pub fn is_held_by(&self, key: &TopicKey, requester: &str) -> bool {
+    pub fn is_held_by(&self, key: &TopicKey, requester: impl Into<Requester>) -> bool {
+        let requester = requester.into();
         self.lock()
             .get(key)
-            .is_some_and(|e| e.holders.contains(requester))
+            .is_some_and(|e| e.holders.contains(&requester))
     }
 
     /// Every desired topic, sorted by key.
@@ -292,10 +296,11 @@ mod tests {
     #[test]
     fn release_all_returns_only_topics_that_left() {
         let reg = SubscriptionRegistry::default();
-        reg.acquire(&key("t1"), "ws:1");
-        reg.acquire(&key("t2"), "ws:1");
+        let ws = Requester::WsClient(1);
+        reg.acquire(&key("t1"), &ws);
+        reg.acquire(&key("t2"), &ws);
         reg.acquire(&key("t2"), "svc");
-        assert_eq!(reg.release_all("ws:1"), vec![key("t1")]);
+        assert_eq!(reg.release_all(&ws), vec![key("t1")]);
         assert_eq!(reg.desired(Endpoint::Public(Category::Linear)).len(), 1);
     }
 

@@ -1,14 +1,17 @@
-//! The user's words for a subscription (channel type, symbol, category, depth, interval) and
-//! Bybit's v5 topic they map to. Shared by the REST API, `/ws` and the pipeline file, so the
-//! three agree on every rule.
+//! The topic vocabulary, one rule each: the user's words for a subscription (channel type,
+//! symbol, category, depth, interval) and Bybit's v5 topic they map to ([`TopicSpec`]); a topic
+//! string as a client writes it → registry key ([`parse_topic`]); a topic → its event class
+//! ([`class_of`]); the routing key of an event or a subscription ([`routing_key`]). Shared by the
+//! REST API, `/ws`, the pipeline file, the classifier and the RabbitMQ sink, so all agree.
 
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
+use super::TopicKey;
 use crate::{
-    event::{Category, Endpoint, EventClass},
-    source::subscriptions::TopicKey,
+    event::{Category, Endpoint, Event, EventClass},
+    store::entity::subscriptions::Model,
 };
 
 /// What to subscribe to: the channel types of the REST API (spec section 6).
@@ -83,7 +86,7 @@ impl FromStr for ChannelType {
 }
 
 /// Order-book depths Bybit serves per category.
-pub fn allowed_depths(category: Category) -> &'static [u32] {
+pub(crate) fn allowed_depths(category: Category) -> &'static [u32] {
     match category {
         Category::Spot => &[1, 50, 200, 1000],
         Category::Linear | Category::Inverse => &[1, 50, 200, 500, 1000],
@@ -282,23 +285,189 @@ impl TopicSpec {
 
     /// The routing key of this topic's events (spec section 4); per-service queues bind with it.
     pub fn routing_key(&self) -> String {
-        let class = self.class();
-        match (&self.symbol, self.channel_type.is_private()) {
-            (Some(symbol), false) => {
-                format!(
-                    "{class}.{}.{symbol}",
-                    self.category.unwrap_or(Category::Linear)
-                )
-            }
-            _ => format!("{class}.private"),
-        }
+        routing_key(
+            self.class(),
+            self.endpoint(),
+            self.category,
+            self.symbol.as_deref(),
+        )
     }
 
     /// The registry key of this topic.
     pub fn key(&self) -> TopicKey {
         TopicKey::new(self.endpoint(), self.topic())
     }
+
+    /// Rebuilds the validated request of a stored row (`None` if the row no longer validates).
+    pub(crate) fn of_row(row: &Model) -> Option<Self> {
+        let channel: ChannelType = row.channel_type.parse().ok()?;
+        let category = match &row.category {
+            Some(c) => Some(c.parse::<Category>().ok()?),
+            None => None,
+        };
+        Self::new(
+            channel,
+            category,
+            row.symbol.as_deref(),
+            row.depth.and_then(|d| u32::try_from(d).ok()),
+            row.interval.as_deref(),
+        )
+        .ok()
+    }
+}
+
+/// The class of a Bybit topic, from its first dot segment (`other` for unknown topics).
+pub(crate) fn class_of(topic: &str) -> EventClass {
+    let head = topic.split('.').next().unwrap_or_default();
+    match head {
+        "publicTrade" => EventClass::Trades,
+        "tickers" => EventClass::Tickers,
+        "orderbook" => EventClass::Orderbook,
+        "kline" => EventClass::Klines,
+        "allLiquidation" | "liquidation" => EventClass::Liquidations,
+        "wallet" => EventClass::Balances,
+        h if h.starts_with("order") => EventClass::Orders,
+        h if h.starts_with("execution") => EventClass::Executions,
+        h if h.starts_with("position") => EventClass::Positions,
+        _ => EventClass::Other,
+    }
+}
+
+/// The routing key (spec section 4): `<class>.<category>.<symbol>` for public events,
+/// `<class>.private` for private ones (a private class or the private endpoint); a public event
+/// without a symbol is `<class>.<category>`, without a category `none`.
+#[inline]
+pub(crate) fn routing_key(
+    class: EventClass,
+    endpoint: Endpoint,
+    category: Option<Category>,
+    symbol: Option<&str>,
+) -> String {
+    if class.is_private() || endpoint == Endpoint::Private {
+        return format!("{class}.private");
+    }
+    let category = category.map_or("none", Category::as_str);
+    match symbol {
+        Some(symbol) => format!("{class}.{category}.{symbol}"),
+        None => format!("{class}.{category}"),
+    }
+}
+
+/// The binding pattern of the class queue `<prefix>.<class>`: every routing key of the class.
+pub(crate) fn class_pattern(class: EventClass) -> String {
+    format!("{class}.#")
+}
+
+impl Event {
+    /// The routing key of this event (the rule: `subscriptions::topic::routing_key`).
+    #[inline]
+    pub fn routing_key(&self) -> String {
+        routing_key(
+            self.class,
+            self.endpoint,
+            self.category,
+            self.symbol.as_deref(),
+        )
+    }
+}
+
+/// Longest topic string accepted from a client (Bybit's longest real topics are well under this).
+pub(crate) const MAX_TOPIC_LEN: usize = 64;
+
+/// Why a topic string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ParseError {
+    #[error("topic {0:?} is empty or longer than {MAX_TOPIC_LEN} characters")]
+    BadLength(String),
+    #[error("topic {0:?} is not a known Bybit v5 topic")]
+    UnknownTopic(String),
+    #[error("topic {topic:?}: {reason}")]
+    Invalid { topic: String, reason: String },
+    #[error("topic {0:?} is private and needs Bybit credentials (BYBIT_API_KEY, BYBIT_API_SECRET)")]
+    PrivateUnavailable(String),
+}
+
+/// Turns a Bybit v5 topic (as a client wrote it) into the registry key it is subscribed as.
+/// Public topics live on `category` (default linear); private ones on the private endpoint.
+pub(crate) fn parse_topic(
+    topic: &str,
+    category: Option<Category>,
+    private_available: bool,
+) -> Result<TopicKey, ParseError> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+        return Err(ParseError::BadLength(
+            topic.chars().take(MAX_TOPIC_LEN).collect(),
+        ));
+    }
+    let parts: Vec<&str> = topic.split('.').collect();
+    let invalid = |e: TopicError| ParseError::Invalid {
+        topic: topic.to_owned(),
+        reason: e.to_string(),
+    };
+    let unknown = || ParseError::UnknownTopic(topic.to_owned());
+    let public = |channel, depth: Option<&str>, interval: Option<&str>, symbol: &str| {
+        let depth = match depth.map(str::parse::<u32>) {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            Some(Err(_)) => return Err(unknown()),
+        };
+        TopicSpec::new(channel, category, Some(symbol), depth, interval)
+            .map(|s| s.key())
+            .map_err(invalid)
+    };
+    let key = match parts.as_slice() {
+        ["publicTrade", sym] => public(ChannelType::Trades, None, None, sym)?,
+        ["tickers", sym] => public(ChannelType::Ticker, None, None, sym)?,
+        ["orderbook", depth, sym] => public(ChannelType::Orderbook, Some(depth), None, sym)?,
+        ["kline", interval, sym] => public(ChannelType::Kline, None, Some(interval), sym)?,
+        ["allLiquidation", sym] => public(ChannelType::Liquidation, None, None, sym)?,
+        ["wallet"] | ["greeks"] | ["execution", "fast"] => TopicKey::new(Endpoint::Private, topic),
+        ["execution", "fast", cat] => {
+            cat.parse::<Category>().map_err(|_| unknown())?;
+            TopicKey::new(Endpoint::Private, topic)
+        }
+        [base @ ("order" | "execution" | "position"), rest @ ..] if rest.len() <= 1 => {
+            let channel: ChannelType = base.parse().map_err(|_| unknown())?;
+            let scope = match rest.first() {
+                None => None,
+                Some(c) => Some(c.parse::<Category>().map_err(|_| unknown())?),
+            };
+            TopicSpec::new(channel, scope, None, None, None)
+                .map(|s| s.key())
+                .map_err(invalid)?
+        }
+        _ => return Err(unknown()),
+    };
+    if key.endpoint == Endpoint::Private && !private_available {
+        return Err(ParseError::PrivateUnavailable(topic.to_owned()));
+    }
+    Ok(key)
+}
+
+/// The key of `publicTrade.<symbol>` on linear: what a `/ws` `action` subscription means.
+pub(crate) fn trade_key(symbol: &str) -> Result<TopicKey, ParseError> {
+    TopicSpec::new(
+        ChannelType::Trades,
+        Some(Category::Linear),
+        Some(symbol),
+        None,
+        None,
+    )
+    .map(|s| s.key())
+    .map_err(|e| ParseError::Invalid {
+        topic: format!("publicTrade.{symbol}"),
+        reason: e.to_string(),
+    })
+}
+
+/// The symbol of a linear trade key ([`trade_key`]'s inverse); `None` for any other key.
+pub(crate) fn trade_symbol(key: &TopicKey) -> Option<&str> {
+    if key.endpoint != Endpoint::Public(Category::Linear) {
+        return None;
+    }
+    key.topic.strip_prefix("publicTrade.")
 }
 
 #[cfg(test)]
+#[path = "topic_tests.rs"]
 mod tests;

@@ -1,7 +1,7 @@
 //! Per-service queue bindings as desired state (spec section 4, fan-out).
 //!
-//! The API says which routing keys each requesting service wants ([`QueueBindings::bind`],
-//! [`QueueBindings::unbind`]); the RabbitMQ sink declares `<prefix>.<class>.<service>` queues and
+//! The [`Subscriptions`](super::Subscriptions) service says which routing keys each requesting
+//! service wants ([`QueueBindings::bind`], [`QueueBindings::unbind`]); the RabbitMQ sink declares `<prefix>.<class>.<service>` queues and
 //! reconciles their bindings toward this set, again after every broker reconnect. With no broker
 //! the set is simply kept and never applied.
 
@@ -12,6 +12,7 @@ use std::{
 
 use tokio::sync::watch;
 
+use super::TopicSpec;
 use crate::event::EventClass;
 
 /// One binding: service `service`'s queue for `class` receives `routing_key`.
@@ -20,6 +21,17 @@ pub struct Binding {
     pub service: String,
     pub class: EventClass,
     pub routing_key: String,
+}
+
+impl Binding {
+    /// The binding that delivers `spec`'s events to `service`'s queue.
+    pub fn of(service: &str, spec: &TopicSpec) -> Self {
+        Self {
+            service: service.to_owned(),
+            class: spec.class(),
+            routing_key: spec.routing_key(),
+        }
+    }
 }
 
 /// Shared desired bindings.
