@@ -11,7 +11,7 @@ pub mod classify;
 pub mod decode;
 pub mod enrich;
 mod ext;
-pub mod stats;
+
 pub mod tee;
 
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use secrecy::SecretString;
 use tokio::sync::{broadcast, mpsc};
 
 pub use ext::PipelineExt;
-pub use stats::PipelineStats;
+pub use crate::telemetry::PipelineStats;
 
 use crate::{
     event::{Event, EventClass, RawFrame},

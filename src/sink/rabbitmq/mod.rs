@@ -31,7 +31,7 @@ pub use url_args::connection_args;
 use crate::{
     event::Event,
     health::HealthBoard,
-    pipeline::PipelineStats,
+    telemetry::PipelineStats,
     pipeline_file::{BufferConfig, PublishConfig},
     shutdown::Supervisor,
     sink::bindings::QueueBindings,

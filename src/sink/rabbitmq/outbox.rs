@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use super::spool::{Spool, SyncHandle};
 use crate::{
     event::Event,
-    pipeline::PipelineStats,
+    telemetry::PipelineStats,
     pipeline_file::{BufferConfig, WhenFull},
     telemetry::{SPOOLED, STAGE_DROPPED},
 };
