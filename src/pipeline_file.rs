@@ -8,8 +8,22 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
 use crate::event::Category;
+
+/// Why the pipeline file cannot be used; `Display` names the file (and the key).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineFileError {
+    /// The pipeline file could not be read.
+    #[error("WS_GATEWAY_PIPELINE: cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pipeline file is not valid (unknown key, wrong type).
+    #[error("pipeline file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
 
 /// The whole pipeline file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -33,12 +47,12 @@ pub struct PipelineFile {
 
 impl PipelineFile {
     /// Reads and parses a pipeline file; errors name the file and the offending key.
-    pub fn read(path: PathBuf) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::PipelineRead {
+    pub fn read(path: PathBuf) -> Result<Self, PipelineFileError> {
+        let text = std::fs::read_to_string(&path).map_err(|source| PipelineFileError::Read {
             path: path.clone(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::PipelineParse { path, message })
+        Self::parse(&text).map_err(|message| PipelineFileError::Parse { path, message })
     }
 
     /// Parses pipeline TOML text.
