@@ -1,14 +1,17 @@
 //! ws-gateway: a Bybit v5 WebSocket gateway.
 //!
 //! ```text
-//! source (Bybit sockets) → decode → classify → enrich → tee ─→ persistence (sea-orm)
-//!                                                        └─→ publish (RabbitMQ) + fan-out (/ws)
+//! source (Bybit sockets) → decode → classify → enrich ─┬→ persistence tee (sea-orm)
+//!                                                       ├→ dispatch (/ws)
+//!                                                       └→ publish (RabbitMQ)
 //! ```
 //!
-//! Module map: [`config`] and [`pipeline_file`] (settings), [`telemetry`] (logs, metric names),
-//! [`app`] (wiring), [`shutdown`] (signals, supervision), [`event`] (types between stages),
-//! [`source`] (Bybit connections and the desired subscription set), [`pipeline`] (stages),
-//! [`sink`] (RabbitMQ, database), [`store`] (entities, queries), [`api`] (REST),
+//! Module map: [`config`] and [`pipeline_file`] (settings), [`telemetry`] (logs, the metric
+//! table, shared counters), [`app`] (wiring), [`topology`] (pipeline plus sinks, attached in one
+//! place), [`shutdown`] (signals, supervision), [`event`] (types between stages), [`buffer`]
+//! (the one bounded buffer), [`source`] (Bybit connections and the desired subscription set),
+//! [`pipeline`] (stages), [`sink`] (RabbitMQ, database, `/ws` feed), [`store`] (entities,
+//! queries), [`api`] (REST),
 //! [`downstream`] (`/ws`), [`topics`] (request → Bybit topic), [`health`], [`backoff`].
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
@@ -16,6 +19,7 @@
 pub mod api;
 pub mod app;
 pub mod backoff;
+pub mod buffer;
 pub mod config;
 pub mod downstream;
 pub mod event;
@@ -29,3 +33,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod topics;
+pub mod topology;

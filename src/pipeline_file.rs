@@ -232,6 +232,9 @@ pub struct PersistenceConfig {
     /// How often `last_event_at` of subscriptions is written.
     #[serde(with = "humantime_serde")]
     pub last_event_flush: Duration,
+    /// Balance rows held in memory while the database is slow or away; past it the oldest row
+    /// is dropped (counted, logged at ERROR).
+    pub max_buffered_rows: usize,
 }
 
 impl Default for PersistenceConfig {
@@ -243,6 +246,7 @@ impl Default for PersistenceConfig {
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(5),
             last_event_flush: Duration::from_secs(1),
+            max_buffered_rows: 200_000,
         }
     }
 }

@@ -3,7 +3,8 @@
 
 use crate::{
     event::{Category, Endpoint, EventClass},
-    pipeline::{buffer::Droppable, decode::Decoded},
+    buffer::Droppable,
+    pipeline::decode::Decoded,
 };
 
 /// A decoded frame with its routing facts.
@@ -21,7 +22,7 @@ pub struct Classified {
 
 impl Droppable for Classified {
     fn must_keep(&self) -> bool {
-        self.class.is_private() || self.decoded.frame.endpoint == Endpoint::Private
+        self.class.must_keep(self.decoded.frame.endpoint)
     }
 }
 

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     backoff::Backoff,
+    buffer::Droppable,
     event::{Event, EventClass},
     health::ComponentState,
     sink::bindings::Binding,
@@ -166,7 +167,7 @@ impl Publisher {
             .window
             .retry
             .drain(..)
-            .partition(|e| e.class.is_private());
+            .partition(|e| e.must_keep());
         let spooled = self.outbox.spill_private(private);
         let dropped = market.len() + self.outbox.drop_market();
         if dropped > 0 {
