@@ -92,6 +92,15 @@ impl BufferConfig {
     }
 }
 
+/// A buffer whose when-full behaviour is fixed by what it protects, so it has no `when_full`
+/// key (`stages.decode` always blocks, `stages.tee` never does).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// Items the buffer holds.
+    pub capacity: usize,
+}
+
 /// Bybit connection behaviour.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -155,14 +164,16 @@ impl Default for SourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StagesConfig {
-    /// Source → decode.
-    pub decode: BufferConfig,
+    /// Source → decode: the source's output channel. Always `block`: backpressure reaches the
+    /// sockets (a frame cannot be judged droppable before it is decoded).
+    pub decode: CapacityConfig,
     /// Decode → classify.
     pub classify: BufferConfig,
     /// Classify → enrich.
     pub enrich: BufferConfig,
-    /// Tee → persistence sink (never blocks the main path: drop_oldest for non-private).
-    pub tee: BufferConfig,
+    /// Tee → persistence sink: never blocks the main path; past `capacity` (twice: the tee's
+    /// buffer and the channel behind it) the oldest non-private event is dropped.
+    pub tee: CapacityConfig,
     /// Enrich → publish (market data; private classes always block and spool).
     pub publish: BufferConfig,
 }
@@ -170,10 +181,10 @@ pub struct StagesConfig {
 impl Default for StagesConfig {
     fn default() -> Self {
         Self {
-            decode: BufferConfig::new(1024, WhenFull::Block),
+            decode: CapacityConfig { capacity: 1024 },
             classify: BufferConfig::new(1024, WhenFull::Block),
             enrich: BufferConfig::new(1024, WhenFull::Block),
-            tee: BufferConfig::new(10_000, WhenFull::Block),
+            tee: CapacityConfig { capacity: 10_000 },
             publish: BufferConfig::new(10_000, WhenFull::DropOldest),
         }
     }
@@ -335,6 +346,21 @@ mod tests {
         let file = PipelineFile::parse(text).unwrap();
         assert_eq!(file.source.ping_interval, Duration::from_secs(20));
         assert_eq!(file.stages.publish.when_full, WhenFull::DropOldest);
+    }
+
+    #[test]
+    fn the_shipped_file_equals_the_built_in_defaults() {
+        let file = PipelineFile::parse(include_str!("../pipelines/default.toml")).unwrap();
+        assert_eq!(format!("{file:?}"), format!("{:?}", PipelineFile::default()));
+    }
+
+    #[test]
+    fn when_full_is_refused_where_the_policy_is_fixed() {
+        for stage in ["decode", "tee"] {
+            let text = format!("[stages.{stage}]\ncapacity = 10\nwhen_full = \"block\"\n");
+            let err = PipelineFile::parse(&text).unwrap_err();
+            assert!(err.contains("when_full"), "{stage}: {err}");
+        }
     }
 
     #[test]
