@@ -351,7 +351,10 @@ mod tests {
     #[test]
     fn the_shipped_file_equals_the_built_in_defaults() {
         let file = PipelineFile::parse(include_str!("../pipelines/default.toml")).unwrap();
-        assert_eq!(format!("{file:?}"), format!("{:?}", PipelineFile::default()));
+        assert_eq!(
+            format!("{file:?}"),
+            format!("{:?}", PipelineFile::default())
+        );
     }
 
     #[test]

@@ -89,5 +89,8 @@ where
         }
     };
 
-    supervisor.spawn("sinks", sink::drive(events, (persistence, dispatch, rabbitmq)));
+    supervisor.spawn(
+        "sinks",
+        sink::drive(events, (persistence, dispatch, rabbitmq)),
+    );
 }

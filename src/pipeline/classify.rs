@@ -2,8 +2,8 @@
 //! class (`other` for unknown ones, counted by the caller), nothing here can fail or panic.
 
 use crate::{
-    event::{Category, Endpoint, EventClass},
     buffer::Droppable,
+    event::{Category, Endpoint, EventClass},
     pipeline::decode::Decoded,
 };
 

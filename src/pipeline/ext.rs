@@ -17,8 +17,7 @@ use crate::{
     pipeline_file::BufferConfig,
     shutdown::Supervisor,
     telemetry::{
-        FRAMES_MALFORMED, PipelineStats, STAGE_DROPPED, STAGE_RECEIVED, STAGE_SENT,
-        UNKNOWN_TOPICS,
+        FRAMES_MALFORMED, PipelineStats, STAGE_DROPPED, STAGE_RECEIVED, STAGE_SENT, UNKNOWN_TOPICS,
     },
 };
 

@@ -9,6 +9,7 @@
 
 pub mod auth;
 mod connection;
+mod link;
 pub mod orderbook;
 pub mod rate;
 pub mod reconcile;
@@ -16,7 +17,7 @@ mod session;
 pub mod subscriptions;
 pub mod wire;
 
-pub use connection::SourceError;
+pub use link::SourceError;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -35,7 +36,7 @@ use crate::{
     pipeline_file::SourceConfig,
     shutdown::Supervisor,
 };
-use connection::ConnCtx;
+use link::ConnCtx;
 use rate::TokenBucket;
 use subscriptions::{SubscriptionHandle, TopicKey, TopicStatus};
 

@@ -6,12 +6,12 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 mod logging;
-mod table;
 mod stats;
+mod table;
 
 pub use logging::init_tracing;
-pub use table::*;
 pub use stats::PipelineStats;
+pub use table::*;
 
 /// Installs the Prometheus recorder once per process and returns its handle (for `/metrics`).
 pub fn metrics_handle() -> PrometheusHandle {

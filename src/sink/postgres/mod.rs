@@ -96,7 +96,10 @@ pub fn spawn(
         wake: Notify::new(),
     });
     let batch = config.batch_size.clamp(1, MAX_BATCH);
-    supervisor.spawn("persistence-reader", read(events, shared.clone(), batch, config.max_buffered_rows));
+    supervisor.spawn(
+        "persistence-reader",
+        read(events, shared.clone(), batch, config.max_buffered_rows),
+    );
     supervisor.spawn(
         "persistence-writer",
         write(shared, db, config, batch, health),
