@@ -3,7 +3,7 @@
 //! and the RabbitMQ outbox's market queue all use it; none re-implements it.
 //!
 //! - `block`: a full buffer makes the producer wait, so backpressure travels upstream. The
-//!   waiting producer is woken once the buffer is down to [`Bounded::resume_at`] (an eighth of
+//!   waiting producer is woken once the buffer is down to its resume mark (an eighth of
 //!   the capacity below full, at most 512 items), so one wake-up moves a stretch of items.
 //! - `drop_oldest`: a full buffer evicts its oldest item that need not be kept (counted as
 //!   `STAGE_DROPPED{stage, reason}`). An item that must be kept ([`Droppable::must_keep`],
@@ -274,11 +274,6 @@ impl<T: Droppable> Bounded<T> {
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The length at which a producer waiting for room is woken.
-    pub fn resume_at(&self) -> usize {
-        self.resume_at
     }
 }
 

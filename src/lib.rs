@@ -8,7 +8,7 @@
 //!
 //! Module map: [`config`] and [`pipeline_file`] (settings), [`telemetry`] (logs, the metric
 //! table, shared counters), [`app`] (wiring), [`topology`] (pipeline plus sinks, attached in one
-//! place), [`shutdown`] (signals, supervision), [`event`] (types between stages), [`buffer`]
+//! place), [`shutdown`] (signals, supervision), [`event`] (types between stages), `buffer`
 //! (the one bounded buffer), [`source`] (Bybit connections and the desired subscription set),
 //! [`pipeline`] (stages), [`sink`] (RabbitMQ, database, `/ws` feed), [`store`] (entities,
 //! queries), [`api`] (REST),
@@ -19,7 +19,7 @@
 pub mod api;
 pub mod app;
 pub mod backoff;
-pub mod buffer;
+pub(crate) mod buffer;
 pub mod config;
 pub mod downstream;
 pub mod event;

@@ -1,7 +1,7 @@
 //! The topology: the source's frames through the pipeline, and the pipeline's events into
 //! every sink. This is the one place sinks are attached (vector's topology builder): the
 //! persistence tee, the `/ws` dispatcher feed and RabbitMQ each take every event the same way,
-//! side by side ([`sink::drive`]); only a sink whose when-full policy is `block` ever makes the
+//! side by side (`sink::drive`); only a sink whose when-full policy is `block` ever makes the
 //! pipeline wait. A new sink is its module under `sink/` plus one entry in [`spawn`]'s tuple.
 //!
 //! Stop order: the source's stream ends first, the stage buffers drain, then the sink inputs

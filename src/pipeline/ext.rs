@@ -29,7 +29,7 @@ fn counters(stage: &'static str) -> (Counter, Counter) {
 }
 
 /// The pipeline stages as methods on any stream.
-pub trait PipelineExt: Stream + Sized + Send + 'static {
+pub(crate) trait PipelineExt: Stream + Sized + Send + 'static {
     /// Decodes frames; malformed ones are counted, logged at DEBUG (truncated) and dropped.
     fn decode(self, stats: PipelineStats) -> impl Stream<Item = Decoded> + Send + 'static
     where

@@ -3,8 +3,8 @@
 //!
 //! Only this module knows the order of the stages. Stateless stages are plain fns on one item
 //! ([`decode::decode`], [`classify::classify`]); stateful ones ([`enrich::Enricher`]) own their
-//! state. [`PipelineExt`] joins them so the pipeline reads as one expression, with a bounded
-//! buffer ([`crate::buffer`]: capacity and when-full policy from the pipeline file) between
+//! state. `PipelineExt` joins them so the pipeline reads as one expression, with a bounded
+//! buffer (`crate::buffer`: capacity and when-full policy from the pipeline file) between
 //! stages. Each stage counts `STAGE_RECEIVED`/`STAGE_SENT`. The pipeline starts no sink.
 
 pub mod classify;
@@ -14,7 +14,7 @@ mod ext;
 
 use futures::Stream;
 
-pub use ext::PipelineExt;
+pub(crate) use ext::PipelineExt;
 
 use crate::{
     event::{Event, RawFrame},
@@ -25,7 +25,7 @@ use crate::{
 
 /// The stages over `frames`: returns the stream of enriched events; it ends when `frames` end
 /// and every stage buffer has drained. The buffers' pumps run as tasks of `supervisor`.
-pub fn spawn<S>(
+pub(crate) fn spawn<S>(
     frames: S,
     stages: &StagesConfig,
     stats: PipelineStats,

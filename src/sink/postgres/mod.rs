@@ -9,13 +9,13 @@
 //! failure writes nothing twice.
 //!
 //! Bound: `[persistence] max_buffered_rows` rows (200,000 by default) wait in memory, in the
-//! one bounded buffer ([`Bounded`]), plus one batch in flight. Only past that would the oldest
+//! one bounded buffer (`Bounded`), plus one batch in flight. Only past that would the oldest
 //! rows be dropped, counted and logged at ERROR; at one wallet event per second with a handful
 //! of coins that is hours of outage.
 //!
-//! [`attach`] gives the topology this sink's input: the [`tee::PersistTee`].
+//! `attach` gives the topology this sink's input: the `tee::PersistTee`.
 
-pub mod tee;
+pub(crate) mod tee;
 pub mod wallet;
 
 use std::{
@@ -63,7 +63,7 @@ struct Shared {
 
 /// Starts the persistence sink behind a tee of `classes` (buffer and channel of `capacity`
 /// each, `stages.tee.capacity`) and returns the tee: this sink's input.
-pub fn attach(
+pub(crate) fn attach(
     classes: &[EventClass],
     capacity: usize,
     db: DatabaseConnection,

@@ -1,20 +1,20 @@
 //! The RabbitMQ publish sink (spec section 4): topology, publisher confirms, reconnects, the
 //! private-event spool.
 //!
-//! - [`outbox`]: what waits for the broker (bounded market buffer, private memory + spool).
+//! - `outbox`: what waits for the broker (bounded market buffer, private memory + spool).
 //! - [`spool`]: the on-disk, append-only spool of private events.
 //! - [`topology`]: exchange, class queues, per-service queues and their bindings.
-//! - [`confirms`]: the confirm callback and the in-flight window.
-//! - [`publisher`]: the connection loop that ties them together.
+//! - `confirms`: the confirm callback and the in-flight window.
+//! - `publisher`: the connection loop that ties them together.
 //!
-//! The topology hands events to [`RabbitInput`], which puts them in the outbox (never waiting
+//! The topology hands events to `RabbitInput`, which puts them in the outbox (never waiting
 //! on the broker, except under `when_full = "block"`); the `publish` task sends from the
 //! outbox with at most `confirm_window` unconfirmed messages. An event counts as published only once the
 //! broker confirms it. Delivery is at-least-once: messages in flight when a connection drops
 //! (or after a NACK) are sent again, so those few may arrive twice.
 
 mod confirms;
-pub mod outbox;
+mod outbox;
 mod publisher;
 pub mod spool;
 pub mod topology;
@@ -71,7 +71,7 @@ pub enum PublishError {
 
 /// What the sink needs.
 #[derive(Debug, Clone)]
-pub struct RabbitParams {
+pub(crate) struct RabbitParams {
     /// `amqp://…` (secret: it holds the password).
     pub url: SecretString,
     /// Prefix of exchange and queue names.
@@ -92,7 +92,7 @@ pub struct RabbitParams {
 /// tasks end once every event is confirmed (or, with the broker away at the end, private
 /// events are spooled).
 #[derive(Debug)]
-pub struct RabbitInput {
+pub(crate) struct RabbitInput {
     outbox: Arc<outbox::Outbox>,
     received: Counter,
 }
@@ -111,7 +111,7 @@ impl Drop for RabbitInput {
 }
 
 /// Starts the sink and returns its input.
-pub fn spawn(params: RabbitParams, supervisor: &Supervisor) -> RabbitInput {
+pub(crate) fn spawn(params: RabbitParams, supervisor: &Supervisor) -> RabbitInput {
     let spool = match spool::Spool::open(&params.config.spool_dir, &params.prefix) {
         Ok(s) => {
             if s.pending() > 0 {

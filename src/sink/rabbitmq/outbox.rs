@@ -148,6 +148,7 @@ impl Outbox {
     }
 
     /// Market-data events waiting.
+    #[cfg(test)]
     pub fn market_len(&self) -> usize {
         self.market.len()
     }
