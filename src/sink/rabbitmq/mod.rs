@@ -7,11 +7,11 @@
 //! - `confirms`: the confirm callback and the in-flight window.
 //! - `publisher`: the connection loop that ties them together.
 //!
-//! The topology hands events to `RabbitInput`, which puts them in the outbox (never waiting
-//! on the broker, except under `when_full = "block"`); the `publish` task sends from the
-//! outbox with at most `confirm_window` unconfirmed messages. An event counts as published only once the
-//! broker confirms it. Delivery is at-least-once: messages in flight when a connection drops
-//! (or after a NACK) are sent again, so those few may arrive twice.
+//! The topology hands events to `RabbitInput`, which puts them in the outbox (never waiting on the
+//! broker, except under `when_full = "block"`); the `publish` task sends from the outbox with at
+//! most `confirm_window` unconfirmed messages. An event counts as published only once the broker
+//! confirms it. Delivery is at-least-once: messages in flight when a connection drops (or after a
+//! NACK) are sent again, so those few may arrive twice.
 
 mod confirms;
 mod outbox;
