@@ -91,7 +91,8 @@ impl<T: Droppable> Bounded<T> {
         let capacity = config.capacity.max(1);
         Self {
             state: Mutex::new(State {
-                queue: VecDeque::with_capacity(capacity.min(65_536)),
+                // Grows on demand past this, so a large bound (the rows) costs nothing unused.
+                queue: VecDeque::with_capacity(capacity.min(1024)),
                 closed: false,
             }),
             capacity,
