@@ -66,3 +66,39 @@ where
         sinks.send(&Arc::new(event)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A sink that records the `seq` of every event it takes.
+    struct Record(Arc<Mutex<Vec<u64>>>);
+
+    impl EventSink for Record {
+        async fn send(&mut self, event: &Arc<Event>) {
+            self.0.lock().unwrap().push(event.seq);
+        }
+    }
+
+    #[tokio::test]
+    async fn every_sink_takes_every_event_in_order_and_its_input_is_dropped_at_the_end() {
+        let wallet = include_str!("../../tests/fixtures/bybit/wallet.json");
+        let base = postgres::wallet::event_from_frame(wallet).expect("fixture");
+        let events = (1..=3).map(move |seq| Event {
+            seq,
+            ..base.clone()
+        });
+        let (a, b) = (Arc::default(), Arc::default());
+        let sinks = (
+            Record(Arc::clone(&a)),
+            None::<Record>,
+            Record(Arc::clone(&b)),
+        );
+        drive(futures::stream::iter(events), sinks).await;
+        assert_eq!(*a.lock().unwrap(), [1, 2, 3]);
+        assert_eq!(*b.lock().unwrap(), [1, 2, 3]);
+        assert_eq!(Arc::strong_count(&a), 1, "the sink input was dropped");
+    }
+}
