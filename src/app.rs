@@ -1,5 +1,6 @@
-//! Wiring: builds every part from [`Settings`], binds the HTTP port, supervises the tasks, and
-//! stops them in order (source first, then the stages drain, then the sinks flush).
+//! Wiring: builds every part from [`Settings`] (the source, the [`topology`] of pipeline and
+//! sinks, the HTTP side), binds the HTTP port, supervises the tasks, and stops them in order
+//! (source first, then the stages drain, then the sinks flush).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -9,7 +10,7 @@ use poem::{
     listener::{Acceptor, Listener, TcpListener},
 };
 use secrecy::ExposeSecret;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -18,9 +19,7 @@ use crate::{
     downstream,
     event::{Event, EventClass},
     health::HealthBoard,
-    pipeline::{self, PipelineParams},
     shutdown::Supervisor,
-    sink,
     source::{self, SourceParams},
     state::AppState,
     store,
@@ -28,6 +27,7 @@ use crate::{
         Capabilities, QueueBindings, SubscriptionHandle, SubscriptionRegistry, Subscriptions,
     },
     telemetry,
+    topology::{self, TopologyParams},
 };
 
 /// A running gateway.
@@ -89,7 +89,6 @@ impl App {
             source_stop.clone(),
         );
 
-        let (persist_tx, persist_rx) = mpsc::channel(pipeline_file.stages.tee.capacity.max(1));
         let (broadcast_tx, _) =
             broadcast::channel(pipeline_file.downstream.broadcast_capacity.max(1));
         let persist_classes = pipeline_file
@@ -100,27 +99,21 @@ impl App {
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)
             .context("pipeline file: persistence.classes")?;
-        pipeline::spawn(
+        topology::spawn(
             frames,
-            PipelineParams {
+            TopologyParams {
                 stages: pipeline_file.stages.clone(),
                 publish: pipeline_file.publish.clone(),
-                persist_classes,
                 service_name: settings.service_name.clone(),
                 amqp_url: settings.amqp_url.clone(),
                 bindings: bindings.clone(),
+                persist_classes,
+                database: Some(db.clone()),
+                persistence: pipeline_file.persistence.clone(),
                 broadcast: broadcast_tx.clone(),
-                persist: persist_tx,
-                stats: Default::default(),
                 health: health.clone(),
+                stats: Default::default(),
             },
-            &supervisor,
-        );
-        sink::postgres::spawn(
-            persist_rx,
-            db.clone(),
-            pipeline_file.persistence.clone(),
-            health.clone(),
             &supervisor,
         );
 

@@ -9,7 +9,7 @@ use std::{collections::HashMap, net::IpAddr, path::PathBuf, str::FromStr};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::pipeline_file::PipelineFile;
+use crate::pipeline_file::{PipelineFile, PipelineFileError};
 
 /// Where the pipeline file is looked for when `WS_GATEWAY_PIPELINE` is unset.
 pub const DEFAULT_PIPELINE_PATH: &str = "pipelines/default.toml";
@@ -22,16 +22,9 @@ pub enum ConfigError {
     /// A variable holds a value we cannot use.
     #[error("{var}: {message}")]
     Invalid { var: &'static str, message: String },
-    /// The pipeline file could not be read.
-    #[error("WS_GATEWAY_PIPELINE: cannot read {path}: {source}")]
-    PipelineRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The pipeline file is not valid (unknown key, wrong type).
-    #[error("pipeline file {path}: {message}")]
-    PipelineParse { path: PathBuf, message: String },
+    /// The pipeline file cannot be read or is not valid.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineFileError),
 }
 
 /// Bybit's two worlds.

@@ -178,6 +178,14 @@ impl EventClass {
             Self::Orders | Self::Executions | Self::Positions | Self::Balances
         )
     }
+
+    /// The keep rule, decided here and nowhere else: an event of this class that arrived on
+    /// `endpoint` is never dropped by a buffer (stages, tee, outbox) when its class is an
+    /// account class or it came from the private endpoint (an unknown private topic is
+    /// `other` but still private). A frame not yet classified asks as [`EventClass::Other`].
+    pub const fn must_keep(self, endpoint: Endpoint) -> bool {
+        self.is_private() || matches!(endpoint, Endpoint::Private)
+    }
 }
 
 impl fmt::Display for EventClass {

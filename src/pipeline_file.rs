@@ -8,8 +8,22 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
 use crate::event::Category;
+
+/// Why the pipeline file cannot be used; `Display` names the file (and the key).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineFileError {
+    /// The pipeline file could not be read.
+    #[error("WS_GATEWAY_PIPELINE: cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pipeline file is not valid (unknown key, wrong type).
+    #[error("pipeline file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
 
 /// The whole pipeline file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -33,12 +47,12 @@ pub struct PipelineFile {
 
 impl PipelineFile {
     /// Reads and parses a pipeline file; errors name the file and the offending key.
-    pub fn read(path: PathBuf) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::PipelineRead {
+    pub fn read(path: PathBuf) -> Result<Self, PipelineFileError> {
+        let text = std::fs::read_to_string(&path).map_err(|source| PipelineFileError::Read {
             path: path.clone(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::PipelineParse { path, message })
+        Self::parse(&text).map_err(|message| PipelineFileError::Parse { path, message })
     }
 
     /// Parses pipeline TOML text.
@@ -76,6 +90,15 @@ impl BufferConfig {
             when_full,
         }
     }
+}
+
+/// A buffer whose when-full behaviour is fixed by what it protects, so it has no `when_full`
+/// key (`stages.decode` always blocks, `stages.tee` never does).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// Items the buffer holds.
+    pub capacity: usize,
 }
 
 /// Bybit connection behaviour.
@@ -141,14 +164,16 @@ impl Default for SourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StagesConfig {
-    /// Source → decode.
-    pub decode: BufferConfig,
+    /// Source → decode: the source's output channel. Always `block`: backpressure reaches the
+    /// sockets (a frame cannot be judged droppable before it is decoded).
+    pub decode: CapacityConfig,
     /// Decode → classify.
     pub classify: BufferConfig,
     /// Classify → enrich.
     pub enrich: BufferConfig,
-    /// Tee → persistence sink (never blocks the main path: drop_oldest for non-private).
-    pub tee: BufferConfig,
+    /// Tee → persistence sink: never blocks the main path; past `capacity` (twice: the tee's
+    /// buffer and the channel behind it) the oldest non-private event is dropped.
+    pub tee: CapacityConfig,
     /// Enrich → publish (market data; private classes always block and spool).
     pub publish: BufferConfig,
 }
@@ -156,10 +181,10 @@ pub struct StagesConfig {
 impl Default for StagesConfig {
     fn default() -> Self {
         Self {
-            decode: BufferConfig::new(1024, WhenFull::Block),
+            decode: CapacityConfig { capacity: 1024 },
             classify: BufferConfig::new(1024, WhenFull::Block),
             enrich: BufferConfig::new(1024, WhenFull::Block),
-            tee: BufferConfig::new(10_000, WhenFull::Block),
+            tee: CapacityConfig { capacity: 10_000 },
             publish: BufferConfig::new(10_000, WhenFull::DropOldest),
         }
     }
@@ -218,6 +243,9 @@ pub struct PersistenceConfig {
     /// How often `last_event_at` of subscriptions is written.
     #[serde(with = "humantime_serde")]
     pub last_event_flush: Duration,
+    /// Balance rows held in memory while the database is slow or away; past it the oldest row
+    /// is dropped (counted, logged at ERROR).
+    pub max_buffered_rows: usize,
 }
 
 impl Default for PersistenceConfig {
@@ -229,6 +257,7 @@ impl Default for PersistenceConfig {
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(5),
             last_event_flush: Duration::from_secs(1),
+            max_buffered_rows: 200_000,
         }
     }
 }
@@ -317,6 +346,24 @@ mod tests {
         let file = PipelineFile::parse(text).unwrap();
         assert_eq!(file.source.ping_interval, Duration::from_secs(20));
         assert_eq!(file.stages.publish.when_full, WhenFull::DropOldest);
+    }
+
+    #[test]
+    fn the_shipped_file_equals_the_built_in_defaults() {
+        let file = PipelineFile::parse(include_str!("../pipelines/default.toml")).unwrap();
+        assert_eq!(
+            format!("{file:?}"),
+            format!("{:?}", PipelineFile::default())
+        );
+    }
+
+    #[test]
+    fn when_full_is_refused_where_the_policy_is_fixed() {
+        for stage in ["decode", "tee"] {
+            let text = format!("[stages.{stage}]\ncapacity = 10\nwhen_full = \"block\"\n");
+            let err = PipelineFile::parse(&text).unwrap_err();
+            assert!(err.contains("when_full"), "{stage}: {err}");
+        }
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! class (`other` for unknown ones, counted by the caller), nothing here can fail or panic.
 
 use crate::{
+    buffer::Droppable,
     event::{Category, Endpoint, EventClass},
-    pipeline::{buffer::Droppable, decode::Decoded},
+    pipeline::decode::Decoded,
     subscriptions::class_of,
 };
 
@@ -22,7 +23,7 @@ pub struct Classified {
 
 impl Droppable for Classified {
     fn must_keep(&self) -> bool {
-        self.class.is_private() || self.decoded.frame.endpoint == Endpoint::Private
+        self.class.must_keep(self.decoded.frame.endpoint)
     }
 }
 

@@ -16,7 +16,7 @@ use std::{borrow::Cow, ops::Range};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{event::RawFrame, pipeline::buffer::Droppable};
+use crate::{buffer::Droppable, event::RawFrame};
 
 /// The envelope of a Bybit data push, borrowed from the frame text.
 #[derive(Debug, Deserialize)]
@@ -65,7 +65,7 @@ impl Decoded {
 
 impl Droppable for Decoded {
     fn must_keep(&self) -> bool {
-        self.frame.endpoint == crate::event::Endpoint::Private
+        crate::event::EventClass::Other.must_keep(self.frame.endpoint)
     }
 }
 

@@ -1,27 +1,24 @@
 //! [`PipelineExt`]: the stages as stream adapters, so the pipeline reads as one sentence
-//! (`frames.decode(..).classify().enrich(..).tee(..).fan_out(..)`), after barter-data's
+//! (`frames.decode(..).buffer(..).classify().buffer(..).enrich(..)`), after barter-data's
 //! `BarterStreamExt`. Each adapter counts its stage's received/sent/dropped items with counter
 //! handles resolved once, not per item.
 
-use std::sync::Arc;
-
 use futures::{Stream, StreamExt, future::ready, stream::BoxStream};
 use metrics::Counter;
-use tokio::sync::broadcast;
 
 use crate::{
+    buffer::{self, Droppable},
     event::{Event, RawFrame},
     pipeline::{
-        PipelineStats,
-        buffer::{self, Droppable},
         classify::{self, Classified},
         decode::{self, Decoded},
         enrich::Enricher,
-        tee::PersistTee,
     },
     pipeline_file::BufferConfig,
     shutdown::Supervisor,
-    telemetry::{FRAMES_MALFORMED, STAGE_DROPPED, STAGE_RECEIVED, STAGE_SENT, UNKNOWN_TOPICS},
+    telemetry::{
+        FRAMES_MALFORMED, PipelineStats, STAGE_DROPPED, STAGE_RECEIVED, STAGE_SENT, UNKNOWN_TOPICS,
+    },
 };
 
 fn counters(stage: &'static str) -> (Counter, Counter) {
@@ -32,7 +29,7 @@ fn counters(stage: &'static str) -> (Counter, Counter) {
 }
 
 /// The pipeline stages as methods on any stream.
-pub trait PipelineExt: Stream + Sized + Send + 'static {
+pub(crate) trait PipelineExt: Stream + Sized + Send + 'static {
     /// Decodes frames; malformed ones are counted, logged at DEBUG (truncated) and dropped.
     fn decode(self, stats: PipelineStats) -> impl Stream<Item = Decoded> + Send + 'static
     where
@@ -101,40 +98,6 @@ pub trait PipelineExt: Stream + Sized + Send + 'static {
             received.increment(1);
             let ev = enricher.enrich(c);
             stats.add_events(1);
-            sent.increment(1);
-            ev
-        })
-    }
-
-    /// Copies persisted classes to the database sink without waiting.
-    fn tee(self, tee: PersistTee) -> impl Stream<Item = Event> + Send + 'static
-    where
-        Self: Stream<Item = Event>,
-    {
-        let (received, sent) = counters("tee");
-        self.map(move |ev| {
-            received.increment(1);
-            tee.offer(&ev);
-            sent.increment(1);
-            ev
-        })
-    }
-
-    /// Shares each event and hands it to the in-process broadcast (lagging receivers lose
-    /// messages on their side; the pipeline never waits for them).
-    fn fan_out(
-        self,
-        tx: broadcast::Sender<Arc<Event>>,
-    ) -> impl Stream<Item = Arc<Event>> + Send + 'static
-    where
-        Self: Stream<Item = Event>,
-    {
-        let (received, sent) = counters("fanout");
-        self.map(move |ev| {
-            received.increment(1);
-            let ev = Arc::new(ev);
-            // No receiver (no /ws client) is fine.
-            let _ = tx.send(ev.clone());
             sent.increment(1);
             ev
         })

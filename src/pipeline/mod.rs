@@ -1,97 +1,43 @@
-//! The pipeline: decode → classify → enrich → tee → publish and fan-out.
+//! The pipeline: decode → classify → enrich, from raw frames to the stream of events that the
+//! topology (`src/topology.rs`) hands to the sinks.
 //!
 //! Only this module knows the order of the stages. Stateless stages are plain fns on one item
-//! ([`decode::decode`], [`classify::classify`]); stateful ones ([`enrich::Enricher`], the
-//! [`tee::PersistTee`], the publish sink) own their state. [`PipelineExt`] joins them so the
-//! pipeline reads as one expression, with a bounded [`buffer`] (capacity and when-full policy
-//! from the pipeline file) between stages. Each stage counts `STAGE_RECEIVED`/`STAGE_SENT`.
+//! ([`decode::decode`], [`classify::classify`]); stateful ones ([`enrich::Enricher`]) own their
+//! state. `PipelineExt` joins them so the pipeline reads as one expression, with a bounded
+//! buffer (`crate::buffer`: capacity and when-full policy from the pipeline file) between
+//! stages. Each stage counts `STAGE_RECEIVED`/`STAGE_SENT`. The pipeline starts no sink.
 
-pub mod buffer;
 pub mod classify;
 pub mod decode;
 pub mod enrich;
 mod ext;
-pub mod stats;
-pub mod tee;
 
-use std::sync::Arc;
+use futures::Stream;
 
-use futures::{Stream, StreamExt};
-use secrecy::SecretString;
-use tokio::sync::{broadcast, mpsc};
-
-pub use ext::PipelineExt;
-pub use stats::PipelineStats;
+pub(crate) use ext::PipelineExt;
 
 use crate::{
-    event::{Event, EventClass, RawFrame},
-    health::{ComponentState, HealthBoard},
-    pipeline_file::{PublishConfig, StagesConfig},
+    event::{Event, RawFrame},
+    pipeline_file::StagesConfig,
     shutdown::Supervisor,
-    sink::rabbitmq,
-    subscriptions::QueueBindings,
+    telemetry::PipelineStats,
 };
 
-/// Everything the pipeline needs besides its input.
-#[derive(Debug, Clone)]
-pub struct PipelineParams {
-    /// Buffers between stages.
-    pub stages: StagesConfig,
-    /// Broker publishing.
-    pub publish: PublishConfig,
-    /// Classes the tee hands to persistence.
-    pub persist_classes: Vec<EventClass>,
-    /// Prefix of exchange and queue names.
-    pub service_name: String,
-    /// The broker; `None` turns the publish stage off.
-    pub amqp_url: Option<SecretString>,
-    /// Per-service queue bindings to reconcile.
-    pub bindings: QueueBindings,
-    /// In-process fan-out point (`/ws`, `last_event_at`).
-    pub broadcast: broadcast::Sender<Arc<Event>>,
-    /// The persistence channel (the tee's output).
-    pub persist: mpsc::Sender<Event>,
-    /// Where broker state is shown.
-    pub health: Arc<HealthBoard>,
-    /// Counters of this pipeline instance (tests and the load program read them).
-    pub stats: PipelineStats,
-}
-
-/// Runs the pipeline over `frames` until they end and every sink has flushed.
-pub fn spawn<S>(frames: S, params: PipelineParams, supervisor: &Supervisor)
+/// The stages over `frames`: returns the stream of enriched events; it ends when `frames` end
+/// and every stage buffer has drained. The buffers' pumps run as tasks of `supervisor`.
+pub(crate) fn spawn<S>(
+    frames: S,
+    stages: &StagesConfig,
+    stats: PipelineStats,
+    supervisor: &Supervisor,
+) -> impl Stream<Item = Event> + Send + 'static
 where
     S: Stream<Item = RawFrame> + Send + 'static,
 {
-    let (tee, persist_buffer) =
-        tee::PersistTee::new(&params.persist_classes, params.stages.tee.capacity);
-    supervisor.spawn("persist-tee", tee::forward(persist_buffer, params.persist));
-    let stats = params.stats.clone();
-    let events = frames
+    frames
         .decode(stats.clone())
-        .buffer(params.stages.classify, "classify", supervisor)
+        .buffer(stages.classify, "classify", supervisor)
         .classify()
-        .buffer(params.stages.enrich, "enrich", supervisor)
-        .enrich(enrich::Enricher::default(), stats.clone())
-        .tee(tee)
-        .fan_out(params.broadcast);
-    match params.amqp_url {
-        Some(url) => rabbitmq::spawn(
-            events,
-            rabbitmq::RabbitParams {
-                url,
-                prefix: params.service_name,
-                config: params.publish,
-                buffer: params.stages.publish,
-                bindings: params.bindings,
-                health: params.health,
-                stats,
-            },
-            supervisor,
-        ),
-        None => {
-            tracing::info!("No AMQP_URL set; the publish stage is off, events reach /ws only.");
-            params.health.set_broker(ComponentState::Disabled);
-            supervisor.spawn("pipeline", events.for_each(|_| async {}));
-        }
-    }
+        .buffer(stages.enrich, "enrich", supervisor)
+        .enrich(enrich::Enricher::default(), stats)
 }

@@ -1,6 +1,6 @@
 //! Reconnect pacing and the heartbeat, under paused time (in-memory sockets, no network).
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use async_tungstenite::{
     WebSocketStream,
@@ -8,10 +8,19 @@ use async_tungstenite::{
     tungstenite::{Message, protocol::Role},
 };
 use futures::StreamExt;
-use tokio::io::DuplexStream;
+use tokio::{
+    io::DuplexStream,
+    sync::{mpsc, watch},
+    time::Instant,
+};
 
 use super::*;
-use crate::{event::Category, source::session::Session, subscriptions::SubscriptionRegistry};
+use crate::{
+    event::{Category, Endpoint, RawFrame},
+    health::HealthBoard,
+    source::{rate::TokenBucket, session::Session},
+    subscriptions::SubscriptionRegistry,
+};
 
 type Duplex = WebSocketStream<TokioAdapter<DuplexStream>>;
 

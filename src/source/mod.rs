@@ -9,13 +9,14 @@
 
 pub mod auth;
 mod connection;
+mod link;
 pub mod orderbook;
 pub mod rate;
 pub mod reconcile;
 mod session;
 pub mod wire;
 
-pub use connection::SourceError;
+pub use link::SourceError;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -35,7 +36,7 @@ use crate::{
     shutdown::Supervisor,
     subscriptions::{SubscriptionHandle, TopicKey, TopicStatus},
 };
-use connection::ConnCtx;
+use link::ConnCtx;
 use rate::TokenBucket;
 
 /// Everything the source needs.

@@ -1,15 +1,17 @@
-//! Logging and metrics set-up, and the name of every metric the gateway exports.
-//!
-//! Metric names are constants here so that dashboards, tests and code agree; each module
-//! records them where the event happens (log and count in one place).
+//! Logging and metrics set-up, the metric table ([`METRICS`]: every metric the gateway exports)
+//! and the in-process counters ([`PipelineStats`]) that stages and sinks share.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 mod logging;
+mod stats;
+mod table;
 
 pub use logging::init_tracing;
+pub use stats::PipelineStats;
+pub use table::*;
 
 /// Installs the Prometheus recorder once per process and returns its handle (for `/metrics`).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -57,336 +59,88 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
-// --- source ---
-/// Data frames read from Bybit, by `endpoint`.
-pub const FRAMES_RECEIVED: &str = "ws_gateway_frames_received_total";
-/// Frames that were not valid JSON or not a known shape, by `endpoint`.
-pub const FRAMES_MALFORMED: &str = "ws_gateway_frames_malformed_total";
-/// 1 while a connection is open, by `endpoint`, `shard`.
-pub const CONNECTION_UP: &str = "ws_gateway_connection_up";
-/// New connections opened, by `endpoint`.
-pub const CONNECTS: &str = "ws_gateway_connects_total";
-/// Reconnects, by `endpoint` and `reason`.
-pub const RECONNECTS: &str = "ws_gateway_reconnects_total";
-/// Ping → pong round trip, by `endpoint`.
-pub const PONG_RTT: &str = "ws_gateway_pong_rtt_seconds";
-/// Subscribe requests rejected by Bybit (or unanswered), by `endpoint`.
-pub const SUBSCRIBE_FAILURES: &str = "ws_gateway_subscribe_failures_total";
-/// Failed private authentications.
-pub const AUTH_FAILURES: &str = "ws_gateway_auth_failures_total";
-/// Order-book `u` gaps, by `category`.
-pub const ORDERBOOK_GAPS: &str = "ws_gateway_orderbook_gaps_total";
-/// Order-book topics resubscribed after a gap, by `category`.
-pub const ORDERBOOK_RESYNCS: &str = "ws_gateway_orderbook_resyncs_total";
-/// Seconds since the quietest desired topic last sent a frame, by `endpoint`.
-pub const TOPIC_SILENCE: &str = "ws_gateway_topic_max_silence_seconds";
-
-// --- pipeline stages ---
-/// Items a stage took in, by `stage`.
-pub const STAGE_RECEIVED: &str = "ws_gateway_stage_received_total";
-/// Items a stage passed on, by `stage`.
-pub const STAGE_SENT: &str = "ws_gateway_stage_sent_total";
-/// Items a stage dropped, by `stage` and `reason`.
-pub const STAGE_DROPPED: &str = "ws_gateway_stage_dropped_total";
-/// Events classified as `other` (unknown topic), by `endpoint`.
-pub const UNKNOWN_TOPICS: &str = "ws_gateway_unknown_topics_total";
-
-// --- publish ---
-/// Events handed to the broker, by `class`.
-pub const EVENTS_PUBLISHED: &str = "ws_gateway_events_published_total";
-/// Events confirmed by the broker, by `class`.
-pub const EVENTS_CONFIRMED: &str = "ws_gateway_events_confirmed_total";
-/// Publishes NACKed or returned and retried, by `class`, `reason`.
-pub const PUBLISH_RETRIES: &str = "ws_gateway_publish_retries_total";
-/// Publish → confirm latency.
-pub const PUBLISH_CONFIRM_LATENCY: &str = "ws_gateway_publish_confirm_seconds";
-/// Frame receipt → broker confirm latency.
-pub const RECEIVE_TO_CONFIRM_LATENCY: &str = "ws_gateway_receive_to_confirm_seconds";
-/// 1 while the broker connection is open.
-pub const BROKER_UP: &str = "ws_gateway_broker_up";
-/// Private events written to the on-disk spool.
-pub const SPOOLED: &str = "ws_gateway_spooled_events_total";
-
-// --- persistence ---
-/// Rows written, by `table`.
-pub const DB_WRITES: &str = "ws_gateway_db_writes_total";
-/// Failed write attempts, by `table`.
-pub const DB_WRITE_FAILURES: &str = "ws_gateway_db_write_failures_total";
-/// 1 while the database answers.
-pub const DB_UP: &str = "ws_gateway_db_up";
-/// Frame receipt → balance row committed (spec: ≤ 1 s for 99 % in normal operation).
-pub const DB_WRITE_LATENCY: &str = "ws_gateway_receive_to_db_write_seconds";
-
-// --- downstream /ws ---
-/// Connected `/ws` clients.
-pub const WS_CLIENTS: &str = "ws_gateway_ws_clients";
-/// `/ws` clients closed with 1013 for falling behind.
-pub const WS_EVICTIONS: &str = "ws_gateway_ws_evictions_total";
-/// Messages sent to `/ws` clients.
-pub const WS_MESSAGES_SENT: &str = "ws_gateway_ws_messages_sent_total";
-/// Distinct topics held by `/ws` clients.
-pub const WS_TOPICS: &str = "ws_gateway_ws_topics";
-/// Messages received from `/ws` clients.
-pub const WS_MESSAGES_RECEIVED: &str = "ws_gateway_ws_messages_received_total";
-
-// --- HTTP ---
-/// HTTP requests, by `method`, `route`, `status`.
-pub const HTTP_REQUESTS: &str = "ws_gateway_http_requests_total";
-/// HTTP request latency, by `method`, `route`.
-pub const HTTP_LATENCY: &str = "ws_gateway_http_request_duration_seconds";
-
-/// Every metric the gateway exports (dashboards, README and tests check against this list).
-pub const ALL: &[&str] = &[
-    FRAMES_RECEIVED,
-    FRAMES_MALFORMED,
-    CONNECTION_UP,
-    CONNECTS,
-    RECONNECTS,
-    PONG_RTT,
-    SUBSCRIBE_FAILURES,
-    AUTH_FAILURES,
-    ORDERBOOK_GAPS,
-    ORDERBOOK_RESYNCS,
-    TOPIC_SILENCE,
-    STAGE_RECEIVED,
-    STAGE_SENT,
-    STAGE_DROPPED,
-    UNKNOWN_TOPICS,
-    EVENTS_PUBLISHED,
-    EVENTS_CONFIRMED,
-    PUBLISH_RETRIES,
-    PUBLISH_CONFIRM_LATENCY,
-    RECEIVE_TO_CONFIRM_LATENCY,
-    BROKER_UP,
-    SPOOLED,
-    DB_WRITES,
-    DB_WRITE_FAILURES,
-    DB_UP,
-    WS_CLIENTS,
-    WS_EVICTIONS,
-    WS_MESSAGES_SENT,
-    WS_MESSAGES_RECEIVED,
-    WS_TOPICS,
-    HTTP_REQUESTS,
-    HTTP_LATENCY,
-];
-
-/// Registers every metric at zero so `/metrics` lists it before its first event (dashboards and
-/// alerts see 0, not "no data"). Metrics whose label values form a closed set get one series
-/// per value (`endpoint`, `class`, `category`); the others get one unlabelled series that the
-/// owning module's labelled series join. Gauges use `increment(0.0)`, which never overwrites a
-/// value already set.
-fn register_at_zero() {
-    use metrics::{counter, gauge, histogram};
-    const ENDPOINTS: [&str; 5] = ["spot", "linear", "inverse", "option", "private"];
-    const CATEGORIES: [&str; 4] = ["spot", "linear", "inverse", "option"];
-    for endpoint in ENDPOINTS {
-        for name in [
-            FRAMES_RECEIVED,
-            FRAMES_MALFORMED,
-            CONNECTS,
-            SUBSCRIBE_FAILURES,
-            UNKNOWN_TOPICS,
-        ] {
-            counter!(name, "endpoint" => endpoint).increment(0);
+/// Describes every metric of the table (`# HELP`, unit).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    for m in METRICS {
+        let unit = if m.name.ends_with("_seconds") {
+            Some(Unit::Seconds)
+        } else if m.kind == Kind::Counter {
+            Some(Unit::Count)
+        } else {
+            None
+        };
+        match (m.kind, unit) {
+            (Kind::Counter, Some(u)) => describe_counter!(m.name, u, m.help),
+            (Kind::Counter, None) => describe_counter!(m.name, m.help),
+            (Kind::Gauge, Some(u)) => describe_gauge!(m.name, u, m.help),
+            (Kind::Gauge, None) => describe_gauge!(m.name, m.help),
+            (Kind::Histogram, Some(u)) => describe_histogram!(m.name, u, m.help),
+            (Kind::Histogram, None) => describe_histogram!(m.name, m.help),
         }
-    }
-    for category in CATEGORIES {
-        counter!(ORDERBOOK_GAPS, "category" => category).increment(0);
-        counter!(ORDERBOOK_RESYNCS, "category" => category).increment(0);
-    }
-    for class in crate::event::EventClass::ALL {
-        counter!(EVENTS_PUBLISHED, "class" => class.as_str()).increment(0);
-        counter!(EVENTS_CONFIRMED, "class" => class.as_str()).increment(0);
-    }
-    for name in [
-        RECONNECTS,
-        AUTH_FAILURES,
-        STAGE_RECEIVED,
-        STAGE_SENT,
-        STAGE_DROPPED,
-        PUBLISH_RETRIES,
-        SPOOLED,
-        DB_WRITES,
-        DB_WRITE_FAILURES,
-        WS_EVICTIONS,
-        WS_MESSAGES_SENT,
-        WS_MESSAGES_RECEIVED,
-        HTTP_REQUESTS,
-    ] {
-        counter!(name).increment(0);
-    }
-    for name in [
-        CONNECTION_UP,
-        TOPIC_SILENCE,
-        BROKER_UP,
-        DB_UP,
-        WS_CLIENTS,
-        WS_TOPICS,
-    ] {
-        gauge!(name).increment(0.0);
-    }
-    for name in [
-        PONG_RTT,
-        PUBLISH_CONFIRM_LATENCY,
-        RECEIVE_TO_CONFIRM_LATENCY,
-        HTTP_LATENCY,
-    ] {
-        // A handle with no sample renders as an empty histogram (count 0).
-        let _ = histogram!(name);
     }
 }
 
-fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        FRAMES_RECEIVED,
-        Unit::Count,
-        "Data frames read from Bybit, by endpoint."
-    );
-    describe_counter!(
-        FRAMES_MALFORMED,
-        Unit::Count,
-        "Frames that were not valid JSON or of no known shape."
-    );
-    describe_gauge!(
-        CONNECTION_UP,
-        "1 while a Bybit connection is open, by endpoint and shard."
-    );
-    describe_counter!(
-        CONNECTS,
-        Unit::Count,
-        "Bybit connections opened, by endpoint."
-    );
-    describe_counter!(
-        RECONNECTS,
-        Unit::Count,
-        "Bybit reconnects, by endpoint and reason."
-    );
-    describe_histogram!(
-        PONG_RTT,
-        Unit::Seconds,
-        "Ping to pong round trip, by endpoint."
-    );
-    describe_counter!(
-        SUBSCRIBE_FAILURES,
-        Unit::Count,
-        "Subscribe requests rejected or unanswered, by endpoint."
-    );
-    describe_counter!(
-        AUTH_FAILURES,
-        Unit::Count,
-        "Failed private-stream authentications."
-    );
-    describe_counter!(
-        ORDERBOOK_GAPS,
-        Unit::Count,
-        "Order-book update-id gaps, by category."
-    );
-    describe_counter!(
-        ORDERBOOK_RESYNCS,
-        Unit::Count,
-        "Order-book topics resubscribed after a gap, by category."
-    );
-    describe_gauge!(
-        TOPIC_SILENCE,
-        Unit::Seconds,
-        "Seconds since the quietest desired topic sent a frame, by endpoint."
-    );
-    describe_counter!(
-        STAGE_RECEIVED,
-        Unit::Count,
-        "Items a pipeline stage took in, by stage."
-    );
-    describe_counter!(
-        STAGE_SENT,
-        Unit::Count,
-        "Items a pipeline stage passed on, by stage."
-    );
-    describe_counter!(
-        STAGE_DROPPED,
-        Unit::Count,
-        "Items a pipeline stage dropped, by stage and reason."
-    );
-    describe_counter!(
-        UNKNOWN_TOPICS,
-        Unit::Count,
-        "Frames classified as other (unknown topic)."
-    );
-    describe_counter!(
-        EVENTS_PUBLISHED,
-        Unit::Count,
-        "Events handed to RabbitMQ, by class."
-    );
-    describe_counter!(
-        EVENTS_CONFIRMED,
-        Unit::Count,
-        "Events confirmed by RabbitMQ, by class."
-    );
-    describe_counter!(
-        PUBLISH_RETRIES,
-        Unit::Count,
-        "Publishes NACKed or returned and retried."
-    );
-    describe_histogram!(
-        PUBLISH_CONFIRM_LATENCY,
-        Unit::Seconds,
-        "Publish to broker confirm."
-    );
-    describe_histogram!(
-        RECEIVE_TO_CONFIRM_LATENCY,
-        Unit::Seconds,
-        "Frame receipt to broker confirm."
-    );
-    describe_gauge!(BROKER_UP, "1 while the RabbitMQ connection is open.");
-    describe_counter!(
-        SPOOLED,
-        Unit::Count,
-        "Private events written to the on-disk spool."
-    );
-    describe_counter!(
-        DB_WRITES,
-        Unit::Count,
-        "Rows written to the database, by table."
-    );
-    describe_counter!(
-        DB_WRITE_FAILURES,
-        Unit::Count,
-        "Failed database write attempts, by table."
-    );
-    describe_gauge!(DB_UP, "1 while the database answers.");
-    describe_histogram!(
-        DB_WRITE_LATENCY,
-        Unit::Seconds,
-        "Frame receipt to balance row committed."
-    );
-    describe_gauge!(WS_CLIENTS, "Connected /ws clients.");
-    describe_counter!(
-        WS_EVICTIONS,
-        Unit::Count,
-        "/ws clients closed with 1013 for falling behind."
-    );
-    describe_counter!(
-        WS_MESSAGES_SENT,
-        Unit::Count,
-        "Messages sent to /ws clients."
-    );
-    describe_gauge!(WS_TOPICS, "Distinct topics held by /ws clients.");
-    describe_counter!(
-        WS_MESSAGES_RECEIVED,
-        Unit::Count,
-        "Messages received from /ws clients."
-    );
-    describe_counter!(
-        HTTP_REQUESTS,
-        Unit::Count,
-        "HTTP requests, by method, route and status."
-    );
-    describe_histogram!(
-        HTTP_LATENCY,
-        Unit::Seconds,
-        "HTTP request latency, by method and route."
-    );
+/// Registers every metric at zero so `/metrics` lists it before its first event (dashboards and
+/// alerts see 0, not "no data"), as its [`Zero`] says. Gauges use `increment(0.0)`, which never
+/// overwrites a value already set; a histogram handle with no sample renders as an empty
+/// histogram (count 0).
+fn register_at_zero() {
+    const ENDPOINTS: [&str; 5] = ["spot", "linear", "inverse", "option", "private"];
+    const CATEGORIES: [&str; 4] = ["spot", "linear", "inverse", "option"];
+    for m in METRICS {
+        let (label, values): (&'static str, Vec<&'static str>) = match m.zero {
+            Zero::Endpoint => ("endpoint", ENDPOINTS.to_vec()),
+            Zero::Category => ("category", CATEGORIES.to_vec()),
+            Zero::Class => (
+                "class",
+                crate::event::EventClass::ALL
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect(),
+            ),
+            Zero::Unlabelled => {
+                zero(m, &[]);
+                continue;
+            }
+        };
+        for value in values {
+            zero(m, &[metrics::Label::new(label, value)]);
+        }
+    }
+}
+
+fn zero(m: &MetricDef, labels: &[metrics::Label]) {
+    let labels = labels.to_vec();
+    match m.kind {
+        Kind::Counter => metrics::counter!(m.name, labels).increment(0),
+        Kind::Gauge => metrics::gauge!(m.name, labels).increment(0.0),
+        Kind::Histogram => drop(metrics::histogram!(m.name, labels)),
+    }
+}
+
+/// The README's metric table (`## Metrics`), rendered from [`METRICS`].
+pub fn readme_table() -> String {
+    let mut out = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
+    for m in METRICS {
+        let labels = if m.labels.is_empty() {
+            "–".to_owned()
+        } else {
+            m.labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            m.name,
+            m.kind.as_str(),
+            labels,
+            m.help
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -412,5 +166,15 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn the_readme_metric_table_is_the_metric_table() {
+        let readme = include_str!("../../README.md");
+        let table = super::readme_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's `## Metrics` table differs from telemetry::METRICS; it should read:\n{table}"
+        );
     }
 }

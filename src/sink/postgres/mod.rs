@@ -8,15 +8,18 @@
 //! is written. Inserts are idempotent on `(event_id, coin)`, so a retry after an ambiguous
 //! failure writes nothing twice.
 //!
-//! Bound: [`MAX_BUFFERED_ROWS`] rows wait in memory (plus one batch in flight). Only past
-//! that would the oldest rows be dropped, counted and logged at ERROR; at one wallet event per
-//! second with a handful of coins that is hours of outage.
+//! Bound: `[persistence] max_buffered_rows` rows (200,000 by default) wait in memory, in the
+//! one bounded buffer (`Bounded`), plus one batch in flight. Only past that would the oldest
+//! rows be dropped, counted and logged at ERROR; at one wallet event per second with a handful
+//! of coins that is hours of outage.
+//!
+//! `attach` gives the topology this sink's input: the `tee::PersistTee`.
 
+pub(crate) mod tee;
 pub mod wallet;
 
 use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -25,40 +28,54 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::{
     backoff::Backoff,
-    event::{Event, EventClass},
+    buffer::{Bounded, Droppable},
+    event::{Endpoint, Event, EventClass},
     health::{ComponentState, HealthBoard},
-    pipeline_file::PersistenceConfig,
+    pipeline_file::{BufferConfig, PersistenceConfig, WhenFull},
     shutdown::Supervisor,
     store::{self, balances::NewBalance},
     telemetry,
 };
 
-/// Rows held in memory while the database is slow or away.
-pub const MAX_BUFFERED_ROWS: usize = 200_000;
 /// Upper bound of rows per statement (keeps bind parameters under SQLite's limit).
 const MAX_BATCH: usize = 1_000;
 const TABLE: &str = "account_balances";
 const STAGE: &str = "persistence";
 
-#[derive(Debug, Default)]
-struct Buffer {
-    /// Rows with their frame's monotonic receive time (for the receipt → write histogram).
-    rows: VecDeque<(NewBalance, Instant)>,
-    /// Set when the input channel closed: the writer drains and ends.
-    closed: bool,
+/// A balance row with its frame's monotonic receive time (for the receipt → write histogram).
+#[derive(Debug)]
+struct Row(NewBalance, Instant);
+
+impl Droppable for Row {
+    fn must_keep(&self) -> bool {
+        EventClass::Balances.must_keep(Endpoint::Private)
+    }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
-    buffer: Mutex<Buffer>,
-    /// Wakes the writer on new rows or close.
+    /// The rows; closed when the input channel closed (the writer drains and ends). The reader
+    /// never waits on it: past the bound it evicts the oldest row.
+    rows: Bounded<Row>,
+    /// Wakes the writer once a batch is waiting, or on close.
     wake: Notify,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Buffer> {
-        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// Starts the persistence sink behind a tee of `classes` (buffer and channel of `capacity`
+/// each, `stages.tee.capacity`) and returns the tee: this sink's input.
+pub(crate) fn attach(
+    classes: &[EventClass],
+    capacity: usize,
+    db: DatabaseConnection,
+    config: PersistenceConfig,
+    health: Arc<HealthBoard>,
+    supervisor: &Supervisor,
+) -> tee::PersistTee {
+    let (tee, buffer) = tee::PersistTee::new(classes, capacity);
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    supervisor.spawn("persist-tee", tee::forward(buffer, tx));
+    spawn(rx, db, config, health, supervisor);
+    tee
 }
 
 /// Starts the sink; it ends when the channel closes and every row is written (or the stop
@@ -70,16 +87,26 @@ pub fn spawn(
     health: Arc<HealthBoard>,
     supervisor: &Supervisor,
 ) {
-    let shared = Arc::new(Shared::default());
+    let rows = BufferConfig {
+        capacity: config.max_buffered_rows,
+        when_full: WhenFull::DropOldest,
+    };
+    let shared = Arc::new(Shared {
+        rows: Bounded::with_reason(rows, STAGE, "buffer_full"),
+        wake: Notify::new(),
+    });
     let batch = config.batch_size.clamp(1, MAX_BATCH);
-    supervisor.spawn("persistence-reader", read(events, shared.clone(), batch));
+    supervisor.spawn(
+        "persistence-reader",
+        read(events, shared.clone(), batch, config.max_buffered_rows),
+    );
     supervisor.spawn(
         "persistence-writer",
         write(shared, db, config, batch, health),
     );
 }
 
-async fn read(mut events: mpsc::Receiver<Event>, shared: Arc<Shared>, batch: usize) {
+async fn read(mut events: mpsc::Receiver<Event>, shared: Arc<Shared>, batch: usize, bound: usize) {
     while let Some(event) = events.recv().await {
         metrics::counter!(telemetry::STAGE_RECEIVED, "stage" => STAGE).increment(1);
         if event.class != EventClass::Balances {
@@ -94,28 +121,23 @@ async fn read(mut events: mpsc::Receiver<Event>, shared: Arc<Shared>, batch: usi
                 continue;
             }
         };
-        let (len, dropped) = {
-            let mut buf = shared.lock();
-            buf.rows
-                .extend(rows.into_iter().map(|r| (r, event.received_mono)));
-            let over = buf.rows.len().saturating_sub(MAX_BUFFERED_ROWS);
-            buf.rows.drain(..over);
-            (buf.rows.len(), over)
-        };
+        // Never waits: past the bound the oldest row goes (counted by the buffer).
+        let dropped = rows
+            .into_iter()
+            .filter_map(|r| shared.rows.force_push(Row(r, event.received_mono)))
+            .count();
         if dropped > 0 {
-            metrics::counter!(telemetry::STAGE_DROPPED, "stage" => STAGE, "reason" => "buffer_full")
-                .increment(dropped as u64);
             tracing::error!(
                 dropped,
-                bound = MAX_BUFFERED_ROWS,
+                bound = bound,
                 "Balance buffer full while the database is away; oldest rows dropped."
             );
         }
-        if len >= batch {
+        if shared.rows.len() >= batch {
             shared.wake.notify_one();
         }
     }
-    shared.lock().closed = true;
+    shared.rows.close();
     shared.wake.notify_one();
 }
 
@@ -130,12 +152,13 @@ async fn write(
     let flush = config.flush_interval.max(Duration::from_millis(1));
     let mut failing = false;
     loop {
-        let (rows, received, closed) = {
-            let mut buf = shared.lock();
-            let n = buf.rows.len().min(batch);
-            let (rows, received): (Vec<_>, Vec<_>) = buf.rows.drain(..n).unzip();
-            (rows, received, buf.closed)
-        };
+        let closed = shared.rows.is_closed();
+        let (rows, received): (Vec<_>, Vec<_>) = shared
+            .rows
+            .pop_up_to(batch)
+            .into_iter()
+            .map(|Row(row, at)| (row, at))
+            .unzip();
         if rows.is_empty() {
             if closed {
                 tracing::info!("Persistence sink drained and stopped.");
@@ -171,11 +194,11 @@ async fn write(
                     metrics::counter!(telemetry::DB_WRITE_FAILURES, "table" => TABLE).increment(1);
                     health.set_database(ComponentState::Down);
                     metrics::gauge!(telemetry::DB_UP).set(0.0);
-                    let waiting = shared.lock().rows.len() + rows.len();
+                    let waiting = shared.rows.len() + rows.len();
                     if !failing {
                         tracing::warn!(%error, waiting, "Balance write failed; retrying with backoff.");
                         failing = true;
-                    } else if shared.lock().closed {
+                    } else if shared.rows.is_closed() {
                         tracing::error!(%error, waiting, "Database still unreachable while stopping; rows wait.");
                     } else {
                         tracing::debug!(%error, waiting, "Balance write retry failed.");
@@ -185,8 +208,8 @@ async fn write(
             }
         }
         // A partial batch waits for more rows or the flush interval (batches, not row-by-row).
-        let waiting = shared.lock().rows.len();
-        if waiting > 0 && waiting < batch && !shared.lock().closed {
+        let waiting = shared.rows.len();
+        if waiting > 0 && waiting < batch && !shared.rows.is_closed() {
             let _ = tokio::time::timeout(flush, shared.wake.notified()).await;
         }
     }

@@ -1,20 +1,20 @@
 //! The RabbitMQ publish sink (spec section 4): topology, publisher confirms, reconnects, the
 //! private-event spool.
 //!
-//! - [`outbox`]: what waits for the broker (bounded market buffer, private memory + spool).
+//! - `outbox`: what waits for the broker (bounded market buffer, private memory + spool).
 //! - [`spool`]: the on-disk, append-only spool of private events.
 //! - [`topology`]: exchange, class queues, per-service queues and their bindings.
-//! - [`confirms`]: the confirm callback and the in-flight window.
-//! - [`publisher`]: the connection loop that ties them together.
+//! - `confirms`: the confirm callback and the in-flight window.
+//! - `publisher`: the connection loop that ties them together.
 //!
-//! Two tasks run: `publish-input` moves the event stream into the outbox (never waiting on the
-//! broker, except under `when_full = "block"`), and `publish` sends from the outbox with at
-//! most `confirm_window` unconfirmed messages. An event counts as published only once the
-//! broker confirms it. Delivery is at-least-once: messages in flight when a connection drops
-//! (or after a NACK) are sent again, so those few may arrive twice.
+//! The topology hands events to `RabbitInput`, which puts them in the outbox (never waiting on the
+//! broker, except under `when_full = "block"`); the `publish` task sends from the outbox with at
+//! most `confirm_window` unconfirmed messages. An event counts as published only once the broker
+//! confirms it. Delivery is at-least-once: messages in flight when a connection drops (or after a
+//! NACK) are sent again, so those few may arrive twice.
 
 mod confirms;
-pub mod outbox;
+mod outbox;
 mod publisher;
 pub mod spool;
 pub mod topology;
@@ -22,7 +22,7 @@ mod url_args;
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use metrics::Counter;
 use secrecy::SecretString;
 
 pub use publisher::properties;
@@ -31,11 +31,11 @@ pub use url_args::connection_args;
 use crate::{
     event::Event,
     health::HealthBoard,
-    pipeline::PipelineStats,
     pipeline_file::{BufferConfig, PublishConfig},
     shutdown::Supervisor,
+    sink::EventSink,
     subscriptions::QueueBindings,
-    telemetry::STAGE_RECEIVED,
+    telemetry::{PipelineStats, STAGE_RECEIVED},
 };
 
 /// Why publishing failed (each leads to a reconnect with backoff).
@@ -72,7 +72,7 @@ pub enum PublishError {
 
 /// What the sink needs.
 #[derive(Debug, Clone)]
-pub struct RabbitParams {
+pub(crate) struct RabbitParams {
     /// `amqp://…` (secret: it holds the password).
     pub url: SecretString,
     /// Prefix of exchange and queue names.
@@ -89,12 +89,30 @@ pub struct RabbitParams {
     pub stats: PipelineStats,
 }
 
-/// Starts the sink over `events`; its tasks end when the stream has ended and every event is
-/// confirmed (or, with the broker away at the end, private events are spooled).
-pub fn spawn<S>(events: S, params: RabbitParams, supervisor: &Supervisor)
-where
-    S: Stream<Item = Arc<Event>> + Send + 'static,
-{
+/// The sink's input: events go into the outbox. Dropping it closes the outbox; the sink's
+/// tasks end once every event is confirmed (or, with the broker away at the end, private
+/// events are spooled).
+#[derive(Debug)]
+pub(crate) struct RabbitInput {
+    outbox: Arc<outbox::Outbox>,
+    received: Counter,
+}
+
+impl EventSink for RabbitInput {
+    async fn send(&mut self, event: &Arc<Event>) {
+        self.received.increment(1);
+        self.outbox.push(event.clone()).await;
+    }
+}
+
+impl Drop for RabbitInput {
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
+}
+
+/// Starts the sink and returns its input.
+pub(crate) fn spawn(params: RabbitParams, supervisor: &Supervisor) -> RabbitInput {
     let spool = match spool::Spool::open(&params.config.spool_dir, &params.prefix) {
         Ok(s) => {
             if s.pending() > 0 {
@@ -116,19 +134,13 @@ where
         spool,
         params.stats.clone(),
     ));
-    let input = outbox.clone();
-    supervisor.spawn("publish-input", async move {
-        let received = metrics::counter!(STAGE_RECEIVED, "stage" => "publish");
-        let mut events = std::pin::pin!(events);
-        while let Some(ev) = events.next().await {
-            received.increment(1);
-            input.push(ev).await;
-        }
-        input.close();
-    });
     supervisor.spawn("spool-sync", sync_spool(outbox.clone()));
-    let publisher = publisher::Publisher::new(params, outbox).run();
+    let publisher = publisher::Publisher::new(params, outbox.clone()).run();
     supervisor.spawn("publish", run_dedicated(publisher));
+    RabbitInput {
+        outbox,
+        received: metrics::counter!(STAGE_RECEIVED, "stage" => "publish"),
+    }
 }
 
 /// Group commit of the spool: every [`spool::SYNC_INTERVAL`], `fsync`s what was spooled since

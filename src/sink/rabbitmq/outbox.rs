@@ -1,8 +1,8 @@
 //! The publish stage's buffers: what waits for the broker.
 //!
-//! - Market data: a bounded deque of `stages.publish.capacity`; when full, `drop_oldest` evicts
-//!   the oldest (counted `STAGE_DROPPED{stage="publish", reason="full"}`), `block` makes the
-//!   input wait.
+//! - Market data: the one bounded buffer ([`Bounded`]) of `stages.publish.capacity`; when full,
+//!   `drop_oldest` evicts the oldest (counted `STAGE_DROPPED{stage="publish", reason="full"}`),
+//!   `block` makes the input wait until an eighth of it drained.
 //! - Private events: never dropped. Up to `publish.private_memory_buffer` in memory, then
 //!   appended to the [`Spool`]; once anything is spooled, newer private events go to the spool
 //!   too until it is drained, so they come back in order (memory first, then the spool).
@@ -18,21 +18,14 @@ use tokio::sync::Notify;
 
 use super::spool::{Spool, SyncHandle};
 use crate::{
+    buffer::{Bounded, Droppable},
     event::Event,
-    pipeline::PipelineStats,
-    pipeline_file::{BufferConfig, WhenFull},
-    telemetry::{SPOOLED, STAGE_DROPPED},
+    pipeline_file::BufferConfig,
+    telemetry::{PipelineStats, SPOOLED},
 };
-
-/// Market-buffer length at which a pump blocked on a full buffer (`block`) is woken: an eighth
-/// of the capacity below full (at most 512 events), so one wake-up moves many events.
-fn resume_at(capacity: usize) -> usize {
-    capacity - (capacity / 8).clamp(1, 512)
-}
 
 #[derive(Debug)]
 struct State {
-    market: VecDeque<Arc<Event>>,
     private: VecDeque<Arc<Event>>,
     spool: Option<Spool>,
     closed: bool,
@@ -42,15 +35,11 @@ struct State {
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    market: BufferConfig,
+    /// Market data: waits (`block`) or evicts (`drop_oldest`) when full.
+    market: Bounded<Arc<Event>>,
     private_capacity: usize,
     /// Wakes the publisher: something to send, or the input closed.
     ready: Notify,
-    /// Wakes the input pump blocked on a full market buffer (`block` policy).
-    space: Notify,
-    /// `block` policy: the pump is woken once the market buffer is down to this length, so it
-    /// refills a stretch per wake-up instead of one event per pop.
-    resume_at: usize,
     stats: PipelineStats,
 }
 
@@ -65,19 +54,13 @@ impl Outbox {
     ) -> Self {
         Self {
             state: Mutex::new(State {
-                market: VecDeque::new(),
                 private: VecDeque::new(),
                 spool,
                 closed: false,
             }),
-            market: BufferConfig {
-                capacity: market.capacity.max(1),
-                ..market
-            },
+            market: Bounded::new(market, "publish"),
             private_capacity: private_capacity.max(1),
-            resume_at: resume_at(market.capacity.max(1)),
             ready: Notify::new(),
-            space: Notify::new(),
             stats,
         }
     }
@@ -88,29 +71,10 @@ impl Outbox {
 
     /// Takes one event from the input.
     pub async fn push(&self, event: Arc<Event>) {
-        if event.class.is_private() {
+        if event.must_keep() {
             self.push_private(event);
-            self.ready.notify_one();
-            return;
-        }
-        loop {
-            {
-                let mut st = self.lock();
-                if st.market.len() < self.market.capacity {
-                    st.market.push_back(event);
-                    break;
-                }
-                if self.market.when_full == WhenFull::DropOldest {
-                    st.market.pop_front();
-                    st.market.push_back(event);
-                    drop(st);
-                    metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "full")
-                        .increment(1);
-                    self.stats.add_market_dropped(1);
-                    break;
-                }
-            }
-            self.space.notified().await;
+        } else if self.market.push(event).await.is_some() {
+            self.stats.add_market_dropped(1);
         }
         self.ready.notify_one();
     }
@@ -154,15 +118,8 @@ impl Outbox {
                 }
             }
         }
-        let ev = st.market.pop_front();
-        if ev.is_some()
-            && self.market.when_full == WhenFull::Block
-            && st.market.len() <= self.resume_at
-        {
-            drop(st);
-            self.space.notify_one();
-        }
-        ev
+        drop(st);
+        self.market.try_pop()
     }
 
     /// Waits until something may be ready (or the input closed).
@@ -186,13 +143,14 @@ impl Outbox {
         let st = self.lock();
         st.closed
             && st.private.is_empty()
-            && st.market.is_empty()
+            && self.market.is_empty()
             && st.spool.as_ref().is_none_or(|s| s.pending() == 0)
     }
 
     /// Market-data events waiting.
+    #[cfg(test)]
     pub fn market_len(&self) -> usize {
-        self.lock().market.len()
+        self.market.len()
     }
 
     /// Moves `older` private events and every in-memory private event to the spool, ahead of
@@ -218,12 +176,7 @@ impl Outbox {
     /// Drops every market-data event still waiting (stopping with the broker unreachable);
     /// returns how many.
     pub fn drop_market(&self) -> usize {
-        let mut st = self.lock();
-        let n = st.market.len();
-        st.market.clear();
-        drop(st);
-        self.space.notify_waiters();
-        n
+        self.market.clear()
     }
 
     /// What to `fsync` for private events spooled since the last call (group commit), if any.
@@ -278,7 +231,7 @@ mod tests {
     async fn a_pump_blocked_on_a_full_buffer_wakes_once_it_drained_a_stretch_and_nothing_is_lost() {
         let config = BufferConfig {
             capacity: 16,
-            when_full: WhenFull::Block,
+            when_full: crate::pipeline_file::WhenFull::Block,
         };
         let outbox = Arc::new(Outbox::new(config, 4, None, PipelineStats::default()));
         for _ in 0..16 {

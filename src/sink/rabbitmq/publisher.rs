@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     backoff::Backoff,
+    buffer::Droppable,
     event::{Event, EventClass},
     health::ComponentState,
     subscriptions::Binding,
@@ -162,11 +163,8 @@ impl Publisher {
     /// The input ended and the broker is unreachable: private events go to the spool (fsynced,
     /// replayed on the next start), market data still in memory is dropped and counted.
     fn give_up(&mut self) {
-        let (private, market): (Vec<_>, Vec<_>) = self
-            .window
-            .retry
-            .drain(..)
-            .partition(|e| e.class.is_private());
+        let (private, market): (Vec<_>, Vec<_>) =
+            self.window.retry.drain(..).partition(|e| e.must_keep());
         let spooled = self.outbox.spill_private(private);
         let dropped = market.len() + self.outbox.drop_market();
         if dropped > 0 {

@@ -20,7 +20,7 @@ mod subscribe;
 
 use super::{
     auth,
-    connection::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
+    link::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
     orderbook::{BookVerdict, GapTracker, is_orderbook},
     reconcile::Ledger,
     wire::{self, FrameKind},

@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use ws_gateway::{
     event::{Category, Endpoint, Event, EventClass, RawFrame},
     health::HealthBoard,
-    pipeline::{self, PipelineParams, PipelineStats},
     pipeline_file::PipelineFile,
     shutdown::Supervisor,
     subscriptions::QueueBindings,
+    telemetry::PipelineStats,
+    topology::{self, TopologyParams},
 };
 
 use super::{fixture, init_test_log, unique, wait_until};
@@ -86,23 +87,22 @@ impl PipelineHarness {
         tweak(&mut file);
         let supervisor = Supervisor::new(CancellationToken::new());
         let (tx, rx) = mpsc::channel(file.stages.decode.capacity);
-        let (persist, mut persist_rx) = mpsc::channel(file.stages.tee.capacity);
-        tokio::spawn(async move { while persist_rx.recv().await.is_some() {} });
         let (events, _) = broadcast::channel(1024);
         let stats = PipelineStats::default();
         let bindings = QueueBindings::default();
         let health = Arc::new(HealthBoard::default());
-        pipeline::spawn(
+        topology::spawn(
             ReceiverStream::new(rx),
-            PipelineParams {
+            TopologyParams {
                 stages: file.stages.clone(),
                 publish: file.publish.clone(),
                 persist_classes: vec![EventClass::Balances],
+                database: None,
+                persistence: file.persistence.clone(),
                 service_name: prefix.clone(),
                 amqp_url: amqp_url.map(SecretString::from),
                 bindings: bindings.clone(),
                 broadcast: events.clone(),
-                persist,
                 health: health.clone(),
                 stats: stats.clone(),
             },

@@ -3,7 +3,7 @@
 //!
 //! Policy (spec: "a slow or failing database never stalls the queue path" *and* "after a
 //! database outage, every buffered balance row is written"): the tee pushes a clone into its
-//! own bounded buffer ([`DropOldest`], capacity `stages.tee.capacity`) without waiting, and a
+//! own bounded buffer ([`Bounded`], `drop_oldest`, capacity `stages.tee.capacity`) without waiting, and a
 //! forwarder task moves items from there into the persistence channel (another
 //! `stages.tee.capacity`), where it may wait as long as the database needs. So up to twice
 //! `stages.tee.capacity` persisted events (20,000 by default: hours of wallet updates) survive
@@ -15,45 +15,44 @@
 
 use std::sync::Arc;
 
+use metrics::Counter;
 use tokio::sync::mpsc;
 
 use crate::{
+    buffer::Bounded,
     event::{Event, EventClass},
-    pipeline::buffer::{DropOldest, Droppable},
-    telemetry::STAGE_DROPPED,
+    pipeline_file::{BufferConfig, WhenFull},
+    sink::EventSink,
+    telemetry::{STAGE_RECEIVED, STAGE_SENT},
 };
-
-impl Droppable for Event {
-    fn must_keep(&self) -> bool {
-        self.class.is_private()
-    }
-}
-
-impl Droppable for Arc<Event> {
-    fn must_keep(&self) -> bool {
-        self.class.is_private()
-    }
-}
 
 /// The tee's side: which classes to copy, and the buffer they go to.
 #[derive(Debug)]
 pub struct PersistTee {
     classes: [bool; EventClass::ALL.len()],
-    buffer: Arc<DropOldest<Event>>,
+    buffer: Arc<Bounded<Event>>,
+    received: Counter,
+    sent: Counter,
 }
 
 impl PersistTee {
     /// A tee for `classes` with a buffer of `capacity`; the returned buffer feeds [`forward`].
-    pub fn new(classes: &[EventClass], capacity: usize) -> (Self, Arc<DropOldest<Event>>) {
+    pub fn new(classes: &[EventClass], capacity: usize) -> (Self, Arc<Bounded<Event>>) {
         let mut set = [false; EventClass::ALL.len()];
         for c in classes {
             set[*c as usize] = true;
         }
-        let buffer = Arc::new(DropOldest::new(capacity, "tee"));
+        let config = BufferConfig {
+            capacity,
+            when_full: WhenFull::DropOldest,
+        };
+        let buffer = Arc::new(Bounded::with_reason(config, "tee", "persist_overflow"));
         (
             Self {
                 classes: set,
                 buffer: buffer.clone(),
+                received: metrics::counter!(STAGE_RECEIVED, "stage" => "tee"),
+                sent: metrics::counter!(STAGE_SENT, "stage" => "tee"),
             },
             buffer,
         )
@@ -64,17 +63,24 @@ impl PersistTee {
         if !self.classes[event.class as usize] {
             return;
         }
-        if let Some(lost) = self.buffer.force_push(event.clone()) {
-            metrics::counter!(STAGE_DROPPED, "stage" => "tee", "reason" => "persist_overflow")
-                .increment(1);
-            if lost.class.is_private() {
-                tracing::error!(
-                    trace_id = %lost.trace_id,
-                    class = %lost.class,
-                    "Persistence buffer full; dropped the oldest private event before the database took it."
-                );
-            }
+        // Never waits: the main path must not stall on the database (module docs).
+        if let Some(lost) = self.buffer.force_push(event.clone())
+            && lost.class.must_keep(lost.endpoint)
+        {
+            tracing::error!(
+                trace_id = %lost.trace_id,
+                class = %lost.class,
+                "Persistence buffer full; dropped the oldest private event before the database took it."
+            );
         }
+    }
+}
+
+impl EventSink for PersistTee {
+    async fn send(&mut self, event: &Arc<Event>) {
+        self.received.increment(1);
+        self.offer(event);
+        self.sent.increment(1);
     }
 }
 
@@ -87,7 +93,7 @@ impl Drop for PersistTee {
 
 /// Moves events from the tee's buffer into the persistence channel; ends when the tee is gone
 /// and the buffer is empty (or the database sink has gone).
-pub async fn forward(buffer: Arc<DropOldest<Event>>, tx: mpsc::Sender<Event>) {
+pub async fn forward(buffer: Arc<Bounded<Event>>, tx: mpsc::Sender<Event>) {
     while let Some(event) = buffer.pop().await {
         if tx.send(event).await.is_err() {
             break;
@@ -106,8 +112,8 @@ mod tests {
     #[tokio::test]
     async fn the_tee_never_waits_and_copies_only_persisted_classes() {
         let mut e = Enricher::default();
-        let wallet = include_str!("../../tests/fixtures/bybit/wallet.json").trim_end();
-        let order = include_str!("../../tests/fixtures/bybit/order.json").trim_end();
+        let wallet = include_str!("../../../tests/fixtures/bybit/wallet.json").trim_end();
+        let order = include_str!("../../../tests/fixtures/bybit/order.json").trim_end();
         let (tee, buffer) = PersistTee::new(&[EventClass::Balances], 2);
         let (tx, mut rx) = mpsc::channel(1);
         for text in [wallet, order, wallet, wallet, wallet] {

@@ -1,0 +1,380 @@
+//! The metric table: every metric the gateway exports, in one place.
+//!
+//! [`METRICS`] drives the name list ([`ALL`]), the `describe_*` calls, the registration at zero
+//! and the README's table (a test compares them). Names are constants so that dashboards, tests
+//! and code agree; each module records them where the event happens (log and count in one
+//! place). A new metric is one constant and one row here.
+
+// --- source ---
+/// Data frames read from Bybit, by `endpoint`.
+pub const FRAMES_RECEIVED: &str = "ws_gateway_frames_received_total";
+/// Frames that were not valid JSON or not a known shape, by `endpoint`.
+pub const FRAMES_MALFORMED: &str = "ws_gateway_frames_malformed_total";
+/// 1 while a connection is open, by `endpoint`, `shard`.
+pub const CONNECTION_UP: &str = "ws_gateway_connection_up";
+/// New connections opened, by `endpoint`.
+pub const CONNECTS: &str = "ws_gateway_connects_total";
+/// Reconnects, by `endpoint` and `reason`.
+pub const RECONNECTS: &str = "ws_gateway_reconnects_total";
+/// Ping → pong round trip, by `endpoint`.
+pub const PONG_RTT: &str = "ws_gateway_pong_rtt_seconds";
+/// Subscribe requests rejected by Bybit (or unanswered), by `endpoint`.
+pub const SUBSCRIBE_FAILURES: &str = "ws_gateway_subscribe_failures_total";
+/// Failed private authentications.
+pub const AUTH_FAILURES: &str = "ws_gateway_auth_failures_total";
+/// Order-book `u` gaps, by `category`.
+pub const ORDERBOOK_GAPS: &str = "ws_gateway_orderbook_gaps_total";
+/// Order-book topics resubscribed after a gap, by `category`.
+pub const ORDERBOOK_RESYNCS: &str = "ws_gateway_orderbook_resyncs_total";
+/// Seconds since the quietest desired topic last sent a frame, by `endpoint`.
+pub const TOPIC_SILENCE: &str = "ws_gateway_topic_max_silence_seconds";
+
+// --- pipeline stages ---
+/// Items a stage took in, by `stage`.
+pub const STAGE_RECEIVED: &str = "ws_gateway_stage_received_total";
+/// Items a stage passed on, by `stage`.
+pub const STAGE_SENT: &str = "ws_gateway_stage_sent_total";
+/// Items a stage dropped, by `stage` and `reason`.
+pub const STAGE_DROPPED: &str = "ws_gateway_stage_dropped_total";
+/// Events classified as `other` (unknown topic), by `endpoint`.
+pub const UNKNOWN_TOPICS: &str = "ws_gateway_unknown_topics_total";
+
+// --- publish ---
+/// Events handed to the broker, by `class`.
+pub const EVENTS_PUBLISHED: &str = "ws_gateway_events_published_total";
+/// Events confirmed by the broker, by `class`.
+pub const EVENTS_CONFIRMED: &str = "ws_gateway_events_confirmed_total";
+/// Publishes NACKed or returned and retried, by `class`, `reason`.
+pub const PUBLISH_RETRIES: &str = "ws_gateway_publish_retries_total";
+/// Publish → confirm latency.
+pub const PUBLISH_CONFIRM_LATENCY: &str = "ws_gateway_publish_confirm_seconds";
+/// Frame receipt → broker confirm latency.
+pub const RECEIVE_TO_CONFIRM_LATENCY: &str = "ws_gateway_receive_to_confirm_seconds";
+/// 1 while the broker connection is open.
+pub const BROKER_UP: &str = "ws_gateway_broker_up";
+/// Private events written to the on-disk spool.
+pub const SPOOLED: &str = "ws_gateway_spooled_events_total";
+
+// --- persistence ---
+/// Rows written, by `table`.
+pub const DB_WRITES: &str = "ws_gateway_db_writes_total";
+/// Failed write attempts, by `table`.
+pub const DB_WRITE_FAILURES: &str = "ws_gateway_db_write_failures_total";
+/// 1 while the database answers.
+pub const DB_UP: &str = "ws_gateway_db_up";
+/// Frame receipt → balance row committed (spec: ≤ 1 s for 99 % in normal operation).
+pub const DB_WRITE_LATENCY: &str = "ws_gateway_receive_to_db_write_seconds";
+
+// --- downstream /ws ---
+/// Connected `/ws` clients.
+pub const WS_CLIENTS: &str = "ws_gateway_ws_clients";
+/// `/ws` clients closed with 1013 for falling behind.
+pub const WS_EVICTIONS: &str = "ws_gateway_ws_evictions_total";
+/// Messages sent to `/ws` clients.
+pub const WS_MESSAGES_SENT: &str = "ws_gateway_ws_messages_sent_total";
+/// Distinct topics held by `/ws` clients.
+pub const WS_TOPICS: &str = "ws_gateway_ws_topics";
+/// Messages received from `/ws` clients.
+pub const WS_MESSAGES_RECEIVED: &str = "ws_gateway_ws_messages_received_total";
+
+// --- HTTP ---
+/// HTTP requests, by `method`, `route`, `status`.
+pub const HTTP_REQUESTS: &str = "ws_gateway_http_requests_total";
+/// HTTP request latency, by `method`, `route`.
+pub const HTTP_LATENCY: &str = "ws_gateway_http_request_duration_seconds";
+
+/// What a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    /// The README's word for it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+/// Which series exist at zero before the first event: one per value of a closed label set, or
+/// one unlabelled series that the owning module's labelled series join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zero {
+    /// One series per endpoint (`spot`, `linear`, `inverse`, `option`, `private`).
+    Endpoint,
+    /// One series per public category.
+    Category,
+    /// One series per event class.
+    Class,
+    /// One unlabelled series.
+    Unlabelled,
+}
+
+/// One row of the metric table.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    /// The exported name.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// Label names (low cardinality: never a symbol or topic).
+    pub labels: &'static [&'static str],
+    /// Series registered at startup.
+    pub zero: Zero,
+    /// `# HELP` text and the README's "meaning" column.
+    pub help: &'static str,
+}
+
+/// Every metric the gateway exports.
+pub const METRICS: &[MetricDef] = &[
+    MetricDef {
+        name: FRAMES_RECEIVED,
+        kind: Kind::Counter,
+        labels: &["endpoint"],
+        zero: Zero::Endpoint,
+        help: "data frames read from Bybit",
+    },
+    MetricDef {
+        name: FRAMES_MALFORMED,
+        kind: Kind::Counter,
+        labels: &["endpoint"],
+        zero: Zero::Endpoint,
+        help: "frames that were not JSON or of no known shape (dropped, logged at DEBUG)",
+    },
+    MetricDef {
+        name: CONNECTION_UP,
+        kind: Kind::Gauge,
+        labels: &["endpoint", "shard"],
+        zero: Zero::Unlabelled,
+        help: "1 while that Bybit connection is open",
+    },
+    MetricDef {
+        name: CONNECTS,
+        kind: Kind::Counter,
+        labels: &["endpoint"],
+        zero: Zero::Endpoint,
+        help: "Bybit connections opened",
+    },
+    MetricDef {
+        name: RECONNECTS,
+        kind: Kind::Counter,
+        labels: &["endpoint", "reason"],
+        zero: Zero::Unlabelled,
+        help: "reconnects and why (pong timeout, closed, error, …)",
+    },
+    MetricDef {
+        name: PONG_RTT,
+        kind: Kind::Histogram,
+        labels: &["endpoint"],
+        zero: Zero::Unlabelled,
+        help: "ping → pong round trip",
+    },
+    MetricDef {
+        name: SUBSCRIBE_FAILURES,
+        kind: Kind::Counter,
+        labels: &["endpoint"],
+        zero: Zero::Endpoint,
+        help: "subscribe requests rejected by Bybit or unanswered",
+    },
+    MetricDef {
+        name: AUTH_FAILURES,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "failed private-stream authentications",
+    },
+    MetricDef {
+        name: ORDERBOOK_GAPS,
+        kind: Kind::Counter,
+        labels: &["category"],
+        zero: Zero::Category,
+        help: "order-book `u` gaps detected",
+    },
+    MetricDef {
+        name: ORDERBOOK_RESYNCS,
+        kind: Kind::Counter,
+        labels: &["category"],
+        zero: Zero::Category,
+        help: "order-book topics resubscribed for a fresh snapshot",
+    },
+    MetricDef {
+        name: TOPIC_SILENCE,
+        kind: Kind::Gauge,
+        labels: &["endpoint"],
+        zero: Zero::Unlabelled,
+        help: "seconds since the quietest desired topic sent a frame",
+    },
+    MetricDef {
+        name: STAGE_RECEIVED,
+        kind: Kind::Counter,
+        labels: &["stage"],
+        zero: Zero::Unlabelled,
+        help: "items a pipeline stage took in",
+    },
+    MetricDef {
+        name: STAGE_SENT,
+        kind: Kind::Counter,
+        labels: &["stage"],
+        zero: Zero::Unlabelled,
+        help: "items a pipeline stage passed on",
+    },
+    MetricDef {
+        name: STAGE_DROPPED,
+        kind: Kind::Counter,
+        labels: &["stage", "reason"],
+        zero: Zero::Unlabelled,
+        help: r#"items dropped (`drop_oldest` buffers, malformed input, `/ws` dispatcher lag as `stage="ws_fanout"`)"#,
+    },
+    MetricDef {
+        name: UNKNOWN_TOPICS,
+        kind: Kind::Counter,
+        labels: &["endpoint"],
+        zero: Zero::Endpoint,
+        help: "frames classified as `other`",
+    },
+    MetricDef {
+        name: EVENTS_PUBLISHED,
+        kind: Kind::Counter,
+        labels: &["class"],
+        zero: Zero::Class,
+        help: "events handed to RabbitMQ",
+    },
+    MetricDef {
+        name: EVENTS_CONFIRMED,
+        kind: Kind::Counter,
+        labels: &["class"],
+        zero: Zero::Class,
+        help: "events confirmed by RabbitMQ (publisher confirms)",
+    },
+    MetricDef {
+        name: PUBLISH_RETRIES,
+        kind: Kind::Counter,
+        labels: &["class", "reason"],
+        zero: Zero::Unlabelled,
+        help: "publishes NACKed or returned and retried",
+    },
+    MetricDef {
+        name: PUBLISH_CONFIRM_LATENCY,
+        kind: Kind::Histogram,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "publish → broker confirm",
+    },
+    MetricDef {
+        name: RECEIVE_TO_CONFIRM_LATENCY,
+        kind: Kind::Histogram,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "frame receipt → broker confirm (end-to-end latency)",
+    },
+    MetricDef {
+        name: BROKER_UP,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "1 while the RabbitMQ connection is open",
+    },
+    MetricDef {
+        name: SPOOLED,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "private events written to the on-disk spool while the broker was away",
+    },
+    MetricDef {
+        name: DB_WRITES,
+        kind: Kind::Counter,
+        labels: &["table"],
+        zero: Zero::Unlabelled,
+        help: "rows written",
+    },
+    MetricDef {
+        name: DB_WRITE_FAILURES,
+        kind: Kind::Counter,
+        labels: &["table"],
+        zero: Zero::Unlabelled,
+        help: "failed write attempts (retried)",
+    },
+    MetricDef {
+        name: DB_UP,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "1 while the database answers",
+    },
+    MetricDef {
+        name: DB_WRITE_LATENCY,
+        kind: Kind::Histogram,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "frame receipt → balance row committed (spec: ≤ 1 s for 99 % in normal operation)",
+    },
+    MetricDef {
+        name: WS_CLIENTS,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "connected `/ws` clients",
+    },
+    MetricDef {
+        name: WS_EVICTIONS,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "`/ws` clients closed with 1013 because their outbound queue was full",
+    },
+    MetricDef {
+        name: WS_MESSAGES_SENT,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "messages (envelopes and replies) sent to `/ws` clients",
+    },
+    MetricDef {
+        name: WS_TOPICS,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "distinct topics held by `/ws` clients",
+    },
+    MetricDef {
+        name: WS_MESSAGES_RECEIVED,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "messages received from `/ws` clients",
+    },
+    MetricDef {
+        name: HTTP_REQUESTS,
+        kind: Kind::Counter,
+        labels: &["method", "route", "status"],
+        zero: Zero::Unlabelled,
+        help: "HTTP requests",
+    },
+    MetricDef {
+        name: HTTP_LATENCY,
+        kind: Kind::Histogram,
+        labels: &["method", "route"],
+        zero: Zero::Unlabelled,
+        help: "HTTP request latency",
+    },
+];
+
+/// Every metric name, in table order (dashboards, README and tests check against this list).
+pub const ALL: [&str; METRICS.len()] = names();
+
+const fn names() -> [&'static str; METRICS.len()] {
+    let mut out = [""; METRICS.len()];
+    let mut i = 0;
+    while i < METRICS.len() {
+        out[i] = METRICS[i].name;
+        i += 1;
+    }
+    out
+}
