@@ -106,6 +106,8 @@ pub const RECEIVE_TO_CONFIRM_LATENCY: &str = "ws_gateway_receive_to_confirm_seco
 pub const BROKER_UP: &str = "ws_gateway_broker_up";
 /// Private events written to the on-disk spool.
 pub const SPOOLED: &str = "ws_gateway_spooled_events_total";
+/// Spool records (or damaged stretches) that could not be read back: private events lost.
+pub const SPOOL_UNREADABLE: &str = "ws_gateway_spool_unreadable_records_total";
 
 // --- persistence ---
 /// Rows written, by `table`.
@@ -159,6 +161,7 @@ pub const ALL: &[&str] = &[
     RECEIVE_TO_CONFIRM_LATENCY,
     BROKER_UP,
     SPOOLED,
+    SPOOL_UNREADABLE,
     DB_WRITES,
     DB_WRITE_FAILURES,
     DB_UP,
@@ -207,6 +210,7 @@ fn register_at_zero() {
         STAGE_DROPPED,
         PUBLISH_RETRIES,
         SPOOLED,
+        SPOOL_UNREADABLE,
         DB_WRITES,
         DB_WRITE_FAILURES,
         WS_EVICTIONS,
@@ -343,6 +347,11 @@ fn describe() {
         SPOOLED,
         Unit::Count,
         "Private events written to the on-disk spool."
+    );
+    describe_counter!(
+        SPOOL_UNREADABLE,
+        Unit::Count,
+        "Spool records (or damaged stretches) that could not be read back."
     );
     describe_counter!(
         DB_WRITES,
