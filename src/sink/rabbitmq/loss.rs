@@ -113,7 +113,11 @@ impl LossLog {
     ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         events.into_iter().fold(None, |acc, e| {
             let t = e.received_at;
-            Some(acc.map_or((t, t), |(a, b): (DateTime<Utc>, DateTime<Utc>)| (a.min(t), b.max(t))))
+            Some(
+                acc.map_or((t, t), |(a, b): (DateTime<Utc>, DateTime<Utc>)| {
+                    (a.min(t), b.max(t))
+                }),
+            )
         })
     }
 }
@@ -132,7 +136,11 @@ mod tests {
         assert_eq!(t.take(false, now), Some((2, t0, t0)));
         t.add(5, t1, t1);
         t.add(1, t0, t0);
-        assert_eq!(t.take(false, now + Duration::from_secs(1)), None, "rate-limited");
+        assert_eq!(
+            t.take(false, now + Duration::from_secs(1)),
+            None,
+            "rate-limited"
+        );
         assert_eq!(
             t.take(false, now + LOG_EVERY),
             Some((6, t0, t1)),

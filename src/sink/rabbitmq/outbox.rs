@@ -420,14 +420,23 @@ mod tests {
             capacity: 16,
             when_full: WhenFull::DropOldest,
         };
-        let outbox = Arc::new(Outbox::new(config, 100, Some(spool), PipelineStats::default()));
+        let outbox = Arc::new(Outbox::new(
+            config,
+            100,
+            Some(spool),
+            PipelineStats::default(),
+        ));
         outbox.push(one).await;
         outbox.set_write_ahead(true);
         // Memory moves to the spool ahead of newer events; newer ones go straight there.
         assert_eq!(outbox.spill_private(vec![]).unwrap(), 1);
         outbox.push(order(&mut e)).await;
         outbox.push(order(&mut e)).await;
-        assert_eq!(Spool::open(dir.path(), "t").unwrap().pending(), 3, "on disk");
+        assert_eq!(
+            Spool::open(dir.path(), "t").unwrap().pending(),
+            3,
+            "on disk"
+        );
         // Full: the fourth waits instead of being dropped.
         let pump = outbox.clone();
         let fourth = order(&mut e);

@@ -117,7 +117,8 @@ impl Publisher {
     /// Sets the stop deadline once the input has ended: half the shutdown timeout from now.
     fn note_close(&mut self) {
         if self.stop_by.is_none() && self.outbox.is_closed() {
-            self.stop_by = Some(tokio::time::Instant::now() + self.params.config.shutdown_timeout / 2);
+            self.stop_by =
+                Some(tokio::time::Instant::now() + self.params.config.shutdown_timeout / 2);
         }
     }
 

@@ -217,7 +217,9 @@ fn header_bytes(head: u64, generation: u64) -> [u8; HDR as usize] {
 fn record(event: &Event) -> Result<Vec<u8>, AppendError> {
     let len = event.json.len() as u64 + 1;
     if len > MAX_RECORD {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "event too large for the spool").into());
+        return Err(
+            io::Error::new(io::ErrorKind::InvalidInput, "event too large for the spool").into(),
+        );
     }
     let mut rec = Vec::with_capacity(REC_HDR as usize + len as usize);
     rec.extend_from_slice(&REC_MAGIC.to_le_bytes());
@@ -431,7 +433,10 @@ impl Spool {
         #[cfg(test)]
         if let Some(n) = self.fail_after.take() {
             self.file.write_all_at(&rec[..n.min(rec.len())], self.end)?;
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full (test)"));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "disk full (test)",
+            ));
         }
         self.file.write_all_at(rec, self.end)
     }
@@ -504,10 +509,12 @@ impl Spool {
                 self.head = o.end;
             }
         }
-        if self.head >= self.end && self.read_pos >= self.end && self.outstanding.is_empty() {
-            if let Err(error) = self.reset() {
-                tracing::error!(%error, path = %self.path.display(), "Cannot cut the drained spool back; it is replayed from its persisted offset.");
-            }
+        if self.head >= self.end
+            && self.read_pos >= self.end
+            && self.outstanding.is_empty()
+            && let Err(error) = self.reset()
+        {
+            tracing::error!(%error, path = %self.path.display(), "Cannot cut the drained spool back; it is replayed from its persisted offset.");
         }
         self.head != before
     }
@@ -517,7 +524,8 @@ impl Spool {
     fn reset(&mut self) -> io::Result<()> {
         self.generation += 1;
         let slot = 8 + (self.generation % 2) * SLOT;
-        self.file.write_all_at(&slot_bytes(HDR, self.generation), slot)?;
+        self.file
+            .write_all_at(&slot_bytes(HDR, self.generation), slot)?;
         self.file.set_len(HDR)?;
         self.file.sync_data()?;
         self.end = HDR;
@@ -590,10 +598,12 @@ impl Spool {
         }
         let records = older
             .iter()
-            .map(|e| record(e).map_err(|e| match e {
-                AppendError::Io(e) => e,
-                AppendError::Full => io::Error::other("full"),
-            }))
+            .map(|e| {
+                record(e).map_err(|e| match e {
+                    AppendError::Io(e) => e,
+                    AppendError::Full => io::Error::other("full"),
+                })
+            })
             .collect::<io::Result<Vec<_>>>()?;
         self.rewrite(&records)?;
         self.pending += again + older.len() as u64;
@@ -828,7 +838,10 @@ mod tests {
         drop(spool);
         // A crash mid-write: half of a third record.
         let rec = record(&evs[2]).unwrap();
-        let mut f = OpenOptions::new().append(true).open(dir.path().join("t.spool")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("t.spool"))
+            .unwrap();
         f.write_all(&rec[..rec.len() / 2]).unwrap();
         drop(f);
         let mut spool = Spool::open(dir.path(), "t").unwrap();
@@ -850,15 +863,24 @@ mod tests {
             spool.append(ev).unwrap();
         }
         drop(spool);
-        let f = OpenOptions::new().read(true).write(true).open(dir.path().join("t.spool")).unwrap();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("t.spool"))
+            .unwrap();
         // A flipped byte in the payload of record 2, and a length field of record 3 wrecked.
         f.write_all_at(b"X", starts[1] + REC_HDR + 20).unwrap();
-        f.write_all_at(&u32::MAX.to_le_bytes(), starts[2] + 4).unwrap();
+        f.write_all_at(&u32::MAX.to_le_bytes(), starts[2] + 4)
+            .unwrap();
         drop(f);
         let mut spool = Spool::open(dir.path(), "t").unwrap();
         let back = read_all(&mut spool);
         assert_eq!(seqs(&back), [1, 4]);
-        assert_eq!(spool.unreadable(), 1, "one damaged stretch (records 2 and 3)");
+        assert_eq!(
+            spool.unreadable(),
+            1,
+            "one damaged stretch (records 2 and 3)"
+        );
         // The damage is settled with the confirms: the offset moves past it.
         spool.confirm(back.iter().map(|e| e.id));
         assert!(spool.is_empty());
@@ -873,7 +895,11 @@ mod tests {
         let good = spool.len_bytes();
         spool.fail_after = Some(30);
         assert!(matches!(spool.append(&evs[1]), Err(AppendError::Io(_))));
-        assert_eq!(file_len(dir.path()), good, "nothing of the failed write is left");
+        assert_eq!(
+            file_len(dir.path()),
+            good,
+            "nothing of the failed write is left"
+        );
         spool.append(&evs[2]).unwrap();
         spool.sync().unwrap();
         assert_eq!(seqs(&read_all(&mut spool)), [1, 3]);
@@ -893,7 +919,10 @@ mod tests {
         }
         assert!(matches!(spool.append(&evs[3]), Err(AppendError::Full)));
         let first = spool.read_next().unwrap().unwrap();
-        assert!(matches!(spool.append(&evs[3]), Err(AppendError::Full)), "read is not confirmed");
+        assert!(
+            matches!(spool.append(&evs[3]), Err(AppendError::Full)),
+            "read is not confirmed"
+        );
         spool.confirm([first.id]);
         spool.append(&evs[3]).unwrap();
         assert!(spool.len_bytes() <= HDR + 3 * rec + 10);
@@ -943,14 +972,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let evs = events(2);
         let mut spool = Spool::open(dir.path(), "t").unwrap();
-        assert!(spool.sync_handle().unwrap().is_none(), "nothing written yet");
+        assert!(
+            spool.sync_handle().unwrap().is_none(),
+            "nothing written yet"
+        );
         spool.append(&evs[0]).unwrap();
         spool.append(&evs[1]).unwrap();
-        spool.sync_handle().unwrap().expect("records to sync").sync().unwrap();
+        spool
+            .sync_handle()
+            .unwrap()
+            .expect("records to sync")
+            .sync()
+            .unwrap();
         assert!(spool.sync_handle().unwrap().is_none(), "already synced");
         let first = spool.read_next().unwrap().unwrap();
         spool.confirm([first.id]);
-        spool.sync_handle().unwrap().expect("the moved offset").sync().unwrap();
+        spool
+            .sync_handle()
+            .unwrap()
+            .expect("the moved offset")
+            .sync()
+            .unwrap();
         assert_eq!(Spool::open(dir.path(), "t").unwrap().pending(), 1);
     }
 }

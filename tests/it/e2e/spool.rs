@@ -67,7 +67,11 @@ async fn push(bin: &Binary, fake: &FakeBybit, n: usize, total: f64) {
         (bin.metric(FRAMES_RECEIVED, &[]).await >= total).then_some(())
     })
     .await;
-    assert!(read.is_some(), "the gateway read every frame: {}", bin.log());
+    assert!(
+        read.is_some(),
+        "the gateway read every frame: {}",
+        bin.log()
+    );
 }
 
 /// Waits until `queue` holds at least `n` messages, then returns the `seq`s of its distinct
@@ -116,7 +120,10 @@ async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_nex
     // then SIGTERM.
     proxy.black_hole();
     push(&bin, &fake, during, 2.0 * (before + during) as f64).await;
-    let exit = bin.sigterm(secs(15)).await.expect("exits within the shutdown timeout");
+    let exit = bin
+        .sigterm(secs(15))
+        .await
+        .expect("exits within the shutdown timeout");
     assert!(exit.success(), "exit status {exit:?}: {}", bin.log());
     let log = bin.log();
     assert!(
@@ -125,7 +132,8 @@ async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_nex
     );
     drop(bin);
     // Then a start with a working broker on the same spool directory.
-    let mut second = Binary::start(&vars(&fake, url.clone(), &prefix), &pipeline(spool.path())).await;
+    let mut second =
+        Binary::start(&vars(&fake, url.clone(), &prefix), &pipeline(spool.path())).await;
 
     // Assert: every private event is in its queue, in order.
     let expected = (before + during) as u64;
@@ -134,7 +142,11 @@ async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_nex
         "black-holed stop: {} distinct orders in the queue ({messages} messages), expected {expected}",
         seqs.len()
     );
-    assert_eq!(seqs, (1..=expected).collect::<Vec<_>>(), "every order, in order");
+    assert_eq!(
+        seqs,
+        (1..=expected).collect::<Vec<_>>(),
+        "every order, in order"
+    );
     let exit = second.sigterm(secs(15)).await.expect("second run stops");
     assert!(exit.success(), "{}", second.log());
     proxy.restore();
@@ -142,8 +154,7 @@ async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_nex
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_the_last_commit()
-{
+async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_the_last_commit() {
     // Arrange
     let fake = FakeBybit::start().await;
     let prefix = unique("spool-kill");
@@ -176,7 +187,8 @@ async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_th
     let _ = bin.child.wait();
     drop(bin);
     proxy.restore();
-    let mut second = Binary::start(&vars(&fake, url.clone(), &prefix), &pipeline(spool.path())).await;
+    let mut second =
+        Binary::start(&vars(&fake, url.clone(), &prefix), &pipeline(spool.path())).await;
 
     // Assert
     let expected = sent as u64;
@@ -186,7 +198,11 @@ async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_th
         started.elapsed(),
         seqs.len()
     );
-    assert_eq!(seqs, (1..=expected).collect::<Vec<_>>(), "every order, in order");
+    assert_eq!(
+        seqs,
+        (1..=expected).collect::<Vec<_>>(),
+        "every order, in order"
+    );
     let exit = second.sigterm(secs(15)).await.expect("second run stops");
     assert!(exit.success(), "{}", second.log());
     cleanup(&url, &prefix, &[]).await;
