@@ -274,9 +274,14 @@ impl Outbox {
 
     /// Moves `older` private events (the publisher's unconfirmed window, oldest first) and
     /// every in-memory private event to the spool, ahead of what is spooled already; events of
-    /// `older` read from the spool stay where they are and are read again. Returns how many
+    /// `older` read from the spool stay where they are and, with `rewind` (the window was
+    /// dropped), every spooled record read and not confirmed is read again. Returns how many
     /// were written, or gives `older` back when the spool cannot be written (or there is none).
-    pub fn spill_private(&self, older: Vec<Arc<Event>>) -> Result<usize, Vec<Arc<Event>>> {
+    pub fn spill_private(
+        &self,
+        older: Vec<Arc<Event>>,
+        rewind: bool,
+    ) -> Result<usize, Vec<Arc<Event>>> {
         let mut st = self.lock();
         let st = &mut *st;
         let Some(spool) = st.spool.as_mut() else {
@@ -288,6 +293,9 @@ impl Outbox {
             .cloned()
             .collect();
         all.extend(st.private.iter().cloned());
+        if all.is_empty() && !rewind {
+            return Ok(0);
+        }
         if let Err(error) = spool.spill(&all) {
             tracing::error!(%error, "Cannot write the spool; private events stay in memory.");
             return Err(older);
@@ -429,7 +437,7 @@ mod tests {
         outbox.push(one).await;
         outbox.set_write_ahead(true);
         // Memory moves to the spool ahead of newer events; newer ones go straight there.
-        assert_eq!(outbox.spill_private(vec![]).unwrap(), 1);
+        assert_eq!(outbox.spill_private(vec![], true).unwrap(), 1);
         outbox.push(order(&mut e)).await;
         outbox.push(order(&mut e)).await;
         assert_eq!(

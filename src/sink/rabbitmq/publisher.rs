@@ -141,7 +141,7 @@ impl Publisher {
             .drain(..)
             .partition(|e| e.class.is_private());
         self.window.retry = market;
-        match self.outbox.spill_private(private.into()) {
+        match self.outbox.spill_private(private.into(), true) {
             Ok(n) if n > 0 => tracing::info!(
                 spooled = n,
                 "Broker unreachable; unconfirmed private events moved to the spool."
@@ -250,7 +250,7 @@ impl Publisher {
             .retry
             .drain(..)
             .partition(|e| e.class.is_private());
-        let spooled = match self.outbox.spill_private(private) {
+        let spooled = match self.outbox.spill_private(private, true) {
             Ok(n) => n,
             Err(lost) => {
                 tracing::error!(
@@ -401,7 +401,13 @@ impl Publisher {
                             unconfirmed = self.window.inflight.len(),
                             "RabbitMQ has not confirmed for 2 s; writing private events ahead to the spool."
                         );
-                        self.enter_outage();
+                        // The window stays (its confirms may still come); memory moves to
+                        // the spool and newer private events are written ahead.
+                        self.outage = true;
+                        self.outbox.set_write_ahead(true);
+                        if let Err(back) = self.outbox.spill_private(Vec::new(), false) {
+                            debug_assert!(back.is_empty());
+                        }
                     }
                 }
             }

@@ -130,6 +130,10 @@ async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_nex
         log.contains("Market data dropped") && log.contains("\"level\":\"ERROR\""),
         "market loss logged at ERROR: {log}"
     );
+    assert!(
+        log.contains("Private events written to the on-disk spool"),
+        "spooling logged at WARN: {log}"
+    );
     drop(bin);
     // Then a start with a working broker on the same spool directory.
     let mut second =
@@ -183,6 +187,7 @@ async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_th
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed_at = started.elapsed();
     bin.child.kill().unwrap();
     let _ = bin.child.wait();
     drop(bin);
@@ -195,7 +200,7 @@ async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_th
     let (seqs, messages) = distinct_seqs(&url, &format!("{prefix}.orders"), expected as u32).await;
     eprintln!(
         "SIGKILL {:?} into a broker cut: {} distinct orders in the queue ({messages} messages), expected {expected}",
-        started.elapsed(),
+        killed_at,
         seqs.len()
     );
     assert_eq!(
