@@ -120,10 +120,12 @@ async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_nex
     // then SIGTERM.
     proxy.black_hole();
     push(&bin, &fake, during, 2.0 * (before + during) as f64).await;
+    let stop = std::time::Instant::now();
     let exit = bin
         .sigterm(secs(15))
         .await
         .expect("exits within the shutdown timeout");
+    eprintln!("black-holed stop took {:?}", stop.elapsed());
     assert!(exit.success(), "exit status {exit:?}: {}", bin.log());
     let log = bin.log();
     assert!(
