@@ -119,12 +119,15 @@ where
             None
         }
     };
-    let outbox = Arc::new(outbox::Outbox::new(
-        params.buffer,
-        params.config.private_memory_buffer,
-        spool,
-        params.stats.clone(),
-    ));
+    let outbox = Arc::new(
+        outbox::Outbox::new(
+            params.buffer,
+            params.config.private_memory_buffer,
+            spool,
+            params.stats.clone(),
+        )
+        .stop_on(supervisor.shutdown.clone()),
+    );
     let input = outbox.clone();
     supervisor.spawn("publish-input", async move {
         let received = metrics::counter!(STAGE_RECEIVED, "stage" => "publish");

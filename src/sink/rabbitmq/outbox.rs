@@ -18,6 +18,7 @@ use std::{
 };
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
@@ -64,6 +65,8 @@ pub struct Outbox {
     /// Wakes the input pump waiting on a full spool.
     spool_space: Notify,
     loss: LossLog,
+    /// Cancelled when the process stops: a full spool then takes what the pipeline still holds.
+    stopping: CancellationToken,
 }
 
 impl Outbox {
@@ -94,7 +97,16 @@ impl Outbox {
             stats,
             spool_space: Notify::new(),
             loss: LossLog::default(),
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// Once `token` is cancelled (the process stops), a full spool no longer makes the input
+    /// wait: the private events still in the pipeline are written past the bound, so the
+    /// input can end and the stop completes.
+    pub fn stop_on(mut self, token: CancellationToken) -> Self {
+        self.stopping = token;
+        self
     }
 
     /// The rate-limited loss and spooling log lines.
@@ -155,7 +167,12 @@ impl Outbox {
                     st.private.push_back(event);
                     return;
                 }
-                match spool.append(&event) {
+                let appended = if self.stopping.is_cancelled() {
+                    spool.append_past_bound(&event)
+                } else {
+                    spool.append(&event)
+                };
+                match appended {
                     Ok(()) => {
                         drop(st);
                         metrics::counter!(SPOOLED).increment(1);
@@ -185,11 +202,11 @@ impl Outbox {
                     }
                 }
             }
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_millis(100),
-                self.spool_space.notified(),
-            )
-            .await;
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                () = self.spool_space.notified() => {}
+                () = self.stopping.cancelled() => {}
+            }
         }
     }
 
@@ -461,5 +478,35 @@ mod tests {
             .unwrap();
         let rest: Vec<u64> = std::iter::from_fn(|| outbox.pop()).map(|e| e.seq).collect();
         assert_eq!(rest, [2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_stop_lets_a_private_event_waiting_on_a_full_spool_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = Enricher::default();
+        let one = order(&mut e);
+        let rec = one.json.len() as u64 + 13;
+        let spool = Spool::open_bounded(dir.path(), "t", 64 + rec).unwrap();
+        let config = BufferConfig {
+            capacity: 16,
+            when_full: WhenFull::DropOldest,
+        };
+        let stop = CancellationToken::new();
+        let outbox = Arc::new(
+            Outbox::new(config, 100, Some(spool), PipelineStats::default()).stop_on(stop.clone()),
+        );
+        outbox.set_write_ahead(true);
+        outbox.push(one).await;
+        let pump = outbox.clone();
+        let second = order(&mut e);
+        let waiter = tokio::spawn(async move { pump.push(second).await });
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert!(!waiter.is_finished(), "full: the input waits");
+        stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(2), waiter)
+            .await
+            .expect("the stop lets it through")
+            .unwrap();
+        assert_eq!(outbox.sync_spool(), 2, "both on disk");
     }
 }

@@ -408,9 +408,18 @@ impl Spool {
     /// Appends one event at the end of the last good record. A failed write is cut back, so
     /// later records stay aligned; a full spool first compacts, then answers `Full`.
     pub fn append(&mut self, event: &Event) -> Result<(), AppendError> {
+        self.append_inner(event, true)
+    }
+
+    /// [`Spool::append`] past the bound (stopping: what the pipeline still holds goes to disk).
+    pub fn append_past_bound(&mut self, event: &Event) -> Result<(), AppendError> {
+        self.append_inner(event, false)
+    }
+
+    fn append_inner(&mut self, event: &Event, bounded: bool) -> Result<(), AppendError> {
         let rec = record(event)?;
         let len = rec.len() as u64;
-        if self.end + len > self.max_bytes && self.end > HDR {
+        if bounded && self.end + len > self.max_bytes && self.end > HDR {
             if self.head > HDR {
                 self.compact()?;
             }
