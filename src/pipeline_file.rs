@@ -57,7 +57,9 @@ impl PipelineFile {
 
     /// Parses pipeline TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.message().trim().to_owned())
+        let mut file: Self = toml::from_str(text).map_err(|e| e.message().trim().to_owned())?;
+        file.publish.shutdown_timeout = file.process.shutdown_timeout;
+        Ok(file)
     }
 }
 
@@ -202,12 +204,18 @@ pub struct PublishConfig {
     pub private_memory_buffer: usize,
     /// Directory of the on-disk spool for private events.
     pub spool_dir: PathBuf,
+    /// Bound of the spool file in bytes; when full, private events block the source.
+    pub spool_max_bytes: u64,
     /// Upper bound of the first broker reconnect delay.
     #[serde(with = "humantime_serde")]
     pub reconnect_initial: Duration,
     /// Cap of the broker reconnect delay.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// `process.shutdown_timeout` (copied when the file is parsed): a stop gives the broker
+    /// half of it to confirm, then spools what is left.
+    #[serde(skip)]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for PublishConfig {
@@ -217,8 +225,10 @@ impl Default for PublishConfig {
             persistent_market_data: false,
             private_memory_buffer: 10_000,
             spool_dir: PathBuf::from("spool"),
+            spool_max_bytes: 1 << 30,
             reconnect_initial: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(15),
         }
     }
 }

@@ -244,18 +244,6 @@ impl<T: Droppable> Bounded<T> {
         }
     }
 
-    /// Drops every queued item (stopping); returns how many. The caller counts them.
-    pub fn clear(&self) -> usize {
-        let n = {
-            let mut st = self.lock();
-            let n = st.queue.len();
-            st.queue.clear();
-            n
-        };
-        self.writable.notify_one();
-        n
-    }
-
     /// No more items will be pushed; the consumer drains what is left.
     pub fn close(&self) {
         self.lock().closed = true;

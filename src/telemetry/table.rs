@@ -54,6 +54,8 @@ pub const RECEIVE_TO_CONFIRM_LATENCY: &str = "ws_gateway_receive_to_confirm_seco
 pub const BROKER_UP: &str = "ws_gateway_broker_up";
 /// Private events written to the on-disk spool.
 pub const SPOOLED: &str = "ws_gateway_spooled_events_total";
+/// Spool records (or damaged stretches) that could not be read back: private events lost.
+pub const SPOOL_UNREADABLE: &str = "ws_gateway_spool_unreadable_records_total";
 
 // --- persistence ---
 /// Rows written, by `table`.
@@ -286,6 +288,13 @@ pub const METRICS: &[MetricDef] = &[
         labels: &[],
         zero: Zero::Unlabelled,
         help: "private events written to the on-disk spool while the broker was away",
+    },
+    MetricDef {
+        name: SPOOL_UNREADABLE,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "spool records (or damaged stretches) that could not be read back and were skipped: private events lost",
     },
     MetricDef {
         name: DB_WRITES,

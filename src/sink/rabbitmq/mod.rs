@@ -14,6 +14,7 @@
 //! NACK) are sent again, so those few may arrive twice.
 
 mod confirms;
+mod loss;
 mod outbox;
 mod publisher;
 pub mod spool;
@@ -65,6 +66,10 @@ pub enum PublishError {
     /// The connection attempt took too long.
     #[error("timed out connecting to the broker")]
     ConnectTimeout,
+    /// The input ended and the broker did not confirm everything within half the shutdown
+    /// timeout (what is left is spooled).
+    #[error("the broker did not confirm in time for the stop")]
+    StopDeadline,
     /// A name past AMQP's 255-byte limit.
     #[error("name too long for AMQP: {0}")]
     NameTooLong(String),
@@ -113,7 +118,11 @@ impl Drop for RabbitInput {
 
 /// Starts the sink and returns its input.
 pub(crate) fn spawn(params: RabbitParams, supervisor: &Supervisor) -> RabbitInput {
-    let spool = match spool::Spool::open(&params.config.spool_dir, &params.prefix) {
+    let spool = match spool::Spool::open_bounded(
+        &params.config.spool_dir,
+        &params.prefix,
+        params.config.spool_max_bytes,
+    ) {
         Ok(s) => {
             if s.pending() > 0 {
                 tracing::info!(
@@ -128,12 +137,15 @@ pub(crate) fn spawn(params: RabbitParams, supervisor: &Supervisor) -> RabbitInpu
             None
         }
     };
-    let outbox = Arc::new(outbox::Outbox::new(
-        params.buffer,
-        params.config.private_memory_buffer,
-        spool,
-        params.stats.clone(),
-    ));
+    let outbox = Arc::new(
+        outbox::Outbox::new(
+            params.buffer,
+            params.config.private_memory_buffer,
+            spool,
+            params.stats.clone(),
+        )
+        .stop_on(supervisor.shutdown.clone()),
+    );
     supervisor.spawn("spool-sync", sync_spool(outbox.clone()));
     let publisher = publisher::Publisher::new(params, outbox.clone()).run();
     supervisor.spawn("publish", run_dedicated(publisher));
@@ -152,6 +164,7 @@ async fn sync_spool(outbox: Arc<outbox::Outbox>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        outbox.loss().flush(false);
         let closed = outbox.is_closed();
         if let Some(handle) = outbox.spool_sync_handle() {
             match tokio::task::spawn_blocking(move || handle.sync()).await {

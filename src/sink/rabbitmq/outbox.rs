@@ -1,11 +1,15 @@
 //! The publish stage's buffers: what waits for the broker.
 //!
 //! - Market data: the one bounded buffer ([`Bounded`]) of `stages.publish.capacity`; when full,
-//!   `drop_oldest` evicts the oldest (counted `STAGE_DROPPED{stage="publish", reason="full"}`),
-//!   `block` makes the input wait until an eighth of it drained.
-//! - Private events: never dropped. Up to `publish.private_memory_buffer` in memory, then
-//!   appended to the [`Spool`]; once anything is spooled, newer private events go to the spool
-//!   too until it is drained, so they come back in order (memory first, then the spool).
+//!   `drop_oldest` evicts the oldest (counted `STAGE_DROPPED{stage="publish", reason="full"}`,
+//!   and in the rate-limited loss log), `block` makes the input wait until an eighth of it
+//!   drained.
+//! - Private events: never dropped. Up to `publish.private_memory_buffer` in memory while the
+//!   broker takes them; written ahead to the [`Spool`] as soon as the broker is unreachable
+//!   ([`Outbox::spill_private`] also moves what memory holds there), or once memory is full.
+//!   Once anything is in the spool, newer private events go there too until every spooled
+//!   record is confirmed, so memory always holds the oldest and order is kept (memory first,
+//!   then the spool). A full spool (`publish.spool_max_bytes`) makes the input wait.
 //!
 //! The input pump pushes, the publisher pops; private events are taken before market data.
 
@@ -15,8 +19,13 @@ use std::{
 };
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use super::spool::{Spool, SyncHandle};
+use super::{
+    loss::LossLog,
+    spool::{AppendError, Spool, SyncHandle},
+};
 use crate::{
     buffer::{Bounded, Droppable},
     event::Event,
@@ -28,6 +37,8 @@ use crate::{
 struct State {
     private: VecDeque<Arc<Event>>,
     spool: Option<Spool>,
+    /// The broker is unreachable: private events go straight to the spool.
+    write_ahead: bool,
     closed: bool,
 }
 
@@ -41,6 +52,11 @@ pub struct Outbox {
     /// Wakes the publisher: something to send, or the input closed.
     ready: Notify,
     stats: PipelineStats,
+    /// Wakes the input pump waiting on a full spool.
+    spool_space: Notify,
+    loss: LossLog,
+    /// Cancelled when the process stops: a full spool then takes what the pipeline still holds.
+    stopping: CancellationToken,
 }
 
 impl Outbox {
@@ -56,13 +72,30 @@ impl Outbox {
             state: Mutex::new(State {
                 private: VecDeque::new(),
                 spool,
+                write_ahead: false,
                 closed: false,
             }),
             market: Bounded::new(market, "publish"),
             private_capacity: private_capacity.max(1),
             ready: Notify::new(),
             stats,
+            spool_space: Notify::new(),
+            loss: LossLog::default(),
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// Once `token` is cancelled (the process stops), a full spool no longer makes the input
+    /// wait: the private events still in the pipeline are written past the bound, so the
+    /// input can end and the stop completes.
+    pub fn stop_on(mut self, token: CancellationToken) -> Self {
+        self.stopping = token;
+        self
+    }
+
+    /// The rate-limited loss and spooling log lines.
+    pub fn loss(&self) -> &LossLog {
+        &self.loss
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -72,32 +105,70 @@ impl Outbox {
     /// Takes one event from the input.
     pub async fn push(&self, event: Arc<Event>) {
         if event.must_keep() {
-            self.push_private(event);
-        } else if self.market.push(event).await.is_some() {
+            self.push_private(event).await;
+        } else if let Some(evicted) = self.market.push(event).await {
+            self.loss.dropped_one(&evicted);
             self.stats.add_market_dropped(1);
         }
         self.ready.notify_one();
     }
 
-    fn push_private(&self, event: Arc<Event>) {
-        let mut st = self.lock();
-        let spooling = st.spool.as_ref().is_some_and(|s| s.pending() > 0);
-        if !spooling && st.private.len() < self.private_capacity {
-            st.private.push_back(event);
-            return;
-        }
-        let Some(spool) = st.spool.as_mut() else {
-            st.private.push_back(event);
-            return;
-        };
-        match spool.append(&event) {
-            Ok(()) => {
-                metrics::counter!(SPOOLED).increment(1);
-                self.stats.add_spooled(1);
+    /// Memory while the broker takes events and memory has room and nothing is spooled;
+    /// otherwise the spool. Waits (the source with it) while the spool is full.
+    async fn push_private(&self, event: Arc<Event>) {
+        let mut warned = false;
+        loop {
+            {
+                let mut st = self.lock();
+                let to_memory = st.private.len() < self.private_capacity;
+                let write_ahead = st.write_ahead;
+                let Some(spool) = st.spool.as_mut() else {
+                    st.private.push_back(event);
+                    return;
+                };
+                if to_memory && !write_ahead && spool.is_empty() {
+                    st.private.push_back(event);
+                    return;
+                }
+                let appended = if self.stopping.is_cancelled() {
+                    spool.append_past_bound(&event)
+                } else {
+                    spool.append(&event)
+                };
+                match appended {
+                    Ok(()) => {
+                        drop(st);
+                        metrics::counter!(SPOOLED).increment(1);
+                        self.stats.add_spooled(1);
+                        self.loss.spooled(1, event.received_at, event.received_at);
+                        return;
+                    }
+                    Err(AppendError::Full) => {
+                        if !warned {
+                            warned = true;
+                            tracing::warn!(
+                                bytes = spool.len_bytes(),
+                                "The spool is full; private events wait (the source with them)."
+                            );
+                        }
+                    }
+                    Err(AppendError::Io(error)) => {
+                        if spool.is_empty() && to_memory {
+                            tracing::error!(%error, trace_id = %event.trace_id, "Cannot write the spool; keeping the private event in memory.");
+                            st.private.push_back(event);
+                            return;
+                        }
+                        if !warned {
+                            warned = true;
+                            tracing::error!(%error, trace_id = %event.trace_id, "Cannot write the spool; private events wait until it can be written.");
+                        }
+                    }
+                }
             }
-            Err(error) => {
-                tracing::error!(%error, trace_id = %event.trace_id, "Cannot write the spool; keeping the private event in memory.");
-                st.private.push_back(event);
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                () = self.spool_space.notified() => {}
+                () = self.stopping.cancelled() => {}
             }
         }
     }
@@ -113,8 +184,7 @@ impl Outbox {
                 Ok(Some(ev)) => return Some(ev),
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::error!(%error, "Cannot read the spool; its unread records are lost.");
-                    let _ = spool.prepend(vec![]);
+                    tracing::error!(%error, "Cannot read the spool; trying again later.");
                 }
             }
         }
@@ -153,30 +223,78 @@ impl Outbox {
         self.market.len()
     }
 
-    /// Moves `older` private events and every in-memory private event to the spool, ahead of
-    /// what is spooled already (stopping while the broker is away). Returns how many moved.
-    pub fn spill_private(&self, older: Vec<Arc<Event>>) -> usize {
-        let mut st = self.lock();
-        let mut all = older;
-        all.extend(st.private.drain(..));
-        let n = all.len();
-        let Some(spool) = st.spool.as_mut() else {
-            st.private.extend(all);
-            return 0;
-        };
-        if let Err(error) = spool.prepend(all) {
-            tracing::error!(%error, "Cannot write the spool while stopping; private events are lost.");
-            return 0;
+    /// The broker is unreachable (`true`) or takes events again: while unreachable, every
+    /// private event is written ahead to the spool.
+    pub fn set_write_ahead(&self, on: bool) {
+        self.lock().write_ahead = on;
+    }
+
+    /// Private events confirmed by the broker: the spool's read offset moves over those it
+    /// holds.
+    pub fn confirmed(&self, ids: &[Uuid]) {
+        if ids.is_empty() {
+            return;
         }
-        metrics::counter!(SPOOLED).increment(n as u64);
-        self.stats.add_spooled(n as u64);
-        n
+        let freed = {
+            let mut st = self.lock();
+            st.spool
+                .as_mut()
+                .is_some_and(|s| s.confirm(ids.iter().copied()))
+        };
+        if freed {
+            self.spool_space.notify_waiters();
+        }
+    }
+
+    /// Moves `older` private events (the publisher's unconfirmed window, oldest first) and
+    /// every in-memory private event to the spool, ahead of what is spooled already; events of
+    /// `older` read from the spool stay where they are and, with `rewind` (the window was
+    /// dropped), every spooled record read and not confirmed is read again. Returns how many
+    /// were written, or gives `older` back when the spool cannot be written (or there is none).
+    pub fn spill_private(
+        &self,
+        older: Vec<Arc<Event>>,
+        rewind: bool,
+    ) -> Result<usize, Vec<Arc<Event>>> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(spool) = st.spool.as_mut() else {
+            return Err(older);
+        };
+        let mut all: Vec<Arc<Event>> = older
+            .iter()
+            .filter(|e| !spool.holds(e.id))
+            .cloned()
+            .collect();
+        all.extend(st.private.iter().cloned());
+        if all.is_empty() && !rewind {
+            return Ok(0);
+        }
+        if let Err(error) = spool.spill(&all) {
+            tracing::error!(%error, "Cannot write the spool; private events stay in memory.");
+            return Err(older);
+        }
+        st.private.clear();
+        let n = all.len();
+        if n > 0 {
+            metrics::counter!(SPOOLED).increment(n as u64);
+            self.stats.add_spooled(n as u64);
+            if let Some((from, to)) = LossLog::range(&all) {
+                self.loss.spooled(n as u64, from, to);
+            }
+        }
+        Ok(n)
     }
 
     /// Drops every market-data event still waiting (stopping with the broker unreachable);
     /// returns how many.
     pub fn drop_market(&self) -> usize {
-        self.market.clear()
+        let dropped = self.market.pop_up_to(usize::MAX);
+        let n = dropped.len();
+        if let Some((from, to)) = LossLog::range(&dropped) {
+            self.loss.dropped(n as u64, from, to, "shutdown");
+        }
+        n
     }
 
     /// What to `fsync` for private events spooled since the last call (group commit), if any.
@@ -254,5 +372,94 @@ mod tests {
         }
         assert_eq!(left, 15);
         assert!(outbox.is_finished());
+    }
+
+    fn order(e: &mut Enricher) -> Arc<Event> {
+        let text = include_str!("../../../tests/fixtures/bybit/order.json");
+        let frame = RawFrame {
+            endpoint: Endpoint::Private,
+            connection_id: 1,
+            received_at: chrono::Utc::now(),
+            received_mono: Instant::now(),
+            text: text.trim_end().to_owned().into(),
+        };
+        Arc::new(e.enrich(classify(decode(frame).expect("fixture decodes"))))
+    }
+
+    #[tokio::test]
+    async fn with_the_broker_away_private_events_are_written_ahead_and_a_full_spool_blocks_the_input()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = Enricher::default();
+        let one = order(&mut e);
+        let rec = one.json.len() as u64 + 13;
+        let spool = Spool::open_bounded(dir.path(), "t", 64 + 3 * rec).unwrap();
+        let config = BufferConfig {
+            capacity: 16,
+            when_full: crate::pipeline_file::WhenFull::DropOldest,
+        };
+        let outbox = Arc::new(Outbox::new(
+            config,
+            100,
+            Some(spool),
+            PipelineStats::default(),
+        ));
+        outbox.push(one).await;
+        outbox.set_write_ahead(true);
+        // Memory moves to the spool ahead of newer events; newer ones go straight there.
+        assert_eq!(outbox.spill_private(vec![], true).unwrap(), 1);
+        outbox.push(order(&mut e)).await;
+        outbox.push(order(&mut e)).await;
+        assert_eq!(
+            Spool::open(dir.path(), "t").unwrap().pending(),
+            3,
+            "on disk"
+        );
+        // Full: the fourth waits instead of being dropped.
+        let pump = outbox.clone();
+        let fourth = order(&mut e);
+        let waiter = tokio::spawn(async move { pump.push(fourth).await });
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert!(!waiter.is_finished(), "the input waits on a full spool");
+        let first = outbox.pop().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert!(!waiter.is_finished(), "read is not confirmed: still full");
+        outbox.confirmed(&[first.id]);
+        tokio::time::timeout(std::time::Duration::from_secs(2), waiter)
+            .await
+            .expect("woken once a confirm freed space")
+            .unwrap();
+        let rest: Vec<u64> = std::iter::from_fn(|| outbox.pop()).map(|e| e.seq).collect();
+        assert_eq!(rest, [2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_stop_lets_a_private_event_waiting_on_a_full_spool_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = Enricher::default();
+        let one = order(&mut e);
+        let rec = one.json.len() as u64 + 13;
+        let spool = Spool::open_bounded(dir.path(), "t", 64 + rec).unwrap();
+        let config = BufferConfig {
+            capacity: 16,
+            when_full: crate::pipeline_file::WhenFull::DropOldest,
+        };
+        let stop = CancellationToken::new();
+        let outbox = Arc::new(
+            Outbox::new(config, 100, Some(spool), PipelineStats::default()).stop_on(stop.clone()),
+        );
+        outbox.set_write_ahead(true);
+        outbox.push(one).await;
+        let pump = outbox.clone();
+        let second = order(&mut e);
+        let waiter = tokio::spawn(async move { pump.push(second).await });
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert!(!waiter.is_finished(), "full: the input waits");
+        stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(2), waiter)
+            .await
+            .expect("the stop lets it through")
+            .unwrap();
+        assert_eq!(outbox.sync_spool(), 2, "both on disk");
     }
 }

@@ -1,7 +1,11 @@
 //! The publish loop: connect, declare, send from the outbox within the confirm window, settle
 //! confirms, reconcile bindings; on any failure re-queue the window and reconnect with backoff.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use amqprs::{
     BasicProperties, FieldTable, FieldValue,
@@ -15,6 +19,7 @@ use tokio::sync::mpsc;
 use super::{
     PublishError, RabbitParams,
     confirms::{Confirm, ConfirmCallback, InFlight, Window},
+    loss::LossLog,
     outbox::Outbox,
     topology::{self, MAX_SHORT_STR},
 };
@@ -38,6 +43,10 @@ const BURST: usize = 16;
 
 /// How long one connection attempt (TCP, AMQP handshake, topology) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection whose oldest unconfirmed message waits this long is taken as stuck (a
+/// resource alarm, a black hole): private events are written ahead to the spool.
+const STALL: Duration = Duration::from_secs(2);
 
 /// Metric handles resolved once.
 #[derive(Debug)]
@@ -76,6 +85,10 @@ pub struct Publisher {
     applied: BTreeSet<Binding>,
     exchange: String,
     meters: Meters,
+    /// The broker is unreachable or stuck: private events are written ahead to the spool.
+    outage: bool,
+    /// Once the input has ended: when to stop waiting for the broker and spool what is left.
+    stop_by: Option<tokio::time::Instant>,
 }
 
 impl Publisher {
@@ -87,6 +100,8 @@ impl Publisher {
             window: Window::default(),
             applied: BTreeSet::new(),
             meters: Meters::new(),
+            outage: false,
+            stop_by: None,
         }
     }
 
@@ -100,20 +115,71 @@ impl Publisher {
         metrics::gauge!(BROKER_UP).set(if up { 1.0 } else { 0.0 });
     }
 
+    /// Sets the stop deadline once the input has ended: half the shutdown timeout from now.
+    fn note_close(&mut self) {
+        if self.stop_by.is_none() && self.outbox.is_closed() {
+            self.stop_by =
+                Some(tokio::time::Instant::now() + self.params.config.shutdown_timeout / 2);
+        }
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.stop_by
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+    }
+
+    /// The broker is unreachable: from now on private events are written ahead to the spool,
+    /// and the unconfirmed private events of the window and of memory go there too (ahead of
+    /// what is spooled), so a crash during the outage loses at most one commit interval.
+    fn enter_outage(&mut self) {
+        if !self.outage {
+            self.outage = true;
+            self.outbox.set_write_ahead(true);
+        }
+        let (private, market): (VecDeque<_>, VecDeque<_>) =
+            self.window.retry.drain(..).partition(|e| e.must_keep());
+        self.window.retry = market;
+        match self.outbox.spill_private(private.into(), true) {
+            Ok(n) if n > 0 => tracing::info!(
+                spooled = n,
+                "Broker unreachable; unconfirmed private events moved to the spool."
+            ),
+            Ok(_) => {}
+            Err(back) => {
+                for ev in back.into_iter().rev() {
+                    self.window.retry.push_front(ev);
+                }
+            }
+        }
+    }
+
+    fn leave_outage(&mut self) {
+        if self.outage {
+            self.outage = false;
+            self.outbox.set_write_ahead(false);
+        }
+    }
+
     /// Runs until the input has ended and everything is confirmed, or until the input has
-    /// ended and the broker cannot be reached (then private events are spooled and fsynced,
-    /// market data still in memory is dropped and counted).
+    /// ended and the broker cannot be reached or does not confirm within half the shutdown
+    /// timeout (then every unconfirmed private event is spooled and fsynced, market data
+    /// still in memory is dropped and counted).
     pub async fn run(mut self) {
         let cfg = &self.params.config;
         let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
         self.params.health.set_broker(ComponentState::Connecting);
         loop {
+            self.note_close();
             let closed_before = self.outbox.is_closed();
-            let attempt = tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await;
+            let limit = self.stop_by.map_or(CONNECT_TIMEOUT, |d| {
+                CONNECT_TIMEOUT.min(d.saturating_duration_since(tokio::time::Instant::now()))
+            });
+            let attempt = tokio::time::timeout(limit, self.connect()).await;
             match attempt.unwrap_or(Err(PublishError::ConnectTimeout)) {
                 Ok((conn, channel, confirms)) => {
                     backoff.reset();
                     self.set_up(true);
+                    self.leave_outage();
                     tracing::info!(exchange = %self.exchange, "Connected to RabbitMQ; topology declared.");
                     let outcome = self.session(&conn, &channel, confirms).await;
                     match outcome {
@@ -124,11 +190,22 @@ impl Publisher {
                             tracing::info!("Publish stage finished; every event is confirmed.");
                             return;
                         }
+                        Err(PublishError::StopDeadline) => {
+                            let n = self.window.requeue_from(0);
+                            tracing::warn!(
+                                unconfirmed = n,
+                                "Stopping: RabbitMQ did not confirm everything within half the shutdown timeout."
+                            );
+                            self.give_up();
+                            self.set_up(false);
+                            return;
+                        }
                         Err(error) => {
                             self.set_up(false);
                             let n = self.window.requeue_from(0);
                             self.count_retries(n, "connection_lost");
                             tracing::warn!(%error, requeued = n, "Lost the RabbitMQ connection; reconnecting.");
+                            self.enter_outage();
                             // Try once more at once: the broker may be back already.
                             continue;
                         }
@@ -136,7 +213,8 @@ impl Publisher {
                 }
                 Err(error) => {
                     self.set_up(false);
-                    if closed_before {
+                    self.enter_outage();
+                    if closed_before || self.past_deadline() {
                         tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "Cannot reach RabbitMQ after the input ended.");
                         self.give_up();
                         return;
@@ -160,27 +238,41 @@ impl Publisher {
         }
     }
 
-    /// The input ended and the broker is unreachable: private events go to the spool (fsynced,
-    /// replayed on the next start), market data still in memory is dropped and counted.
+    /// Stopping with the broker unreachable or stuck: every unconfirmed private event (the
+    /// window, memory) goes to the spool ahead of what is there, fsynced, replayed on the next
+    /// start; market data still in memory is dropped, counted and logged at ERROR.
     fn give_up(&mut self) {
+        self.outbox.set_write_ahead(true);
         let (private, market): (Vec<_>, Vec<_>) =
             self.window.retry.drain(..).partition(|e| e.must_keep());
-        let spooled = self.outbox.spill_private(private);
+        let spooled = match self.outbox.spill_private(private, true) {
+            Ok(n) => n,
+            Err(lost) => {
+                tracing::error!(
+                    lost = lost.len(),
+                    "Cannot write the spool while stopping; these private events are lost."
+                );
+                0
+            }
+        };
+        if let Some((from, to)) = LossLog::range(&market) {
+            self.outbox
+                .loss()
+                .dropped(market.len() as u64, from, to, "retry");
+        }
         let dropped = market.len() + self.outbox.drop_market();
         if dropped > 0 {
             metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "shutdown")
                 .increment(dropped as u64);
             self.params.stats.add_market_dropped(dropped as u64);
-            tracing::error!(
-                dropped,
-                "Stopping with RabbitMQ unreachable; market data still in memory is dropped."
-            );
         }
+        self.outbox.loss().flush(true);
         let left = self.outbox.sync_spool();
         tracing::warn!(
             spooled,
             in_spool = left,
-            "Stopping with RabbitMQ unreachable; private events are in the spool and will be replayed on the next start."
+            market_dropped = dropped,
+            "Stopping with RabbitMQ unreachable; private events are in the spool (fsynced) and will be published on the next start."
         );
     }
 
@@ -239,6 +331,7 @@ impl Publisher {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut next_tag: u64 = 1;
         loop {
+            self.note_close();
             let mut sent_now = 0;
             while self.window.inflight.len() < window {
                 if sent_now == BURST {
@@ -286,9 +379,30 @@ impl Publisher {
                     }
                 }
                 () = self.outbox.ready(), if self.window.inflight.len() < window => {}
+                () = tokio::time::sleep_until(self.stop_by.unwrap_or_else(tokio::time::Instant::now)), if self.stop_by.is_some() => {
+                    return Err(PublishError::StopDeadline);
+                }
                 _ = tick.tick() => {
                     if !conn.is_open() || !channel.is_open() {
                         return Err(PublishError::ConnectionLost);
+                    }
+                    let stalled = self
+                        .window
+                        .inflight
+                        .first_key_value()
+                        .is_some_and(|(_, f)| f.sent.elapsed() >= STALL);
+                    if stalled && !self.outage {
+                        tracing::warn!(
+                            unconfirmed = self.window.inflight.len(),
+                            "RabbitMQ has not confirmed for 2 s; writing private events ahead to the spool."
+                        );
+                        // The window stays (its confirms may still come); memory moves to
+                        // the spool and newer private events are written ahead.
+                        self.outage = true;
+                        self.outbox.set_write_ahead(true);
+                        if let Err(back) = self.outbox.spill_private(Vec::new(), false) {
+                            debug_assert!(back.is_empty());
+                        }
                     }
                 }
             }
@@ -306,8 +420,12 @@ impl Publisher {
         // message.
         let mut by_class = [0u64; EventClass::ALL.len()];
         let now = std::time::Instant::now();
+        let mut private = Vec::new();
         let requeued = self.window.apply(c, |f| {
             by_class[f.event.class as usize] += 1;
+            if f.event.class.is_private() {
+                private.push(f.event.id);
+            }
             meters
                 .confirm_latency
                 .record(now.saturating_duration_since(f.sent).as_secs_f64());
@@ -317,12 +435,17 @@ impl Publisher {
             );
         });
         let settled: u64 = by_class.iter().sum();
+        self.outbox.confirmed(&private);
         if settled > 0 {
             for (class, n) in by_class.iter().enumerate().filter(|(_, n)| **n > 0) {
                 meters.confirmed[class].increment(*n);
             }
             meters.sent.increment(settled);
             self.params.stats.add_confirmed(settled);
+            if self.outage {
+                // A stuck broker confirms again.
+                self.leave_outage();
+            }
         }
         if requeued > 0 {
             tracing::warn!(

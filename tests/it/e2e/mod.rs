@@ -6,4 +6,5 @@ mod balances;
 mod broker;
 mod metrics;
 mod queues;
+mod spool;
 mod ws;

@@ -1,0 +1,216 @@
+//! Issue 12, private events are never lost, with the real binary and RabbitMQ behind the
+//! test's own proxy: a stop with a black-holed broker, and a SIGKILL during a broker cut. Each
+//! is followed by a start with a working broker on the same spool directory; every private
+//! event must then be in its queue, in order.
+
+use std::{collections::HashSet, time::Duration};
+
+use serde_json::json;
+use ws_gateway::telemetry::{EVENTS_CONFIRMED, FRAMES_RECEIVED};
+
+use fake_bybit::{FAKE_API_KEY, FAKE_API_SECRET, FakeBybit, LINEAR, PRIVATE};
+
+use crate::support::{
+    amqp::{cleanup, collect, consume, open, queue_len, trade_text},
+    amqp_url,
+    binary::Binary,
+    fixture,
+    proxy::TcpProxy,
+    secs, unique, wait_until,
+};
+
+fn pipeline(spool_dir: &std::path::Path) -> String {
+    format!(
+        "[source]\nconnect_on_start = []\nreconnect_initial = \"100ms\"\nreconnect_max = \"500ms\"\n\
+         [publish]\nspool_dir = {:?}\nreconnect_initial = \"100ms\"\nreconnect_max = \"500ms\"\n\
+         [process]\nshutdown_timeout = \"8s\"\n",
+        spool_dir.display().to_string()
+    )
+}
+
+fn vars(fake: &FakeBybit, amqp: String, prefix: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("BYBIT_WS_URL", fake.base_url()),
+        ("BYBIT_API_KEY", FAKE_API_KEY.into()),
+        ("BYBIT_API_SECRET", FAKE_API_SECRET.into()),
+        ("AMQP_URL", amqp),
+        ("WS_GATEWAY_SERVICE_NAME", prefix.into()),
+        ("WS_GATEWAY_LOG_LEVEL", "info".into()),
+    ]
+}
+
+async fn subscribe(bin: &Binary, fake: &FakeBybit) {
+    for (body, path, topic) in [
+        (json!({"channel_type": "order"}), PRIVATE, "order"),
+        (
+            json!({"channel_type": "trades", "symbol": "BTCUSDT"}),
+            LINEAR,
+            "publicTrade.BTCUSDT",
+        ),
+    ] {
+        let mut body = body;
+        body["requesting_service"] = "spooler".into();
+        bin.post(body).await;
+        assert!(fake.wait_subscribed(path, topic, secs(20)).await, "{topic}");
+    }
+}
+
+/// Pushes `n` orders and `n` trades, then waits until the gateway read `total` frames.
+async fn push(bin: &Binary, fake: &FakeBybit, n: usize, total: f64) {
+    let order = fixture("order.json");
+    let trade = trade_text("BTCUSDT");
+    for _ in 0..n {
+        assert_eq!(fake.push_topic("order", &order), 1);
+        assert_eq!(fake.push_topic("publicTrade.BTCUSDT", &trade), 1);
+    }
+    let read = wait_until(secs(30), || async {
+        (bin.metric(FRAMES_RECEIVED, &[]).await >= total).then_some(())
+    })
+    .await;
+    assert!(
+        read.is_some(),
+        "the gateway read every frame: {}",
+        bin.log()
+    );
+}
+
+/// Waits until `queue` holds at least `n` messages, then returns the `seq`s of its distinct
+/// events (first occurrence kept) and how many messages it held.
+async fn distinct_seqs(url: &str, queue: &str, n: u32) -> (Vec<u64>, usize) {
+    let (conn, ch) = open(url).await;
+    let _ = wait_until(secs(20), || {
+        let ch = ch.clone();
+        async move { (queue_len(&ch, queue).await >= n).then_some(()) }
+    })
+    .await;
+    let mut rx = consume(&ch, queue).await;
+    let got = collect(&mut rx, 1_000_000, Duration::from_secs(3)).await;
+    let mut seen = HashSet::new();
+    let seqs = got
+        .iter()
+        .map(|m| m.json())
+        .filter(|v| seen.insert(v["id"].to_string()))
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    let _ = conn.close().await;
+    (seqs, got.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_next_start_publishes_them()
+ {
+    // Arrange: the gateway publishes through a proxy; the first orders are confirmed.
+    let fake = FakeBybit::start().await;
+    let prefix = unique("spool-bh");
+    let url = amqp_url();
+    let spool = tempfile::tempdir().unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let proxied = format!("amqp://guest:guest@{}/%2f", proxy.host_port());
+    let mut bin = Binary::start(&vars(&fake, proxied, &prefix), &pipeline(spool.path())).await;
+    subscribe(&bin, &fake).await;
+    let (before, during) = (200usize, 3000usize);
+    push(&bin, &fake, before, 2.0 * before as f64).await;
+    let confirmed = wait_until(secs(20), || async {
+        (bin.metric(EVENTS_CONFIRMED, &[]).await >= 2.0 * before as f64).then_some(())
+    })
+    .await;
+    assert!(confirmed.is_some(), "confirmed before the black hole");
+
+    // Act: the broker black-holes (connection open, nothing answered), more events arrive,
+    // then SIGTERM.
+    proxy.black_hole();
+    push(&bin, &fake, during, 2.0 * (before + during) as f64).await;
+    let stop = std::time::Instant::now();
+    let exit = bin
+        .sigterm(secs(15))
+        .await
+        .expect("exits within the shutdown timeout");
+    eprintln!("black-holed stop took {:?}", stop.elapsed());
+    assert!(exit.success(), "exit status {exit:?}: {}", bin.log());
+    let log = bin.log();
+    assert!(
+        log.contains("Market data dropped") && log.contains("\"level\":\"ERROR\""),
+        "market loss logged at ERROR: {log}"
+    );
+    assert!(
+        log.contains("Private events written to the on-disk spool"),
+        "spooling logged at WARN: {log}"
+    );
+    drop(bin);
+    // Then a start with a working broker on the same spool directory.
+    let mut second =
+        Binary::start(&vars(&fake, url.clone(), &prefix), &pipeline(spool.path())).await;
+
+    // Assert: every private event is in its queue, in order.
+    let expected = (before + during) as u64;
+    let (seqs, messages) = distinct_seqs(&url, &format!("{prefix}.orders"), expected as u32).await;
+    eprintln!(
+        "black-holed stop: {} distinct orders in the queue ({messages} messages), expected {expected}",
+        seqs.len()
+    );
+    assert_eq!(
+        seqs,
+        (1..=expected).collect::<Vec<_>>(),
+        "every order, in order"
+    );
+    let exit = second.sigterm(secs(15)).await.expect("second run stops");
+    assert!(exit.success(), "{}", second.log());
+    proxy.restore();
+    cleanup(&url, &prefix, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_the_last_commit() {
+    // Arrange
+    let fake = FakeBybit::start().await;
+    let prefix = unique("spool-kill");
+    let url = amqp_url();
+    let spool = tempfile::tempdir().unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let proxied = format!("amqp://guest:guest@{}/%2f", proxy.host_port());
+    let mut bin = Binary::start(&vars(&fake, proxied, &prefix), &pipeline(spool.path())).await;
+    subscribe(&bin, &fake).await;
+    let before = 200usize;
+    push(&bin, &fake, before, 2.0 * before as f64).await;
+    let confirmed = wait_until(secs(20), || async {
+        (bin.metric(EVENTS_CONFIRMED, &[]).await >= 2.0 * before as f64).then_some(())
+    })
+    .await;
+    assert!(confirmed.is_some(), "confirmed before the cut");
+
+    // Act: cut the broker, keep events coming for 6 s, wait two commit intervals past the
+    // last one read, SIGKILL.
+    proxy.cut();
+    let started = std::time::Instant::now();
+    let mut sent = before;
+    while started.elapsed() < Duration::from_secs(6) {
+        push(&bin, &fake, 250, 2.0 * (sent + 250) as f64).await;
+        sent += 250;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed_at = started.elapsed();
+    bin.child.kill().unwrap();
+    let _ = bin.child.wait();
+    drop(bin);
+    proxy.restore();
+    let mut second =
+        Binary::start(&vars(&fake, url.clone(), &prefix), &pipeline(spool.path())).await;
+
+    // Assert
+    let expected = sent as u64;
+    let (seqs, messages) = distinct_seqs(&url, &format!("{prefix}.orders"), expected as u32).await;
+    eprintln!(
+        "SIGKILL {:?} into a broker cut: {} distinct orders in the queue ({messages} messages), expected {expected}",
+        killed_at,
+        seqs.len()
+    );
+    assert_eq!(
+        seqs,
+        (1..=expected).collect::<Vec<_>>(),
+        "every order, in order"
+    );
+    let exit = second.sigterm(secs(15)).await.expect("second run stops");
+    assert!(exit.success(), "{}", second.log());
+    cleanup(&url, &prefix, &[]).await;
+}
