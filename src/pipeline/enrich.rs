@@ -214,3 +214,7 @@ mod tests {
         assert_eq!(e.next_seq(Some(Category::Linear), "b"), 1);
     }
 }
+
+#[cfg(test)]
+#[path = "envelope_golden_tests.rs"]
+mod envelope_golden;
