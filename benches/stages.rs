@@ -1,10 +1,12 @@
-//! Per-stage costs over the real fixtures, plus the whole in-process path
-//! (decode + classify + enrich). Inputs are built outside the timed closures.
+//! Per-stage costs over the real fixtures, plus the whole in-process path from the raw frame
+//! text to the envelope bytes (the one parse, decode, classify, enrich), on one core. Inputs are
+//! built outside the timed closures.
 //!
-//! `cargo bench --bench stages -- --quick`
+//! `cargo bench --bench stages -- --warm-up-time 1 --measurement-time 3 pipeline`
 
 use std::hint::black_box;
 
+use async_tungstenite::tungstenite::Utf8Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ws_gateway::{
     event::{Category, Endpoint, RawFrame},
@@ -44,31 +46,30 @@ const FIXTURES: &[(&str, Endpoint, &str)] = &[
     ),
 ];
 
-fn frame(endpoint: Endpoint, text: &str) -> RawFrame {
-    RawFrame {
-        endpoint,
-        connection_id: 1,
-        received_at: chrono::Utc::now(),
-        received_mono: std::time::Instant::now(),
-        text: text.trim_end().to_owned().into(),
-    }
+/// The frame text as the socket hands it over (shared bytes; a clone is a reference count).
+fn text(text: &str) -> Utf8Bytes {
+    text.trim_end().to_owned().into()
+}
+
+fn frame(endpoint: Endpoint, text_: &str) -> RawFrame {
+    RawFrame::parse(endpoint, 1, text(text_)).expect("a data frame")
 }
 
 fn stages(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decode");
+    let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Elements(1));
-    for (name, endpoint, text) in FIXTURES {
-        let f = frame(*endpoint, text);
-        group.bench_with_input(BenchmarkId::new("decode", name), &f, |b, f| {
-            b.iter(|| black_box(decode(f.clone()).ok()))
+    for (name, endpoint, fixture) in FIXTURES {
+        let t = text(fixture);
+        group.bench_with_input(BenchmarkId::new("parse", name), &t, |b, t| {
+            b.iter(|| black_box(RawFrame::parse(*endpoint, 1, t.clone()).ok()))
         });
     }
     group.finish();
 
     let mut group = c.benchmark_group("classify");
     group.throughput(Throughput::Elements(1));
-    for (name, endpoint, text) in FIXTURES {
-        let d = decode(frame(*endpoint, text)).unwrap();
+    for (name, endpoint, fixture) in FIXTURES {
+        let d = decode(frame(*endpoint, fixture));
         group.bench_with_input(BenchmarkId::new("classify", name), &d, |b, d| {
             b.iter_batched(
                 || d.clone(),
@@ -81,8 +82,8 @@ fn stages(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("enrich");
     group.throughput(Throughput::Elements(1));
-    for (name, endpoint, text) in FIXTURES {
-        let cl = classify(decode(frame(*endpoint, text)).unwrap());
+    for (name, endpoint, fixture) in FIXTURES {
+        let cl = classify(decode(frame(*endpoint, fixture)));
         let mut e = Enricher::default();
         group.bench_with_input(BenchmarkId::new("enrich", name), &cl, |b, cl| {
             b.iter_batched(
@@ -94,16 +95,21 @@ fn stages(c: &mut Criterion) {
     }
     group.finish();
 
+    // The acceptance path: raw frame text → envelope bytes.
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(1));
-    for (name, endpoint, text) in FIXTURES {
-        let f = frame(*endpoint, text);
+    for (name, endpoint, fixture) in FIXTURES {
+        let t = text(fixture);
         let mut e = Enricher::default();
-        group.bench_with_input(
-            BenchmarkId::new("decode_classify_enrich", name),
-            &f,
-            |b, f| b.iter(|| black_box(decode(f.clone()).map(|d| e.enrich(classify(d))).ok())),
-        );
+        group.bench_with_input(BenchmarkId::new("frame_to_envelope", name), &t, |b, t| {
+            b.iter(|| {
+                black_box(
+                    RawFrame::parse(*endpoint, 1, t.clone())
+                        .map(|f| e.enrich(classify(decode(f))))
+                        .ok(),
+                )
+            })
+        });
     }
     group.finish();
 }

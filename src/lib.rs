@@ -9,7 +9,8 @@
 //! [`app`] (wiring), [`shutdown`] (signals, supervision), [`event`] (types between stages),
 //! [`source`] (Bybit connections and the desired subscription set), [`pipeline`] (stages),
 //! [`sink`] (RabbitMQ, database), [`store`] (entities, queries), [`api`] (REST),
-//! [`downstream`] (`/ws`), [`topics`] (request → Bybit topic), [`health`], [`backoff`].
+//! [`downstream`] (`/ws`), [`topics`] (request → Bybit topic), [`wire`] (the Bybit frame format
+//! and the one parse of each frame), [`health`], [`backoff`].
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
@@ -29,3 +30,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod topics;
+pub mod wire;

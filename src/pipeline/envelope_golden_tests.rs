@@ -45,21 +45,17 @@ fn endpoint_of(name: &str, topic: &str) -> Endpoint {
 }
 
 fn frame(endpoint: Endpoint, text: &str, n: u32) -> RawFrame {
-    RawFrame {
-        endpoint,
-        connection_id: 1,
-        // Whole seconds, micros, and a sub-micro part that must be cut, not rounded.
-        received_at: chrono::Utc
-            .timestamp_opt(1_758_844_800 + i64::from(n), 123_456_789 + n * 1000)
-            .unwrap(),
-        received_mono: std::time::Instant::now(),
-        text: text.to_owned().into(),
-    }
+    let mut frame = RawFrame::parse(endpoint, 1, text.to_owned()).expect("a data frame");
+    // Whole seconds, micros, and a sub-micro part that must be cut, not rounded.
+    frame.received_at = chrono::Utc
+        .timestamp_opt(1_758_844_800 + i64::from(n), 123_456_789 + n * 1000)
+        .unwrap();
+    frame
 }
 
 /// The envelope of one frame with the two random fields pinned.
 fn envelope(e: &mut Enricher, endpoint: Endpoint, text: &str, n: u32) -> String {
-    let ev = e.enrich(classify(decode(frame(endpoint, text, n)).unwrap()));
+    let ev = e.enrich(classify(decode(frame(endpoint, text, n))));
     let json = std::str::from_utf8(&ev.json).unwrap().to_owned();
     let id = ev.id.hyphenated().to_string();
     assert!(json.starts_with(&format!(

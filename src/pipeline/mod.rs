@@ -66,7 +66,7 @@ where
     supervisor.spawn("persist-tee", tee::forward(persist_buffer, params.persist));
     let stats = params.stats.clone();
     let events = frames
-        .decode(stats.clone())
+        .decode()
         .buffer(params.stages.classify, "classify", supervisor)
         .classify()
         .buffer(params.stages.enrich, "enrich", supervisor)

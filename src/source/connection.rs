@@ -28,7 +28,6 @@ use super::{
     rate::TokenBucket,
     session::{Session, SessionEnd},
     subscriptions::{SubscriptionHandle, TopicKey, TopicStatus},
-    wire,
 };
 use crate::{
     backoff::Backoff,
@@ -37,7 +36,7 @@ use crate::{
     health::{ComponentState, HealthBoard},
     pipeline_file::SourceConfig,
     shutdown::Supervisor,
-    telemetry,
+    telemetry, wire,
 };
 
 /// The socket type of a client connection.

@@ -253,7 +253,6 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use super::*;
     use crate::{
@@ -263,14 +262,13 @@ mod tests {
 
     fn trade() -> Arc<Event> {
         let text = include_str!("../../../tests/fixtures/bybit/linear_publicTrade.json");
-        let frame = RawFrame {
-            endpoint: Endpoint::Public(Category::Linear),
-            connection_id: 1,
-            received_at: chrono::Utc::now(),
-            received_mono: Instant::now(),
-            text: text.trim_end().to_owned().into(),
-        };
-        let decoded = decode(frame).expect("fixture decodes");
+        let frame = RawFrame::parse(
+            Endpoint::Public(Category::Linear),
+            1,
+            text.trim_end().to_owned(),
+        )
+        .expect("fixture decodes");
+        let decoded = decode(frame);
         Arc::new(Enricher::default().enrich(classify(decoded)))
     }
 

@@ -12,9 +12,9 @@ use crate::{
     source::{
         reconcile::Request,
         subscriptions::{TopicKey, TopicStatus},
-        wire::{self, Ack},
     },
     telemetry,
+    wire::{self, Ack},
 };
 
 impl Session<'_> {
