@@ -114,5 +114,57 @@ fn stages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, stages);
+/// CPU time of this thread (ns), from `/proc/thread-self/schedstat`: on a shared machine it
+/// counts only the time this thread ran, unlike criterion's wall clock.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// `STAGES_CPU_TIME=1 cargo bench --bench stages`: the acceptance path per fixture in CPU time
+/// of one thread (a cross-check of the criterion numbers when other work shares the cores).
+fn cpu_time_report() {
+    const N: u32 = 2_000_000;
+    for (name, endpoint, fixture) in FIXTURES {
+        let t = text(fixture);
+        let mut e = Enricher::default();
+        let mut run = |n: u32| {
+            for _ in 0..n {
+                black_box(
+                    RawFrame::parse(*endpoint, 1, t.clone())
+                        .map(|f| e.enrich(classify(decode(f))))
+                        .ok(),
+                );
+            }
+        };
+        let before = thread_cpu_ns().unwrap_or(0);
+        for _ in 0..N / 4 {
+            black_box(RawFrame::parse(*endpoint, 1, t.clone()).ok());
+        }
+        let parse = (thread_cpu_ns().unwrap_or(before) - before) as f64 / f64::from(N / 4);
+        println!("cpu-time {name}: parse {parse:.0} ns/frame");
+        run(N / 10);
+        let (Some(before), wall) = (thread_cpu_ns(), std::time::Instant::now()) else {
+            return;
+        };
+        run(N);
+        let cpu = thread_cpu_ns().unwrap_or(before) - before;
+        let ns = cpu as f64 / f64::from(N);
+        println!(
+            "cpu-time {name}: {ns:.0} ns/frame, {:.2} M frames/s (wall {:.0} ns/frame)",
+            1e3 / ns,
+            wall.elapsed().as_nanos() as f64 / f64::from(N)
+        );
+    }
+}
+
+fn entry(c: &mut Criterion) {
+    if std::env::var_os("STAGES_CPU_TIME").is_some() {
+        cpu_time_report();
+        return;
+    }
+    stages(c);
+}
+
+criterion_group!(benches, entry);
 criterion_main!(benches);

@@ -544,3 +544,29 @@ mod tests {
         assert!(checked > 1000);
     }
 }
+
+#[cfg(test)]
+mod fast_path_tests {
+    #[test]
+    fn every_fixture_data_frame_takes_the_scanner_path() {
+        let dir = format!("{}/tests/fixtures/bybit", env!("CARGO_MANIFEST_DIR"));
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path
+                .extension()
+                .is_some_and(|e| e == "json" || e == "jsonl")
+            {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                if line.contains("\"topic\"") {
+                    assert!(
+                        matches!(super::scan::scan(line), super::scan::Scan::Data(_)),
+                        "{}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
