@@ -1,10 +1,12 @@
-//! Per-stage costs over the real fixtures, plus the whole in-process path
-//! (decode + classify + enrich). Inputs are built outside the timed closures.
+//! Per-stage costs over the real fixtures, plus the whole in-process path from the raw frame
+//! text to the envelope bytes (the one parse, decode, classify, enrich), on one core. Inputs are
+//! built outside the timed closures.
 //!
-//! `cargo bench --bench stages -- --quick`
+//! `cargo bench --bench stages -- --warm-up-time 1 --measurement-time 3 pipeline`
 
 use std::hint::black_box;
 
+use async_tungstenite::tungstenite::Utf8Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ws_gateway::{
     event::{Category, Endpoint, RawFrame},
@@ -44,31 +46,30 @@ const FIXTURES: &[(&str, Endpoint, &str)] = &[
     ),
 ];
 
-fn frame(endpoint: Endpoint, text: &str) -> RawFrame {
-    RawFrame {
-        endpoint,
-        connection_id: 1,
-        received_at: chrono::Utc::now(),
-        received_mono: std::time::Instant::now(),
-        text: text.trim_end().to_owned().into(),
-    }
+/// The frame text as the socket hands it over (shared bytes; a clone is a reference count).
+fn text(text: &str) -> Utf8Bytes {
+    text.trim_end().to_owned().into()
+}
+
+fn frame(endpoint: Endpoint, text_: &str) -> RawFrame {
+    RawFrame::parse(endpoint, 1, text(text_)).expect("a data frame")
 }
 
 fn stages(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decode");
+    let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Elements(1));
-    for (name, endpoint, text) in FIXTURES {
-        let f = frame(*endpoint, text);
-        group.bench_with_input(BenchmarkId::new("decode", name), &f, |b, f| {
-            b.iter(|| black_box(decode(f.clone()).ok()))
+    for (name, endpoint, fixture) in FIXTURES {
+        let t = text(fixture);
+        group.bench_with_input(BenchmarkId::new("parse", name), &t, |b, t| {
+            b.iter(|| black_box(RawFrame::parse(*endpoint, 1, t.clone()).ok()))
         });
     }
     group.finish();
 
     let mut group = c.benchmark_group("classify");
     group.throughput(Throughput::Elements(1));
-    for (name, endpoint, text) in FIXTURES {
-        let d = decode(frame(*endpoint, text)).unwrap();
+    for (name, endpoint, fixture) in FIXTURES {
+        let d = decode(frame(*endpoint, fixture));
         group.bench_with_input(BenchmarkId::new("classify", name), &d, |b, d| {
             b.iter_batched(
                 || d.clone(),
@@ -81,8 +82,8 @@ fn stages(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("enrich");
     group.throughput(Throughput::Elements(1));
-    for (name, endpoint, text) in FIXTURES {
-        let cl = classify(decode(frame(*endpoint, text)).unwrap());
+    for (name, endpoint, fixture) in FIXTURES {
+        let cl = classify(decode(frame(*endpoint, fixture)));
         let mut e = Enricher::default();
         group.bench_with_input(BenchmarkId::new("enrich", name), &cl, |b, cl| {
             b.iter_batched(
@@ -94,19 +95,76 @@ fn stages(c: &mut Criterion) {
     }
     group.finish();
 
+    // The acceptance path: raw frame text → envelope bytes.
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(1));
-    for (name, endpoint, text) in FIXTURES {
-        let f = frame(*endpoint, text);
+    for (name, endpoint, fixture) in FIXTURES {
+        let t = text(fixture);
         let mut e = Enricher::default();
-        group.bench_with_input(
-            BenchmarkId::new("decode_classify_enrich", name),
-            &f,
-            |b, f| b.iter(|| black_box(decode(f.clone()).map(|d| e.enrich(classify(d))).ok())),
-        );
+        group.bench_with_input(BenchmarkId::new("frame_to_envelope", name), &t, |b, t| {
+            b.iter(|| {
+                black_box(
+                    RawFrame::parse(*endpoint, 1, t.clone())
+                        .map(|f| e.enrich(classify(decode(f))))
+                        .ok(),
+                )
+            })
+        });
     }
     group.finish();
 }
 
-criterion_group!(benches, stages);
+/// CPU time of this thread (ns), from `/proc/thread-self/schedstat`: on a shared machine it
+/// counts only the time this thread ran, unlike criterion's wall clock.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// `STAGES_CPU_TIME=1 cargo bench --bench stages`: the acceptance path per fixture in CPU time
+/// of one thread (a cross-check of the criterion numbers when other work shares the cores).
+fn cpu_time_report() {
+    const N: u32 = 2_000_000;
+    for (name, endpoint, fixture) in FIXTURES {
+        let t = text(fixture);
+        let mut e = Enricher::default();
+        let mut run = |n: u32| {
+            for _ in 0..n {
+                black_box(
+                    RawFrame::parse(*endpoint, 1, t.clone())
+                        .map(|f| e.enrich(classify(decode(f))))
+                        .ok(),
+                );
+            }
+        };
+        let before = thread_cpu_ns().unwrap_or(0);
+        for _ in 0..N / 4 {
+            black_box(RawFrame::parse(*endpoint, 1, t.clone()).ok());
+        }
+        let parse = (thread_cpu_ns().unwrap_or(before) - before) as f64 / f64::from(N / 4);
+        println!("cpu-time {name}: parse {parse:.0} ns/frame");
+        run(N / 10);
+        let (Some(before), wall) = (thread_cpu_ns(), std::time::Instant::now()) else {
+            return;
+        };
+        run(N);
+        let cpu = thread_cpu_ns().unwrap_or(before) - before;
+        let ns = cpu as f64 / f64::from(N);
+        println!(
+            "cpu-time {name}: {ns:.0} ns/frame, {:.2} M frames/s (wall {:.0} ns/frame)",
+            1e3 / ns,
+            wall.elapsed().as_nanos() as f64 / f64::from(N)
+        );
+    }
+}
+
+fn entry(c: &mut Criterion) {
+    if std::env::var_os("STAGES_CPU_TIME").is_some() {
+        cpu_time_report();
+        return;
+    }
+    stages(c);
+}
+
+criterion_group!(benches, entry);
 criterion_main!(benches);

@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::wire::{self, DataHead, NotData};
+
 /// A Bybit product category; one public endpoint each.
 #[derive(
     Debug,
@@ -108,8 +110,9 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// One data frame exactly as read off a Bybit socket. Control frames (pongs, acks) never leave
-/// the source.
+/// One data frame exactly as read off a Bybit socket, with what the source's one parse located
+/// in it ([`DataHead`]: topic, type, ts / creationTime, the `data` range, order-book `u`), so no
+/// later stage parses it again. Control frames (pongs, acks) never leave the source.
 #[derive(Debug, Clone)]
 pub struct RawFrame {
     /// The endpoint the frame arrived on.
@@ -121,7 +124,73 @@ pub struct RawFrame {
     /// Monotonic receive time, for latency histograms.
     pub received_mono: Instant,
     /// The frame's text, shared with the socket buffer (no copy).
-    pub text: Utf8Bytes,
+    text: Utf8Bytes,
+    /// Where the parse found the head fields in `text`.
+    head: DataHead,
+}
+
+impl RawFrame {
+    /// A frame and the head [`wire::parse`] located in it, received at `received_mono` (the
+    /// wall-clock receive time is taken now).
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        connection_id: u64,
+        received_mono: Instant,
+        text: Utf8Bytes,
+        head: DataHead,
+    ) -> Self {
+        Self {
+            endpoint,
+            connection_id,
+            received_at: Utc::now(),
+            received_mono,
+            text,
+            head,
+        }
+    }
+
+    /// Parses `text` once and keeps it with what was located, received now. For tests,
+    /// benches and replays; the source builds frames from its own parse.
+    pub fn parse(
+        endpoint: Endpoint,
+        connection_id: u64,
+        text: impl Into<Utf8Bytes>,
+    ) -> Result<Self, NotData> {
+        let text = text.into();
+        let head = wire::parse_data(text.as_str())?;
+        Ok(Self::new(
+            endpoint,
+            connection_id,
+            Instant::now(),
+            text,
+            head,
+        ))
+    }
+
+    /// The frame's text, as received.
+    pub fn text(&self) -> &str {
+        self.text.as_str()
+    }
+
+    /// What the parse located.
+    pub fn head(&self) -> &DataHead {
+        &self.head
+    }
+
+    /// Bybit topic.
+    pub fn topic(&self) -> &str {
+        self.head.topic(self.text.as_str())
+    }
+
+    /// Bybit `type` (`snapshot`, `delta`), where present.
+    pub fn kind(&self) -> Option<&str> {
+        self.head.kind(self.text.as_str())
+    }
+
+    /// `data`, byte for byte as sent.
+    pub fn data(&self) -> &str {
+        self.head.data(self.text.as_str())
+    }
 }
 
 /// Event classes of spec section 4; the first word of every routing key.

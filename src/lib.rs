@@ -12,7 +12,8 @@
 //! (the one bounded buffer), [`subscriptions`] (topic vocabulary, desired set, queue bindings,
 //! the subscription service), [`source`] (Bybit connections), [`pipeline`] (stages), [`sink`]
 //! (RabbitMQ, database, `/ws` feed), [`store`] (entities, queries), [`api`] (REST),
-//! [`downstream`] (`/ws`), [`health`], [`backoff`].
+//! [`downstream`] (`/ws`), [`wire`] (the Bybit frame format and the one parse of each frame),
+//! [`health`], [`backoff`].
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
@@ -34,3 +35,4 @@ pub mod store;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod topology;
+pub mod wire;

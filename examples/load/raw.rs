@@ -113,14 +113,13 @@ fn sample_events(topics: usize) -> Vec<Event> {
     let mut enricher = Enricher::default();
     (0..topics)
         .map(|i| {
-            let frame = RawFrame {
-                endpoint: Endpoint::Public(Category::Linear),
-                connection_id: 1,
-                received_at: chrono::Utc::now(),
-                received_mono: Instant::now(),
-                text: trade_frame(&symbol(i)).into(),
-            };
-            enricher.enrich(classify(decode(frame).expect("fixture decodes")))
+            let frame = RawFrame::parse(
+                Endpoint::Public(Category::Linear),
+                1,
+                trade_frame(&symbol(i)),
+            )
+            .expect("fixture decodes");
+            enricher.enrich(classify(decode(frame)))
         })
         .collect()
 }

@@ -1,6 +1,8 @@
 //! Classify: a decoded frame → its event class, category and symbol. Total: any topic gets a
 //! class (`other` for unknown ones, counted by the caller), nothing here can fail or panic.
 
+use std::ops::Range;
+
 use crate::{
     buffer::Droppable,
     event::{Category, Endpoint, EventClass},
@@ -17,8 +19,18 @@ pub struct Classified {
     pub class: EventClass,
     /// The endpoint's category, or the category of a category-scoped private topic.
     pub category: Option<Category>,
+    /// Where the instrument (or base coin for option trades) sits in the topic, where the
+    /// topic names one (no copy per frame).
+    symbol: Option<Range<usize>>,
+}
+
+impl Classified {
     /// Instrument (or base coin for option trades) where the topic names one.
-    pub symbol: Option<String>,
+    pub fn symbol(&self) -> Option<&str> {
+        self.symbol
+            .clone()
+            .and_then(|r| self.decoded.topic().get(r))
+    }
 }
 
 impl Droppable for Classified {
@@ -29,15 +41,14 @@ impl Droppable for Classified {
 
 /// Classifies one decoded frame.
 pub fn classify(decoded: Decoded) -> Classified {
-    let topic = decoded.topic.as_str();
+    let topic = decoded.topic();
     let class = class_of(topic);
     let (category, symbol) = match decoded.frame.endpoint {
         Endpoint::Public(category) => {
             let symbol = topic
-                .rsplit_once('.')
-                .map(|(_, last)| last)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned);
+                .rfind('.')
+                .map(|dot| dot + 1..topic.len())
+                .filter(|r| !r.is_empty());
             (Some(category), symbol)
         }
         // `order.spot`, `execution.fast.linear`: a later segment may name the category.
@@ -131,10 +142,10 @@ mod tests {
         ];
         for c in cases {
             let text = format!(r#"{{"topic":"{}","data":{{}}}}"#, c.topic);
-            let out = classify(decode(frame(c.endpoint, &text)).unwrap());
+            let out = classify(decode(frame(c.endpoint, &text)));
             assert_eq!(out.class, c.class, "{}", c.topic);
             assert_eq!(out.category, c.category, "{}", c.topic);
-            assert_eq!(out.symbol.as_deref(), c.symbol, "{}", c.topic);
+            assert_eq!(out.symbol(), c.symbol, "{}", c.topic);
         }
     }
 }

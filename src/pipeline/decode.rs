@@ -1,4 +1,7 @@
-//! Decode: the raw frame text → the few envelope fields the pipeline needs, borrowed.
+//! Decode: a frame → the envelope fields the pipeline needs. The source's one parse
+//! ([`crate::wire::parse`]) already located them and the frame carries them
+//! ([`RawFrame::head`]), so decode reads nothing again: it is the typed view the later stages
+//! use, and it cannot fail (malformed frames never leave the source).
 //!
 //! A Bybit v5 data push looks like (linear publicTrade, `tests/fixtures/bybit/linear_publicTrade.json`,
 //! <https://bybit-exchange.github.io/docs/v5/websocket/public/trade>):
@@ -7,59 +10,49 @@
 //! {"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1758844800135,"data":[{"T":1758844800133,…}]}
 //! ```
 //!
-//! Private pushes carry `id, topic, creationTime, data`. Key order differs by market, so the
-//! frame is parsed with serde (order-free) into [`BybitMessage`], with `data` kept as a
-//! [`RawValue`]: it is never parsed, only located, and later copied byte for byte.
+//! Private pushes carry `id, topic, creationTime, data`; see [`crate::wire`] for the shapes.
 
-use std::{borrow::Cow, ops::Range};
-
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use std::ops::Range;
 
 use crate::{buffer::Droppable, event::RawFrame};
 
-/// The envelope of a Bybit data push, borrowed from the frame text.
-#[derive(Debug, Deserialize)]
-pub struct BybitMessage<'a> {
-    /// `publicTrade.BTCUSDT`, `order`, `execution.fast`, …
-    #[serde(borrow)]
-    pub topic: Cow<'a, str>,
-    /// `snapshot` / `delta` where Bybit sends one.
-    #[serde(rename = "type", borrow, default)]
-    pub kind: Option<Cow<'a, str>>,
-    /// Server time of the push (ms); public frames.
-    #[serde(default)]
-    pub ts: Option<i64>,
-    /// Creation time (ms); private frames.
-    #[serde(rename = "creationTime", default)]
-    pub creation_time: Option<i64>,
-    /// The payload, unparsed.
-    #[serde(borrow)]
-    pub data: &'a RawValue,
-}
-
-/// A decoded frame: the frame itself plus the envelope fields, with `data` as a byte range of
+/// A decoded frame: the frame and its located envelope fields, with `data` as a byte range of
 /// the frame text (so it can cross a channel without copying).
 #[derive(Debug, Clone)]
 pub struct Decoded {
     /// The frame, unchanged.
     pub frame: RawFrame,
-    /// Bybit topic.
-    pub topic: String,
-    /// Bybit `type`.
-    pub kind: Option<String>,
-    /// `ts` (ms).
-    pub ts: Option<i64>,
-    /// `creationTime` (ms).
-    pub creation_time: Option<i64>,
-    /// Byte range of `data` in `frame.text`.
-    pub data: Range<usize>,
 }
 
 impl Decoded {
+    /// Bybit topic.
+    pub fn topic(&self) -> &str {
+        self.frame.topic()
+    }
+
+    /// Bybit `type`.
+    pub fn kind(&self) -> Option<&str> {
+        self.frame.kind()
+    }
+
+    /// `ts` (ms).
+    pub fn ts(&self) -> Option<i64> {
+        self.frame.head().ts
+    }
+
+    /// `creationTime` (ms).
+    pub fn creation_time(&self) -> Option<i64> {
+        self.frame.head().creation_time
+    }
+
+    /// Byte range of `data` in the frame text.
+    pub fn data_range(&self) -> Range<usize> {
+        self.frame.head().data_range()
+    }
+
     /// The frame's `data`, as sent.
     pub fn data(&self) -> &str {
-        &self.frame.text[self.data.clone()]
+        self.frame.data()
     }
 }
 
@@ -69,47 +62,9 @@ impl Droppable for Decoded {
     }
 }
 
-/// Why a frame could not be decoded.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// Not JSON, or not a data push (no `topic` / `data`).
-    #[error("malformed frame")]
-    MalformedJson {
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-/// Decodes one frame.
-pub fn decode(frame: RawFrame) -> Result<Decoded, DecodeError> {
-    let text: &str = &frame.text;
-    let msg: BybitMessage<'_> =
-        serde_json::from_str(text).map_err(|source| DecodeError::MalformedJson { source })?;
-    let raw = msg.data.get();
-    // `raw` is a sub-slice of `text` (serde_json borrows it), so its offset is the pointer
-    // difference; no unsafe code is involved.
-    let start = (raw.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-    let data = start..start + raw.len();
-    debug_assert_eq!(text.get(data.clone()), Some(raw));
-    let topic = msg.topic.into_owned();
-    let kind = msg.kind.map(Cow::into_owned);
-    let (ts, creation_time) = (msg.ts, msg.creation_time);
-    Ok(Decoded {
-        frame,
-        topic,
-        kind,
-        ts,
-        creation_time,
-        data,
-    })
-}
-
-/// The first `max` characters of a payload, for DEBUG logs of bad frames.
-pub fn truncated(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
+/// Decodes one frame: its fields were located by the source's parse.
+pub fn decode(frame: RawFrame) -> Decoded {
+    Decoded { frame }
 }
 
 #[cfg(test)]
@@ -119,13 +74,7 @@ pub(crate) mod tests {
 
     /// A frame of `text` from `endpoint`, received now.
     pub(crate) fn frame(endpoint: Endpoint, text: &str) -> RawFrame {
-        RawFrame {
-            endpoint,
-            connection_id: 1,
-            received_at: chrono::Utc::now(),
-            received_mono: std::time::Instant::now(),
-            text: text.to_owned().into(),
-        }
+        RawFrame::parse(endpoint, 1, text.to_owned()).expect("a data frame")
     }
 
     fn fixture_data(text: &str) -> String {
@@ -179,14 +128,14 @@ pub(crate) mod tests {
             },
         ];
         for case in cases {
-            let d = decode(frame(case.endpoint, case.input.trim_end())).expect(case.name);
-            assert_eq!(d.topic, case.topic, "{}", case.name);
-            assert_eq!(d.kind.as_deref(), case.kind, "{}", case.name);
+            let d = decode(frame(case.endpoint, case.input.trim_end()));
+            assert_eq!(d.topic(), case.topic, "{}", case.name);
+            assert_eq!(d.kind(), case.kind, "{}", case.name);
             if case.ts.is_some() {
-                assert_eq!(d.ts, case.ts, "{}", case.name);
+                assert_eq!(d.ts(), case.ts, "{}", case.name);
             }
             if case.creation_time.is_some() {
-                assert_eq!(d.creation_time, case.creation_time, "{}", case.name);
+                assert_eq!(d.creation_time(), case.creation_time, "{}", case.name);
             }
             let reparsed: serde_json::Value = serde_json::from_str(d.data()).unwrap();
             assert_eq!(
@@ -198,20 +147,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn malformed_and_control_frames_are_errors_not_panics() {
+    fn malformed_and_control_frames_never_become_frames() {
         for text in [
             "",
             "not json",
             "{\"topic\":1}",
             include_str!("../../tests/fixtures/bybit/pong_spot.json"),
         ] {
-            assert!(decode(frame(Endpoint::Private, text)).is_err(), "{text}");
+            assert!(
+                RawFrame::parse(Endpoint::Private, 1, text).is_err(),
+                "{text}"
+            );
         }
-    }
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncated("héllo", 2), "hé");
-        assert_eq!(truncated("hi", 10), "hi");
     }
 }

@@ -1,27 +1,185 @@
 //! Enrich: a classified frame → an [`Event`] with id, trace id, per-topic seq and the section 5
 //! envelope serialised once.
 //!
-//! The envelope is written by hand in the spec's key order; string fields go through serde_json
-//! for escaping, and `data` is the raw slice of the frame, copied byte for byte (never parsed
-//! and re-serialised). `Event.data` records where it sits in `Event.json`.
+//! The envelope is written by hand in the spec's key order; string fields are escaped as
+//! serde_json escapes them, and `data` is the raw slice of the frame, copied byte for byte (never
+//! parsed and re-serialised). `Event.data` records where it sits in `Event.json`.
+//!
+//! The hot path allocates the envelope once, at its exact length: the part that depends only on
+//! the topic (`"class"` … `"symbol"`) is built once per (category, topic) and kept with its seq
+//! counter; ids and trace ids come from the enricher's own generator; `received_at` reuses the
+//! formatted second.
 
-use std::{collections::HashMap, io::Write};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use bytes::Bytes;
-use chrono::SecondsFormat;
-use rand::RngCore;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use uuid::Uuid;
 
 use crate::{
-    event::{Category, Endpoint, Event},
+    event::{Category, Endpoint, Event, EventClass},
     pipeline::classify::Classified,
 };
 
-/// The enrich stage's state: one seq counter per (category, topic).
+/// FxHash (rustc's): topics are short and come from Bybit and our own subscriptions.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let word = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<V> = HashMap<Box<str>, V, BuildHasherDefault<FxHasher>>;
+
+/// What enrich keeps per (category, topic).
+#[derive(Debug)]
+struct TopicEntry {
+    /// Last seq handed out.
+    seq: u64,
+    /// The symbol the envelope part was built for.
+    symbol: Option<Box<str>>,
+    /// `","class":"…","topic":…,"category":…,"symbol":…,"type":`.
+    middle: Box<[u8]>,
+}
+
+/// Ids, trace ids and the formatted second: the enricher's generators.
+#[derive(Debug)]
+struct Generators {
+    rng: SmallRng,
+    /// Unix ms of the last uuid.
+    last_ms: u64,
+    /// uuid v7 `rand_a`: a counter within one ms, so ids of one enricher sort in order.
+    counter: u16,
+    /// The second `prefix` formats (`YYYY-MM-DDTHH:MM:SS`).
+    second: Option<i64>,
+    prefix: [u8; 19],
+}
+
+impl Default for Generators {
+    fn default() -> Self {
+        Self {
+            rng: SmallRng::from_rng(&mut rand::rng()),
+            last_ms: 0,
+            counter: 0,
+            second: None,
+            prefix: [0; 19],
+        }
+    }
+}
+
+impl Generators {
+    /// A uuid v7 (RFC 9562): 48-bit Unix ms, a 12-bit counter seeded at random each ms
+    /// (method 1, monotonic within this enricher), 62 random bits.
+    fn uuid_v7(&mut self) -> Uuid {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if now > self.last_ms {
+            self.last_ms = now;
+            // Room for 2^11 ids in the ms before the counter spills into the next ms.
+            self.counter = self.rng.random::<u16>() & 0x7ff;
+        } else if self.counter >= 0xfff {
+            self.last_ms += 1;
+            self.counter = self.rng.random::<u16>() & 0x7ff;
+        } else {
+            self.counter += 1;
+        }
+        let rand_b = self.rng.next_u64() & ((1 << 62) - 1);
+        Uuid::from_u128(
+            (u128::from(self.last_ms & 0xffff_ffff_ffff) << 80)
+                | (0x7 << 76)
+                | (u128::from(self.counter) << 64)
+                | (0b10 << 62)
+                | u128::from(rand_b),
+        )
+    }
+
+    /// 16 random bytes as 32 lowercase hex (never all zero, as W3C requires).
+    fn trace_id(&mut self) -> [u8; 32] {
+        let mut bytes = [0u8; 16];
+        self.rng.fill_bytes(&mut bytes);
+        if bytes == [0; 16] {
+            bytes[15] = 1;
+        }
+        hex32(&bytes)
+    }
+
+    /// `received_at` as RFC 3339 UTC with micros (`2025-09-26T00:00:00.123456Z`), exactly as
+    /// `to_rfc3339_opts(SecondsFormat::Micros, true)` writes it.
+    fn write_rfc3339(&mut self, buf: &mut Vec<u8>, t: DateTime<Utc>) {
+        let secs = t.timestamp();
+        let nanos = t.timestamp_subsec_nanos();
+        if self.second != Some(secs) {
+            let s = t.to_rfc3339_opts(SecondsFormat::Secs, true);
+            match s.as_bytes().get(..19) {
+                Some(prefix) if s.len() == 20 && nanos < 1_000_000_000 => {
+                    self.prefix.copy_from_slice(prefix);
+                    self.second = Some(secs);
+                }
+                // Leap seconds, years past 9999: let chrono write it.
+                _ => {
+                    buf.extend_from_slice(
+                        t.to_rfc3339_opts(SecondsFormat::Micros, true).as_bytes(),
+                    );
+                    return;
+                }
+            }
+        }
+        if nanos >= 1_000_000_000 {
+            buf.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::Micros, true).as_bytes());
+            return;
+        }
+        buf.extend_from_slice(&self.prefix);
+        let micros = nanos / 1000;
+        let mut frac = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z'];
+        let mut m = micros;
+        for d in frac[1..7].iter_mut().rev() {
+            *d = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
+        buf.extend_from_slice(&frac);
+    }
+}
+
+/// Lowercase hex of 16 bytes.
+fn hex32(bytes: &[u8; 16]) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    out
+}
+
+/// The enrich stage's state: per (category, topic) its seq counter and envelope part, and the
+/// id generators.
 #[derive(Debug, Default)]
 pub struct Enricher {
     /// Index 0..4 by category, 4 for no category; keyed by topic so lookups need no allocation.
-    seqs: [HashMap<String, u64>; 5],
+    topics: [FxMap<TopicEntry>; 5],
+    ids: Generators,
 }
 
 /// 32 lowercase hex characters from 16 random bytes (never all zero, as W3C requires).
@@ -34,107 +192,211 @@ pub fn trace_id() -> String {
     hex::encode(bytes)
 }
 
-impl Enricher {
-    /// The next seq of (category, topic), from 1.
-    pub fn next_seq(&mut self, category: Option<Category>, topic: &str) -> u64 {
-        let map = &mut self.seqs[category.map_or(4, |c| c as usize)];
-        if let Some(n) = map.get_mut(topic) {
-            *n += 1;
-            return *n;
-        }
-        map.insert(topic.to_owned(), 1);
-        1
-    }
-
-    /// Builds the event of one classified frame.
-    pub fn enrich(&mut self, c: Classified) -> Event {
-        let Classified {
-            decoded,
-            class,
-            category,
-            symbol,
-        } = c;
-        let seq = self.next_seq(category, &decoded.topic);
-        let id = Uuid::now_v7();
-        let trace_id = trace_id();
-        let exchange_ts = if decoded.frame.endpoint == Endpoint::Private {
-            decoded.creation_time.or(decoded.ts)
-        } else {
-            decoded.ts.or(decoded.creation_time)
-        };
-        let received_at = decoded.frame.received_at;
-        let raw = decoded.data();
-
-        let mut buf = Vec::with_capacity(raw.len() + 320);
-        let mut uuid_buf = Uuid::encode_buffer();
-        buf.extend_from_slice(b"{\"id\":\"");
-        buf.extend_from_slice(id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
-        buf.extend_from_slice(b"\",\"trace_id\":\"");
-        buf.extend_from_slice(trace_id.as_bytes());
-        buf.extend_from_slice(b"\",\"class\":\"");
-        buf.extend_from_slice(class.as_str().as_bytes());
-        buf.extend_from_slice(b"\",\"topic\":");
-        write_str(&mut buf, &decoded.topic);
-        buf.extend_from_slice(b",\"category\":");
-        match category {
-            Some(c) => {
-                buf.push(b'"');
-                buf.extend_from_slice(c.as_str().as_bytes());
-                buf.push(b'"');
-            }
-            None => buf.extend_from_slice(b"null"),
-        }
-        buf.extend_from_slice(b",\"symbol\":");
-        write_opt_str(&mut buf, symbol.as_deref());
-        buf.extend_from_slice(b",\"type\":");
-        write_opt_str(&mut buf, decoded.kind.as_deref());
-        buf.extend_from_slice(b",\"exchange_ts\":");
-        match exchange_ts {
-            Some(ts) => {
-                let _ = write!(buf, "{ts}");
-            }
-            None => buf.extend_from_slice(b"null"),
-        }
-        buf.extend_from_slice(b",\"received_at\":\"");
-        buf.extend_from_slice(
-            received_at
-                .to_rfc3339_opts(SecondsFormat::Micros, true)
-                .as_bytes(),
-        );
-        let _ = write!(buf, "\",\"seq\":{seq},\"data\":");
-        let start = buf.len();
-        buf.extend_from_slice(raw.as_bytes());
-        let end = buf.len();
-        buf.push(b'}');
-
-        Event {
-            id,
-            trace_id,
-            class,
-            topic: decoded.topic,
-            endpoint: decoded.frame.endpoint,
-            category,
-            symbol,
-            kind: decoded.kind,
-            exchange_ts,
-            received_at,
-            received_mono: decoded.frame.received_mono,
-            seq,
-            json: Bytes::from(buf),
-            data: start..end,
-        }
-    }
+/// Whether serde_json would write `s` as `"s"` (nothing to escape).
+fn plain(s: &str) -> bool {
+    !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
+/// `s` as a JSON string, escaped like serde_json.
 fn write_str(buf: &mut Vec<u8>, s: &str) {
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
+    if plain(s) {
+        buf.reserve(s.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, s);
+    }
 }
 
 fn write_opt_str(buf: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => write_str(buf, s),
         None => buf.extend_from_slice(b"null"),
+    }
+}
+
+/// Length of `s` as [`write_opt_str`] writes it.
+fn opt_str_len(s: Option<&str>) -> usize {
+    match s {
+        Some(s) if plain(s) => s.len() + 2,
+        Some(s) => serde_json::to_string(s).map_or(0, |j| j.len()),
+        None => 4,
+    }
+}
+
+/// `","class":"…","topic":…,"category":…,"symbol":…,"type":`.
+fn middle(
+    class: EventClass,
+    topic: &str,
+    category: Option<Category>,
+    symbol: Option<&str>,
+) -> Box<[u8]> {
+    let mut buf = Vec::with_capacity(topic.len() * 2 + 80);
+    buf.extend_from_slice(b"\",\"class\":\"");
+    buf.extend_from_slice(class.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"topic\":");
+    write_str(&mut buf, topic);
+    buf.extend_from_slice(b",\"category\":");
+    match category {
+        Some(c) => {
+            buf.push(b'"');
+            buf.extend_from_slice(c.as_str().as_bytes());
+            buf.push(b'"');
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"symbol\":");
+    write_opt_str(&mut buf, symbol);
+    buf.extend_from_slice(b",\"type\":");
+    buf.into_boxed_slice()
+}
+
+impl Enricher {
+    fn entry(&mut self, category: Option<Category>, topic: &str) -> &mut TopicEntry {
+        let map = &mut self.topics[category.map_or(4, |c| c as usize)];
+        if !map.contains_key(topic) {
+            map.insert(
+                topic.into(),
+                TopicEntry {
+                    seq: 0,
+                    symbol: None,
+                    middle: Box::default(),
+                },
+            );
+        }
+        map.get_mut(topic).expect("inserted above")
+    }
+
+    /// The next seq of (category, topic), from 1.
+    pub fn next_seq(&mut self, category: Option<Category>, topic: &str) -> u64 {
+        let entry = self.entry(category, topic);
+        entry.seq += 1;
+        entry.seq
+    }
+
+    /// Builds the event of one classified frame.
+    pub fn enrich(&mut self, c: Classified) -> Event {
+        let class = c.class;
+        let category = c.category;
+        let symbol = c.symbol();
+        let frame = &c.decoded.frame;
+        let topic = frame.topic();
+        let kind = frame.kind();
+        let head = frame.head();
+        let exchange_ts = if frame.endpoint == Endpoint::Private {
+            head.creation_time.or(head.ts)
+        } else {
+            head.ts.or(head.creation_time)
+        };
+        let received_at = frame.received_at;
+        let raw = frame.data();
+
+        let map = &mut self.topics[category.map_or(4, |c| c as usize)];
+        let entry = match map.get_mut(topic) {
+            Some(e) => e,
+            None => {
+                map.insert(
+                    topic.into(),
+                    TopicEntry {
+                        seq: 0,
+                        symbol: symbol.map(Into::into),
+                        middle: middle(class, topic, category, symbol),
+                    },
+                );
+                map.get_mut(topic).expect("inserted above")
+            }
+        };
+        entry.seq += 1;
+        let seq = entry.seq;
+        if entry.middle.is_empty() {
+            entry.symbol = symbol.map(Into::into);
+            entry.middle = middle(class, topic, category, symbol);
+        }
+        // An entry is built for the symbol of its first frame; (category, topic) fixes it for
+        // every real topic, but a different one must not reuse it.
+        let rebuilt;
+        let middle_part: &[u8] = if entry.symbol.as_deref() != symbol {
+            rebuilt = middle(class, topic, category, symbol);
+            &rebuilt
+        } else {
+            &entry.middle
+        };
+
+        let id = self.ids.uuid_v7();
+        let trace = self.ids.trace_id();
+        let mut ts_buf = itoa::Buffer::new();
+        let ts_text: &[u8] = match exchange_ts {
+            Some(ts) => ts_buf.format(ts).as_bytes(),
+            None => b"null",
+        };
+        let mut seq_buf = itoa::Buffer::new();
+        let seq_text = seq_buf.format(seq).as_bytes();
+
+        const ID: &[u8] = b"{\"id\":\"";
+        const TRACE: &[u8] = b"\",\"trace_id\":\"";
+        const EXCHANGE_TS: &[u8] = b",\"exchange_ts\":";
+        const RECEIVED_AT: &[u8] = b",\"received_at\":\"";
+        const SEQ: &[u8] = b"\",\"seq\":";
+        const DATA: &[u8] = b",\"data\":";
+        // `2025-09-26T00:00:00.123456Z`.
+        const RFC3339_MICROS: usize = 27;
+        let len = ID.len()
+            + 36
+            + TRACE.len()
+            + 32
+            + middle_part.len()
+            + opt_str_len(kind)
+            + EXCHANGE_TS.len()
+            + ts_text.len()
+            + RECEIVED_AT.len()
+            + RFC3339_MICROS
+            + SEQ.len()
+            + seq_text.len()
+            + DATA.len()
+            + raw.len()
+            + 1;
+        let mut buf = Vec::with_capacity(len);
+        buf.extend_from_slice(ID);
+        buf.extend_from_slice(
+            id.hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        buf.extend_from_slice(TRACE);
+        buf.extend_from_slice(&trace);
+        buf.extend_from_slice(middle_part);
+        write_opt_str(&mut buf, kind);
+        buf.extend_from_slice(EXCHANGE_TS);
+        buf.extend_from_slice(ts_text);
+        buf.extend_from_slice(RECEIVED_AT);
+        self.ids.write_rfc3339(&mut buf, received_at);
+        buf.extend_from_slice(SEQ);
+        buf.extend_from_slice(seq_text);
+        buf.extend_from_slice(DATA);
+        let start = buf.len();
+        buf.extend_from_slice(raw.as_bytes());
+        let end = buf.len();
+        buf.push(b'}');
+        debug_assert_eq!(buf.len(), len);
+
+        Event {
+            id,
+            trace_id: String::from_utf8_lossy(&trace).into_owned(),
+            class,
+            topic: topic.to_owned(),
+            endpoint: frame.endpoint,
+            category,
+            symbol: symbol.map(str::to_owned),
+            kind: kind.map(str::to_owned),
+            exchange_ts,
+            received_at,
+            received_mono: frame.received_mono,
+            seq,
+            json: Bytes::from(buf),
+            data: start..end,
+        }
     }
 }
 
@@ -147,7 +409,7 @@ mod tests {
     };
 
     fn event(e: &mut Enricher, endpoint: Endpoint, text: &str) -> Event {
-        e.enrich(classify(decode(frame(endpoint, text.trim_end())).unwrap()))
+        e.enrich(classify(decode(frame(endpoint, text.trim_end()))))
     }
 
     #[test]
@@ -214,3 +476,7 @@ mod tests {
         assert_eq!(e.next_seq(Some(Category::Linear), "b"), 1);
     }
 }
+
+#[cfg(test)]
+#[path = "envelope_golden_tests.rs"]
+mod envelope_golden;

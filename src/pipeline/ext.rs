@@ -3,7 +3,7 @@
 //! `BarterStreamExt`. Each adapter counts its stage's received/sent/dropped items with counter
 //! handles resolved once, not per item.
 
-use futures::{Stream, StreamExt, future::ready, stream::BoxStream};
+use futures::{Stream, StreamExt, stream::BoxStream};
 use metrics::Counter;
 
 use crate::{
@@ -16,9 +16,7 @@ use crate::{
     },
     pipeline_file::BufferConfig,
     shutdown::Supervisor,
-    telemetry::{
-        FRAMES_MALFORMED, PipelineStats, STAGE_DROPPED, STAGE_RECEIVED, STAGE_SENT, UNKNOWN_TOPICS,
-    },
+    telemetry::{PipelineStats, STAGE_RECEIVED, STAGE_SENT, UNKNOWN_TOPICS},
 };
 
 fn counters(stage: &'static str) -> (Counter, Counter) {
@@ -30,38 +28,18 @@ fn counters(stage: &'static str) -> (Counter, Counter) {
 
 /// The pipeline stages as methods on any stream.
 pub(crate) trait PipelineExt: Stream + Sized + Send + 'static {
-    /// Decodes frames; malformed ones are counted, logged at DEBUG (truncated) and dropped.
-    fn decode(self, stats: PipelineStats) -> impl Stream<Item = Decoded> + Send + 'static
+    /// Decodes frames: the source's one parse located their fields, so this cannot fail
+    /// (malformed frames are counted and logged by the source, where they are dropped).
+    fn decode(self) -> impl Stream<Item = Decoded> + Send + 'static
     where
         Self: Stream<Item = RawFrame>,
     {
         let (received, sent) = counters("decode");
-        let dropped =
-            metrics::counter!(STAGE_DROPPED, "stage" => "decode", "reason" => "malformed");
-        self.filter_map(move |frame| {
+        self.map(move |frame| {
             received.increment(1);
-            let endpoint = frame.endpoint;
-            let text = frame.text.clone();
-            let out = match decode::decode(frame) {
-                Ok(d) => {
-                    sent.increment(1);
-                    Some(d)
-                }
-                Err(error) => {
-                    dropped.increment(1);
-                    metrics::counter!(FRAMES_MALFORMED, "endpoint" => endpoint.label())
-                        .increment(1);
-                    stats.add_malformed(1);
-                    tracing::debug!(
-                        %endpoint,
-                        error = %error,
-                        payload = decode::truncated(&text, 256),
-                        "Dropped a malformed frame."
-                    );
-                    None
-                }
-            };
-            ready(out)
+            let d = decode::decode(frame);
+            sent.increment(1);
+            d
         })
     }
 
@@ -77,7 +55,7 @@ pub(crate) trait PipelineExt: Stream + Sized + Send + 'static {
             if c.class == crate::event::EventClass::Other {
                 let endpoint = c.decoded.frame.endpoint;
                 metrics::counter!(UNKNOWN_TOPICS, "endpoint" => endpoint.label()).increment(1);
-                tracing::debug!(%endpoint, topic = %c.decoded.topic, "Unknown topic; classified as other.");
+                tracing::debug!(%endpoint, topic = %c.decoded.topic(), "Unknown topic; classified as other.");
             }
             sent.increment(1);
             c

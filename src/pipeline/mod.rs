@@ -35,7 +35,7 @@ where
     S: Stream<Item = RawFrame> + Send + 'static,
 {
     frames
-        .decode(stats.clone())
+        .decode()
         .buffer(stages.classify, "classify", supervisor)
         .classify()
         .buffer(stages.enrich, "enrich", supervisor)

@@ -20,8 +20,9 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-use super::{rate::TokenBucket, wire};
+use super::rate::TokenBucket;
 use crate::subscriptions::SubscriptionHandle;
+use crate::wire;
 use crate::{
     config::{BybitCredentials, BybitEnvironment},
     event::{Endpoint, RawFrame},

@@ -7,14 +7,12 @@
 //! connection reconnects forever with full-jitter backoff, gated by one process-wide token
 //! bucket ([`rate`]). Only data frames leave the source; control frames stay inside.
 
-pub mod auth;
 mod connection;
 mod link;
 pub mod orderbook;
 pub mod rate;
 pub mod reconcile;
 mod session;
-pub mod wire;
 
 pub use link::SourceError;
 

@@ -1,4 +1,5 @@
-//! Order-book continuity: per `orderbook.*` topic, the last `data.u` seen.
+//! Order-book continuity: per `orderbook.*` topic ([`crate::wire::is_orderbook`]), the last
+//! `data.u` seen (located by the frame's one parse, [`crate::wire::DataHead::u`]).
 //!
 //! `type=snapshot` (or `u == 1`, Bybit's service-restart snapshot) resets the book; a delta
 //! whose `u` is not last + 1 is a gap. After a gap the topic's frames are dropped until a fresh
@@ -30,11 +31,6 @@ enum Book {
 #[derive(Debug, Default)]
 pub struct GapTracker {
     books: HashMap<String, Book>,
-}
-
-/// Whether `topic` is an order book (tracked here).
-pub fn is_orderbook(topic: &str) -> bool {
-    topic.starts_with("orderbook.")
 }
 
 impl GapTracker {
@@ -90,7 +86,7 @@ impl GapTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::wire::{FrameKind, book_update_id, classify};
+    use crate::wire::parse_data;
 
     fn recording(name: &str) -> Vec<String> {
         let path = format!("{}/tests/fixtures/bybit/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -102,13 +98,8 @@ mod tests {
     }
 
     fn judge(tracker: &mut GapTracker, text: &str) -> BookVerdict {
-        let (kind, head) = classify(text);
-        let FrameKind::Data { topic } = kind else {
-            panic!("not data")
-        };
-        let head = head.unwrap();
-        let u = book_update_id(&head).unwrap();
-        tracker.observe(&topic, head.kind.as_deref(), u)
+        let head = parse_data(text).expect("a data frame");
+        tracker.observe(head.topic(text), head.kind(text), head.u.expect("data.u"))
     }
 
     #[test]

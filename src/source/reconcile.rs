@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tokio::time::{Duration, Instant};
 
-use super::wire::Ack;
+use crate::wire::Ack;
 
 /// Characters a topic adds to a connection's args (the topic, its quotes and a comma).
 pub fn topic_chars(topic: &str) -> usize {

@@ -8,7 +8,6 @@ use std::sync::{
 
 #[derive(Debug, Default)]
 struct Inner {
-    malformed: AtomicU64,
     events: AtomicU64,
     published: AtomicU64,
     confirmed: AtomicU64,
@@ -40,7 +39,6 @@ macro_rules! counter {
 }
 
 counter! {
-    malformed, add_malformed, "Frames dropped by decode as malformed.";
     events, add_events, "Events built by enrich.";
     published, add_published, "Messages handed to the broker (retries included).";
     confirmed, add_confirmed, "Events confirmed by the broker.";

@@ -117,7 +117,7 @@ mod tests {
         let (tee, buffer) = PersistTee::new(&[EventClass::Balances], 2);
         let (tx, mut rx) = mpsc::channel(1);
         for text in [wallet, order, wallet, wallet, wallet] {
-            tee.offer(&e.enrich(classify(decode(frame(Endpoint::Private, text)).unwrap())));
+            tee.offer(&e.enrich(classify(decode(frame(Endpoint::Private, text)))));
         }
         // A full buffer of 2 keeps the two newest wallets; the order is not persisted.
         assert_eq!(buffer.len(), 2);

@@ -193,8 +193,7 @@ mod tests {
         let text = include_str!("../../../tests/fixtures/bybit/order.json").trim_end();
         let mut w = Window::default();
         for tag in 1..=n {
-            let event =
-                Arc::new(e.enrich(classify(decode(frame(Endpoint::Private, text)).unwrap())));
+            let event = Arc::new(e.enrich(classify(decode(frame(Endpoint::Private, text)))));
             w.inflight.insert(
                 tag,
                 InFlight {

@@ -324,7 +324,6 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use super::*;
     use crate::{
@@ -334,14 +333,13 @@ mod tests {
 
     fn trade() -> Arc<Event> {
         let text = include_str!("../../../tests/fixtures/bybit/linear_publicTrade.json");
-        let frame = RawFrame {
-            endpoint: Endpoint::Public(Category::Linear),
-            connection_id: 1,
-            received_at: chrono::Utc::now(),
-            received_mono: Instant::now(),
-            text: text.trim_end().to_owned().into(),
-        };
-        let decoded = decode(frame).expect("fixture decodes");
+        let frame = RawFrame::parse(
+            Endpoint::Public(Category::Linear),
+            1,
+            text.trim_end().to_owned(),
+        )
+        .expect("fixture decodes");
+        let decoded = decode(frame);
         Arc::new(Enricher::default().enrich(classify(decoded)))
     }
 
@@ -376,14 +374,9 @@ mod tests {
 
     fn order(e: &mut Enricher) -> Arc<Event> {
         let text = include_str!("../../../tests/fixtures/bybit/order.json");
-        let frame = RawFrame {
-            endpoint: Endpoint::Private,
-            connection_id: 1,
-            received_at: chrono::Utc::now(),
-            received_mono: Instant::now(),
-            text: text.trim_end().to_owned().into(),
-        };
-        Arc::new(e.enrich(classify(decode(frame).expect("fixture decodes"))))
+        let frame = RawFrame::parse(Endpoint::Private, 1, text.trim_end().to_owned())
+            .expect("fixture parses");
+        Arc::new(e.enrich(classify(decode(frame))))
     }
 
     #[tokio::test]

@@ -767,7 +767,7 @@ mod tests {
 
     fn wallet(e: &mut Enricher) -> Arc<Event> {
         let text = include_str!("../../../tests/fixtures/bybit/wallet.json").trim_end();
-        Arc::new(e.enrich(classify(decode(frame(Endpoint::Private, text)).unwrap())))
+        Arc::new(e.enrich(classify(decode(frame(Endpoint::Private, text)))))
     }
 
     fn events(n: usize) -> Vec<Arc<Event>> {

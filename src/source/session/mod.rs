@@ -19,17 +19,16 @@ use tokio_util::sync::CancellationToken;
 mod subscribe;
 
 use super::{
-    auth,
     link::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
-    orderbook::{BookVerdict, GapTracker, is_orderbook},
+    orderbook::{BookVerdict, GapTracker},
     reconcile::Ledger,
-    wire::{self, FrameKind},
 };
 use crate::{
     backoff::Backoff,
     event::{Endpoint, RawFrame},
     subscriptions::TopicStatus,
     telemetry,
+    wire::{self, DataHead, Frame},
 };
 
 /// Process-unique connection numbers (a new one per session).
@@ -49,7 +48,7 @@ pub(super) enum SessionEnd {
 /// What the read loop does after a frame.
 enum Next {
     Continue,
-    Emit(Utf8Bytes),
+    Emit(Utf8Bytes, DataHead),
     End(SessionEnd),
 }
 
@@ -138,10 +137,10 @@ impl<'a> Session<'a> {
             .clone()
             .filter(|_| self.ctx.endpoint == Endpoint::Private)
         {
-            let expires = auth::now_ms()
-                + u64::try_from(cfg.auth_expiry_window.as_millis()).unwrap_or(10_000);
+            let expires =
+                now_ms() + u64::try_from(cfg.auth_expiry_window.as_millis()).unwrap_or(10_000);
             let req_id = self.ledger.next_req_id();
-            let text = auth::auth_request(
+            let text = wire::auth_request(
                 &req_id,
                 &creds.api_key,
                 creds.api_secret.expose_secret(),
@@ -172,14 +171,14 @@ impl<'a> Session<'a> {
             match next {
                 Next::Continue => {}
                 Next::End(end) => break end,
-                Next::Emit(text) => {
-                    let frame = RawFrame {
-                        endpoint: self.ctx.endpoint,
-                        connection_id: self.id,
-                        received_at: chrono::Utc::now(),
-                        received_mono: self.last_frame.into_std(),
+                Next::Emit(text, head) => {
+                    let frame = RawFrame::new(
+                        self.ctx.endpoint,
+                        self.id,
+                        self.last_frame.into_std(),
                         text,
-                    };
+                        head,
+                    );
                     tokio::select! {
                         () = stop.cancelled() => break SessionEnd::Stopped,
                         sent = self.ctx.out.send(frame) => if sent.is_err() { break SessionEnd::Stopped },
@@ -258,7 +257,7 @@ impl<'a> Session<'a> {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
                 self.last_frame = Instant::now();
-                self.malformed("<binary>");
+                self.malformed("<binary>", false);
                 return Next::Continue;
             }
             Some(Ok(_)) => {
@@ -270,51 +269,60 @@ impl<'a> Session<'a> {
         self.on_text(text).await
     }
 
-    fn malformed(&self, text: &str) {
+    /// The one place malformed frames are counted and logged (truncated, at DEBUG). `data`:
+    /// the frame had a string `topic`, so it was meant for the pipeline and counts as dropped
+    /// by its decode stage too.
+    fn malformed(&self, text: &str, data: bool) {
         metrics::counter!(telemetry::FRAMES_MALFORMED, "endpoint" => self.label()).increment(1);
-        let cut = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
+        if data {
+            self.frames_received.increment(1);
+            metrics::counter!(telemetry::STAGE_DROPPED, "stage" => "decode", "reason" => "malformed")
+                .increment(1);
+        }
         tracing::debug!(
             endpoint = self.label(),
-            payload = &text[..cut],
+            payload = wire::truncated(text, 200),
             "Malformed Bybit frame dropped."
         );
     }
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Next {
-        let (kind, head) = wire::classify(text.as_str());
-        match kind {
-            FrameKind::Data { topic } => {
+        match wire::parse(text.as_str()) {
+            Frame::Data(head) => {
                 self.frames_received.increment(1);
-                match self.last_seen.get_mut(topic.as_ref()) {
+                let topic = head.topic(text.as_str());
+                match self.last_seen.get_mut(topic) {
                     Some(t) => *t = self.last_frame,
                     None => {
-                        self.last_seen.insert(topic.to_string(), self.last_frame);
+                        self.last_seen.insert(topic.to_owned(), self.last_frame);
                     }
                 }
-                if is_orderbook(&topic)
-                    && let Some(head) = &head
-                    && let Some(u) = wire::book_update_id(head)
+                if wire::is_orderbook(topic)
+                    && let Some(u) = head.u
                 {
-                    let verdict = self.books.observe(&topic, head.kind.as_deref(), u);
-                    let topic = topic.into_owned();
+                    let verdict = self.books.observe(topic, head.kind(text.as_str()), u);
                     match verdict {
                         BookVerdict::Pass => {}
                         BookVerdict::Drop => return Next::Continue,
-                        BookVerdict::Resynced => self.status(&topic, TopicStatus::Active),
+                        BookVerdict::Resynced => {
+                            let topic = topic.to_owned();
+                            self.status(&topic, TopicStatus::Active);
+                        }
                         BookVerdict::Gap { expected, got } => {
+                            let topic = topic.to_owned();
                             self.gap(&topic, expected, got).await;
                             return Next::Continue;
                         }
                     }
                 }
-                return Next::Emit(text);
+                return Next::Emit(text, head);
             }
-            FrameKind::Pong => self.pong(),
-            FrameKind::AuthAck { success, ret_msg } => {
+            Frame::Pong => self.pong(),
+            Frame::AuthAck { success, ret_msg } => {
                 return self.auth_ack(success, ret_msg).await;
             }
-            FrameKind::Ack(ack) => self.ack(&ack).await,
-            FrameKind::Malformed => self.malformed(text.as_str()),
+            Frame::Ack(ack) => self.ack(&ack).await,
+            Frame::Malformed { data } => self.malformed(text.as_str(), data),
         }
         Next::Continue
     }
@@ -347,4 +355,9 @@ impl<'a> Session<'a> {
         self.up().await;
         Next::Continue
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }

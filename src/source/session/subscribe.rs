@@ -9,12 +9,10 @@ use super::Session;
 use crate::{
     event::{Category, Endpoint},
     health::ComponentState,
-    source::{
-        reconcile::Request,
-        wire::{self, Ack},
-    },
+    source::reconcile::Request,
     subscriptions::{TopicKey, TopicStatus},
     telemetry,
+    wire::{self, Ack},
 };
 
 impl Session<'_> {

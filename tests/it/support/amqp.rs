@@ -29,13 +29,7 @@ use super::{fixture, init_test_log, unique, wait_until};
 
 /// A frame of `text` from `endpoint`, received now.
 pub fn frame(endpoint: Endpoint, text: impl Into<String>) -> RawFrame {
-    RawFrame {
-        endpoint,
-        connection_id: 1,
-        received_at: chrono::Utc::now(),
-        received_mono: std::time::Instant::now(),
-        text: text.into().into(),
-    }
+    RawFrame::parse(endpoint, 1, text.into()).expect("a Bybit data frame")
 }
 
 /// The linear trade fixture with its topic renamed to `publicTrade.<symbol>`.

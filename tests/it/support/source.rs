@@ -84,7 +84,7 @@ impl Harness {
             .await
             .ok()
             .flatten()
-            .map(|f| f.text.to_string())
+            .map(|f| f.text().to_owned())
     }
 
     /// Stops the source and checks the stream ends and every task finishes.

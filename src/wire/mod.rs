@@ -1,0 +1,572 @@
+//! The Bybit v5 WebSocket wire format, in one place: what a frame is ([`parse`], the one parse
+//! of every frame), the located head of a data push ([`DataHead`]), the control-frame shapes
+//! ([`Frame`], [`Ack`]), and the requests we send ([`ping_request`], [`topics_request`],
+//! [`auth_request`]).
+//!
+//! Docs: <https://bybit-exchange.github.io/docs/v5/ws/connect>. A data push
+//! (`tests/fixtures/bybit/linear_publicTrade.json`,
+//! <https://bybit-exchange.github.io/docs/v5/websocket/public/trade>):
+//!
+//! ```json
+//! {"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1758841135824,"data":[{"T":1758841135823,…}]}
+//! ```
+//!
+//! An order book carries its update id in `data.u`
+//! (`tests/fixtures/bybit/linear_orderbook_1_delta.json`,
+//! <https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook>):
+//!
+//! ```json
+//! {"topic":"orderbook.1.BTCUSDT","type":"delta","ts":1696581023748,
+//!  "data":{"s":"BTCUSDT","b":[],"a":[["27646.90","20.396"]],"u":42452160,"seq":88215706351}}
+//! ```
+//!
+//! Private pushes carry `id, topic, creationTime, data`
+//! (`tests/fixtures/bybit/wallet.json`,
+//! <https://bybit-exchange.github.io/docs/v5/websocket/private/wallet>). Key order differs by
+//! market, so nothing here depends on it.
+//!
+//! Control frames differ by endpoint (see `tests/fixtures/bybit/SOURCES.md`): a public pong is
+//! `{"success":true,"ret_msg":"pong","conn_id":"…","op":"ping"}`, a private/option pong
+//! `{"op":"pong","args":["1699766561376"],"conn_id":"…"}`, a spot subscribe ack
+//! `{"success":true,"ret_msg":"subscribe","conn_id":"…","op":"subscribe"}` and an option ack
+//! `{"success":true,"conn_id":"…","data":{"failTopics":[],"successTopics":["…"]},"type":"COMMAND_RESP"}`.
+//!
+//! [`parse`] reads a data push with a hand-written scanner ([`scan`]) that validates the JSON
+//! and locates the keys without building values; `data` is never parsed, only located, and
+//! later copied byte for byte. Control frames and unusual shapes go to serde
+//! ([`BybitHead`], [`BybitMessage`]), so both paths give the same answer for every text.
+
+use std::{borrow::Cow, ops::Range};
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::Sha256;
+
+mod scan;
+
+/// The head of any Bybit frame, as serde reads it; `data` stays raw.
+#[derive(Debug, Deserialize)]
+pub struct BybitHead<'a> {
+    /// Present on data frames only.
+    #[serde(borrow, default)]
+    pub topic: Option<Cow<'a, str>>,
+    /// `snapshot` / `delta` on data, `COMMAND_RESP` on option acks.
+    #[serde(borrow, default, rename = "type")]
+    pub kind: Option<Cow<'a, str>>,
+    /// `ping` (public pong), `pong`, `auth`, `subscribe`, `unsubscribe`.
+    #[serde(borrow, default)]
+    pub op: Option<Cow<'a, str>>,
+    /// Ack outcome.
+    #[serde(default)]
+    pub success: Option<bool>,
+    /// Free text; may carry escapes (`args size \u003e10`), hence `Cow`.
+    #[serde(borrow, default)]
+    pub ret_msg: Option<Cow<'a, str>>,
+    /// Echo of our `req_id`, when we sent one.
+    #[serde(borrow, default)]
+    pub req_id: Option<Cow<'a, str>>,
+    /// The payload, untouched.
+    #[serde(borrow, default)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// A data push as serde reads it (the fallback of [`parse`]).
+#[derive(Debug, Deserialize)]
+pub struct BybitMessage<'a> {
+    /// `publicTrade.BTCUSDT`, `order`, `execution.fast`, …
+    #[serde(borrow)]
+    pub topic: Cow<'a, str>,
+    /// `snapshot` / `delta` where Bybit sends one.
+    #[serde(rename = "type", borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+    /// Server time of the push (ms); public frames.
+    #[serde(default)]
+    pub ts: Option<i64>,
+    /// Creation time (ms); private frames.
+    #[serde(rename = "creationTime", default)]
+    pub creation_time: Option<i64>,
+    /// The payload, unparsed.
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+}
+
+/// `data` of an option `COMMAND_RESP` ack.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BybitCommandResp {
+    /// Topics the request subscribed (or unsubscribed).
+    pub success_topics: Vec<String>,
+    /// Topics the request could not subscribe.
+    pub fail_topics: Vec<String>,
+}
+
+/// The one field of an order-book `data` the source needs.
+#[derive(Debug, Deserialize)]
+pub struct BybitBookData {
+    /// Per-topic update id; +1 per delta.
+    pub u: u64,
+}
+
+/// A string of the frame: where it sits in the text, or (escaped in the frame) its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Text {
+    At(Range<usize>),
+    Owned(Box<str>),
+}
+
+impl Text {
+    fn get<'a>(&'a self, text: &'a str) -> &'a str {
+        match self {
+            Self::At(range) => text.get(range.clone()).unwrap_or_default(),
+            Self::Owned(s) => s,
+        }
+    }
+
+    fn of(text: &str, s: Cow<'_, str>) -> Self {
+        match s {
+            Cow::Borrowed(b) => Self::At(offset(text, b)),
+            Cow::Owned(o) => Self::Owned(o.into_boxed_str()),
+        }
+    }
+}
+
+/// The range of `part` inside `text`, of which it is a sub-slice (serde borrows it).
+fn offset(text: &str, part: &str) -> Range<usize> {
+    // Pointer difference; no unsafe code is involved.
+    let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    let range = start..start + part.len();
+    debug_assert_eq!(text.get(range.clone()), Some(part));
+    range
+}
+
+/// What the one parse of a data push located: the fields the pipeline needs, as byte ranges
+/// of the frame text and numbers. Carried in the event module's `RawFrame` so nothing parses the
+/// frame again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataHead {
+    topic: Text,
+    kind: Option<Text>,
+    /// `ts` (ms): server time of public pushes.
+    pub ts: Option<i64>,
+    /// `creationTime` (ms): private pushes.
+    pub creation_time: Option<i64>,
+    data: Range<usize>,
+    /// `data.u`, the order-book update id, when `data` is an object with an unsigned `u`.
+    pub u: Option<u64>,
+}
+
+impl DataHead {
+    /// Bybit topic (`publicTrade.BTCUSDT`, `wallet`).
+    pub fn topic<'a>(&'a self, text: &'a str) -> &'a str {
+        self.topic.get(text)
+    }
+
+    /// Bybit `type` (`snapshot`, `delta`) where present.
+    pub fn kind<'a>(&'a self, text: &'a str) -> Option<&'a str> {
+        self.kind.as_ref().map(|k| k.get(text))
+    }
+
+    /// The byte range of `data` in the frame text.
+    pub fn data_range(&self) -> Range<usize> {
+        self.data.clone()
+    }
+
+    /// `data`, byte for byte as sent.
+    pub fn data<'a>(&self, text: &'a str) -> &'a str {
+        text.get(self.data.clone()).unwrap_or_default()
+    }
+
+    fn from_message(text: &str, msg: BybitMessage<'_>) -> Self {
+        let raw = msg.data.get();
+        Self {
+            topic: Text::of(text, msg.topic),
+            kind: msg.kind.map(|k| Text::of(text, k)),
+            ts: msg.ts,
+            creation_time: msg.creation_time,
+            data: offset(text, raw),
+            u: serde_json::from_str::<BybitBookData>(raw).ok().map(|d| d.u),
+        }
+    }
+}
+
+/// What a frame is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A data push: passed on with what was located.
+    Data(DataHead),
+    /// Either pong shape.
+    Pong,
+    /// Answer to our `auth`.
+    AuthAck { success: bool, ret_msg: String },
+    /// Answer to a subscribe/unsubscribe.
+    Ack(Ack),
+    /// Not JSON, or no topic and no known op. `data` when it has a string `topic` (a data push
+    /// that lacks `data` or has a bad `ts`, `type`, …).
+    Malformed { data: bool },
+}
+
+/// A subscribe/unsubscribe answer, in whichever shape it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// Matches our request, when echoed.
+    pub req_id: Option<String>,
+    /// Overall outcome.
+    pub success: bool,
+    /// Free text from Bybit (empty on success).
+    pub ret_msg: String,
+    /// Option shape only: per-topic outcome.
+    pub success_topics: Option<Vec<String>>,
+    /// Option shape only.
+    pub fail_topics: Option<Vec<String>>,
+}
+
+/// Not a data push (a control frame or malformed text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a Bybit data push")]
+pub struct NotData;
+
+/// The one parse of a frame: what it is and, for a data push, where its fields are.
+pub fn parse(text: &str) -> Frame {
+    match scan::scan(text) {
+        scan::Scan::Data(l) => Frame::Data(DataHead {
+            topic: Text::At(l.topic),
+            kind: l.kind.map(Text::At),
+            ts: l.ts,
+            creation_time: l.creation_time,
+            data: l.data,
+            u: l.u,
+        }),
+        scan::Scan::Other => parse_with_serde(text),
+    }
+}
+
+/// A data push's head, or [`NotData`].
+pub fn parse_data(text: &str) -> Result<DataHead, NotData> {
+    match parse(text) {
+        Frame::Data(head) => Ok(head),
+        _ => Err(NotData),
+    }
+}
+
+/// The serde reading of a frame: control frames, malformed text, unusual data pushes.
+fn parse_with_serde(text: &str) -> Frame {
+    let Ok(head) = serde_json::from_str::<BybitHead<'_>>(text) else {
+        return Frame::Malformed { data: false };
+    };
+    if head.topic.is_some() {
+        return match serde_json::from_str::<BybitMessage<'_>>(text) {
+            Ok(msg) => Frame::Data(DataHead::from_message(text, msg)),
+            Err(_) => Frame::Malformed { data: true },
+        };
+    }
+    let op = head.op.as_deref().unwrap_or("");
+    let ret_msg = head.ret_msg.as_deref().unwrap_or("");
+    match (op, head.kind.as_deref()) {
+        ("pong", _) => Frame::Pong,
+        ("ping", _) if ret_msg == "pong" => Frame::Pong,
+        ("auth", _) => Frame::AuthAck {
+            success: head.success.unwrap_or(false),
+            ret_msg: ret_msg.to_owned(),
+        },
+        ("subscribe" | "unsubscribe", _) => Frame::Ack(Ack {
+            req_id: head.req_id.as_deref().map(str::to_owned),
+            success: head.success.unwrap_or(false),
+            ret_msg: ret_msg.to_owned(),
+            success_topics: None,
+            fail_topics: None,
+        }),
+        (_, Some("COMMAND_RESP")) => {
+            let resp = head
+                .data
+                .and_then(|d| serde_json::from_str::<BybitCommandResp>(d.get()).ok())
+                .unwrap_or_default();
+            Frame::Ack(Ack {
+                req_id: head.req_id.as_deref().map(str::to_owned),
+                success: head.success.unwrap_or(false),
+                ret_msg: ret_msg.to_owned(),
+                success_topics: Some(resp.success_topics),
+                fail_topics: Some(resp.fail_topics),
+            })
+        }
+        _ => Frame::Malformed { data: false },
+    }
+}
+
+/// Whether `topic` is an order book (its `data.u` is tracked for gaps).
+pub fn is_orderbook(topic: &str) -> bool {
+    topic.starts_with("orderbook.")
+}
+
+/// The first `max` characters of a payload, for DEBUG logs of bad frames.
+pub fn truncated(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// A `ping` op.
+pub fn ping_request(req_id: &str) -> String {
+    serde_json::json!({ "req_id": req_id, "op": "ping" }).to_string()
+}
+
+/// A `subscribe` or `unsubscribe` op.
+pub fn topics_request(req_id: &str, op: &str, topics: &[String]) -> String {
+    serde_json::json!({ "req_id": req_id, "op": op, "args": topics }).to_string()
+}
+
+/// The private stream's `auth` op: `{"req_id":..,"op":"auth","args":[api_key, expires,
+/// signature]}`, built fresh on every (re)connect so `expires` is always
+/// `now + auth_expiry_window`. See <https://bybit-exchange.github.io/docs/v5/ws/connect#authentication>.
+pub fn auth_request(req_id: &str, api_key: &str, secret: &str, expires: u64) -> String {
+    serde_json::json!({
+        "req_id": req_id,
+        "op": "auth",
+        "args": [api_key, expires, sign(secret, expires)],
+    })
+    .to_string()
+}
+
+/// The signature Bybit expects for `expires` (ms since the epoch):
+/// `hex(HMAC_SHA256(secret, "GET/realtime" + expires))`.
+pub fn sign(secret: &str, expires: u64) -> String {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(b"GET/realtime");
+    mac.update(expires.to_string().as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/bybit/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn every_pong_shape_is_a_pong() {
+        for name in [
+            "pong_spot.json",
+            "pong_spot_with_req_id.json",
+            "pong_linear.json",
+            "pong_option.json",
+            "private_pong.json",
+            "private_pong_with_req_id.json",
+        ] {
+            assert_eq!(parse(&fixture(name)), Frame::Pong, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_ack_shape_is_an_ack_with_its_outcome() {
+        // TC0: (fixture, success)
+        for (name, success) in [
+            ("subscribe_success_spot.json", true),
+            ("subscribe_success_linear.json", true),
+            ("subscribe_success_private.json", true),
+            ("subscribe_success_private_with_req_id.json", true),
+            ("subscribe_success_option.json", true),
+            ("unsubscribe_success.json", true),
+            ("subscribe_failure.json", false),
+            ("subscribe_failure_spot_args_size.json", false),
+        ] {
+            match parse(&fixture(name)) {
+                Frame::Ack(ack) => assert_eq!(ack.success, success, "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        let Frame::Ack(ack) = parse(&fixture("subscribe_failure_spot_args_size.json")) else {
+            unreachable!()
+        };
+        assert_eq!(ack.ret_msg, "args size >10");
+        let Frame::Ack(ack) = parse(&fixture("subscribe_success_option.json")) else {
+            unreachable!()
+        };
+        assert_eq!(
+            ack.success_topics.unwrap(),
+            ["orderbook.100.BTC-6JAN23-18000-C"]
+        );
+    }
+
+    #[test]
+    fn auth_answers_data_frames_and_garbage_are_told_apart() {
+        assert!(matches!(
+            parse(&fixture("auth_success.json")),
+            Frame::AuthAck { success: true, .. }
+        ));
+        assert!(matches!(
+            parse(&fixture("auth_failure.json")),
+            Frame::AuthAck { success: false, .. }
+        ));
+        let wallet = fixture("wallet.json");
+        assert!(matches!(parse(&wallet), Frame::Data(h) if h.topic(&wallet) == "wallet"));
+        assert_eq!(parse("not json{"), Frame::Malformed { data: false });
+        assert_eq!(parse(r#"{"hello":1}"#), Frame::Malformed { data: false });
+        assert_eq!(parse("[1,2]"), Frame::Malformed { data: false });
+        assert_eq!(
+            parse(r#"{"topic":"x","ts":1}"#),
+            Frame::Malformed { data: true }
+        );
+        assert_eq!(
+            parse(r#"{"topic":"x","ts":1.5,"data":1}"#),
+            Frame::Malformed { data: true }
+        );
+    }
+
+    #[test]
+    fn the_head_locates_topic_type_times_data_and_u() {
+        let text = fixture("linear_orderbook_1_delta.json");
+        let text = text.trim_end();
+        let Frame::Data(head) = parse(text) else {
+            panic!("not data")
+        };
+        assert_eq!(head.topic(text), "orderbook.1.BTCUSDT");
+        assert_eq!(head.kind(text), Some("delta"));
+        assert_eq!(head.ts, Some(1_682_092_584_425));
+        assert_eq!(head.creation_time, None);
+        assert!(head.data(text).starts_with("{\"s\":\"BTCUSDT\""));
+        assert!(head.data(text).ends_with('}'));
+        assert!(head.u.is_some());
+        let wallet = fixture("wallet.json");
+        let head = parse_data(&wallet).unwrap();
+        assert_eq!(head.creation_time, Some(1_699_764_599_844));
+        assert_eq!(head.u, None);
+    }
+
+    /// Every fixture frame and recording line.
+    fn every_fixture_frame() -> Vec<String> {
+        let dir = format!("{}/tests/fixtures/bybit", env!("CARGO_MANIFEST_DIR"));
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .extension()
+                .is_some_and(|e| e == "json" || e == "jsonl")
+            {
+                let text = std::fs::read_to_string(path).unwrap();
+                out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+            }
+        }
+        out
+    }
+
+    /// Odd but valid and invalid texts the scanner must answer like serde.
+    const EDGE_CASES: &[&str] = &[
+        r#"{"topic":"a.b","data":{}}"#,
+        r#" { "topic" : "a.b" , "type" : null , "ts" : null , "data" : [ ] } "#,
+        r#"{"topic":"a\u002eb","data":1}"#,
+        r#"{"topic":"a","type":"d\"x","data":1}"#,
+        r#"{"top\u0069c":"a","data":1}"#,
+        r#"{"topic":"a","topic":"b","data":1}"#,
+        r#"{"topic":"a","data":1,"data":2}"#,
+        r#"{"topic":"a","ts":-0,"data":1}"#,
+        r#"{"topic":"a","ts":01,"data":1}"#,
+        r#"{"topic":"a","ts":1e3,"data":1}"#,
+        r#"{"topic":"a","ts":99999999999999999999,"data":1}"#,
+        r#"{"topic":"a","ts":"1","data":1}"#,
+        r#"{"topic":"a","creationTime":5,"data":null}"#,
+        r#"{"topic":"a","data":{"u":1,"u":2}}"#,
+        r#"{"topic":"a","data":{"u":-1}}"#,
+        r#"{"topic":"a","data":{"u":1.0}}"#,
+        r#"{"topic":"a","data":{"\u0075":7}}"#,
+        r#"{"topic":"a","data":{"x":{"u":3},"u":4}}"#,
+        r#"{"topic":"a","data":"\ud800"}"#,
+        r#"{"topic":"a","data":"tab	in string"}"#,
+        r#"{"topic":"a","data":"bad \x escape"}"#,
+        r#"{"topic":"a","data":[1,]}"#,
+        r#"{"topic":"a","data":{"k":1,}}"#,
+        r#"{"topic":"a","data":[1 2]}"#,
+        r#"{"topic":"a","data":tru}"#,
+        r#"{"topic":"a","data":-}"#,
+        r#"{"topic":"a","data":1.}"#,
+        r#"{"topic":"a","data":1.5e+}"#,
+        r#"{"topic":"a","data":1}x"#,
+        r#"{"topic":"a","data":1}}"#,
+        r#"{"topic":"a","data":1,"op":"x"}"#,
+        r#"{"topic":"a","data":1,"success":"x"}"#,
+        r#"{"topic":1,"data":1}"#,
+        r#"{"topic":null,"data":1}"#,
+        r#"{"topic":"a","type":5,"data":1}"#,
+        r#"{"topic":"é€","data":"😀"}"#,
+        "{\"topic\":\"a\",\"data\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+        "",
+        "{",
+        "[]",
+        "null",
+    ];
+
+    #[test]
+    fn the_scanner_and_serde_agree_on_every_fixture_edge_case_and_truncation() {
+        let mut texts: Vec<String> = every_fixture_frame();
+        texts.extend(EDGE_CASES.iter().map(|s| (*s).to_owned()));
+        /// The frame as values (serde may own a string the scanner located).
+        fn view(text: &str, frame: Frame) -> String {
+            match frame {
+                Frame::Data(h) => format!(
+                    "{:?} {:?} {:?} {:?} {:?} {:?}",
+                    h.topic(text),
+                    h.kind(text),
+                    h.ts,
+                    h.creation_time,
+                    h.data_range(),
+                    h.u
+                ),
+                other => format!("{other:?}"),
+            }
+        }
+        let same = |t: &str| assert_eq!(view(t, parse(t)), view(t, parse_with_serde(t)), "{t}");
+        let mut checked = 0;
+        for text in &texts {
+            same(text);
+            if text.len() > 1500 {
+                continue;
+            }
+            // Every prefix, and every single-byte damage at a structural character.
+            for (i, c) in text.char_indices() {
+                let cut = &text[..i];
+                same(cut);
+                if text.len() < 700 && matches!(c, '{' | '}' | '[' | ']' | ',' | ':' | '"' | '.') {
+                    for with in ["", ",", "\"", "}", "x", "\\"] {
+                        let damaged = format!("{}{with}{}", &text[..i], &text[i + c.len_utf8()..]);
+                        same(&damaged);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000);
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    #[test]
+    fn every_fixture_data_frame_takes_the_scanner_path() {
+        let dir = format!("{}/tests/fixtures/bybit", env!("CARGO_MANIFEST_DIR"));
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path
+                .extension()
+                .is_some_and(|e| e == "json" || e == "jsonl")
+            {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                if line.contains("\"topic\"") {
+                    assert!(
+                        matches!(super::scan::scan(line), super::scan::Scan::Data(_)),
+                        "{}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}

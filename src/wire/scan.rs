@@ -1,0 +1,458 @@
+//! The fast path of [`super::parse`]: one pass over a frame's bytes that validates the JSON
+//! structure and locates the top-level keys of a data push, without building any value.
+//!
+//! It is conservative: it answers only for plain data pushes (a top-level object whose `topic`
+//! and `type` carry no escapes, integer `ts` / `creationTime`, a `data` value, no control-frame
+//! keys, no escaped keys, nesting below [`MAX_DEPTH`]). Anything else (control frames,
+//! malformed text, the unusual shapes) returns [`Scan::Other`] and the caller decides with
+//! serde, so both paths agree on every input.
+
+use std::ops::Range;
+
+/// Containers deeper than this send the frame to the serde path.
+const MAX_DEPTH: u32 = 128;
+
+/// What the scanner found.
+#[derive(Debug)]
+pub(super) enum Scan {
+    /// A plain data push.
+    Data(Located),
+    /// Anything else: ask serde.
+    Other,
+}
+
+/// Byte ranges and numbers of a plain data push.
+#[derive(Debug, Default)]
+pub(super) struct Located {
+    /// `topic`'s characters (inside the quotes).
+    pub topic: Range<usize>,
+    /// `type`'s characters, when a string.
+    pub kind: Option<Range<usize>>,
+    /// `ts`.
+    pub ts: Option<i64>,
+    /// `creationTime`.
+    pub creation_time: Option<i64>,
+    /// The `data` value, as sent.
+    pub data: Range<usize>,
+    /// `data.u` when `data` is an object with one unsigned integer `u`.
+    pub u: Option<u64>,
+}
+
+/// Not a plain data push (or not JSON): the caller asks serde.
+struct Bail;
+
+type Step<T = ()> = Result<T, Bail>;
+
+/// Bytes that may appear unescaped inside a string and need no attention.
+const fn plain_table() -> [bool; 256] {
+    let mut t = [true; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = false;
+        i += 1;
+    }
+    t[b'"' as usize] = false;
+    t[b'\\' as usize] = false;
+    t
+}
+static PLAIN: [bool; 256] = plain_table();
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 of each byte of the result is set where `word` has a byte that is `"`, `\` or a
+/// control character; exact for the lowest such byte.
+#[inline]
+fn specials(word: u64) -> u64 {
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    quote | backslash | control
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn peek(&self) -> Step<u8> {
+        self.b.get(self.i).copied().ok_or(Bail)
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                break;
+            }
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8) -> Step {
+        if self.peek()? != c {
+            return Err(Bail);
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    /// At an opening quote: skips the string, validating escapes and control characters.
+    /// Returns the characters' range and whether any escape occurred.
+    #[inline]
+    fn string(&mut self) -> Step<(Range<usize>, bool)> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            // Eight bytes at a time while the string is plain.
+            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+                let word = u64::from_le_bytes(chunk.try_into().map_err(|_| Bail)?);
+                let hit = specials(word);
+                if hit != 0 {
+                    self.i += (hit.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                self.i += 8;
+            }
+            while let Some(&c) = self.b.get(self.i) {
+                if !PLAIN[c as usize] {
+                    break;
+                }
+                self.i += 1;
+            }
+            match self.peek()? {
+                b'"' => {
+                    let range = start..self.i;
+                    self.i += 1;
+                    return Ok((range, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 1..self.i + 5).ok_or(Bail)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(Bail);
+                            }
+                            self.i += 5;
+                        }
+                        _ => return Err(Bail),
+                    }
+                }
+                // A control character.
+                _ => return Err(Bail),
+            }
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// Skips a number; returns whether it was a plain integer (no fraction, no exponent).
+    #[inline]
+    fn number(&mut self) -> Step<bool> {
+        if self.peek()? == b'-' {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => {
+                self.i += 1;
+                if self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+                    return Err(Bail);
+                }
+            }
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return Err(Bail),
+        }
+        let mut integer = true;
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(Bail);
+            }
+            integer = false;
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(Bail);
+            }
+            integer = false;
+        }
+        Ok(integer)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Step {
+        if self.b.get(self.i..self.i + word.len()) != Some(word) {
+            return Err(Bail);
+        }
+        self.i += word.len();
+        Ok(())
+    }
+
+    /// A scalar (not a container) at the cursor.
+    #[inline]
+    fn scalar(&mut self) -> Step {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            _ => Err(Bail),
+        }
+    }
+
+    /// An object key and its colon; the cursor ends at the value.
+    #[inline]
+    fn key(&mut self) -> Step<(Range<usize>, bool)> {
+        let key = self.string()?;
+        self.ws();
+        self.expect(b':')?;
+        self.ws();
+        Ok(key)
+    }
+
+    /// Skips any value, iteratively; `depth` is the nesting already open around it.
+    fn value(&mut self, depth: u32) -> Step {
+        // One bit per open container: 1 for an object, 0 for an array.
+        let mut stack: u128 = 0;
+        let mut open: u32 = 0;
+        loop {
+            match self.peek()? {
+                c @ (b'{' | b'[') => {
+                    if depth + open + 1 >= MAX_DEPTH {
+                        return Err(Bail);
+                    }
+                    self.i += 1;
+                    self.ws();
+                    let object = c == b'{';
+                    let close = if object { b'}' } else { b']' };
+                    if self.peek()? == close {
+                        self.i += 1;
+                    } else {
+                        stack = (stack << 1) | u128::from(object);
+                        open += 1;
+                        if object {
+                            self.key()?;
+                        }
+                        continue;
+                    }
+                }
+                _ => self.scalar()?,
+            }
+            // After a value: commas and closers.
+            loop {
+                if open == 0 {
+                    return Ok(());
+                }
+                self.ws();
+                let object = stack & 1 == 1;
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        self.ws();
+                        if object {
+                            self.key()?;
+                        }
+                        break;
+                    }
+                    b'}' if object => {}
+                    b']' if !object => {}
+                    _ => return Err(Bail),
+                }
+                self.i += 1;
+                stack >>= 1;
+                open -= 1;
+            }
+        }
+    }
+
+    /// An `i64` or `null`; anything else bails (serde decides).
+    fn int_or_null(&mut self) -> Step<Option<i64>> {
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return Ok(None);
+        }
+        let start = self.i;
+        // serde_json reads `-0` as a float (it keeps the sign).
+        if !self.number()? || self.b[start..].starts_with(b"-0") {
+            return Err(Bail);
+        }
+        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| Bail)?;
+        text.parse().map(Some).map_err(|_| Bail)
+    }
+
+    /// The `data` value; when it is an object, its one unsigned integer `u` (as serde would read
+    /// `{"u": u64}`: absent, repeated or of another type gives `None`).
+    fn data(&mut self) -> Step<(Range<usize>, Option<u64>)> {
+        let start = self.i;
+        if self.peek()? != b'{' {
+            self.value(1)?;
+            // serde reads a struct from an array too: `[u]`.
+            let u = self.b[start..self.i]
+                .strip_prefix(b"[")
+                .and_then(|v| v.strip_suffix(b"]"))
+                .map(|v| v.trim_ascii())
+                .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+            return Ok((start..self.i, u));
+        }
+        self.i += 1;
+        self.ws();
+        let mut u: Option<Option<u64>> = None;
+        let mut valid = true;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Ok((start..self.i, None));
+        }
+        loop {
+            let (key, escaped) = self.key()?;
+            if escaped {
+                // serde would unescape the key (it might spell `u`).
+                return Err(Bail);
+            }
+            if &self.b[key] == b"u" {
+                let vstart = self.i;
+                let integer = self.peek()? != b'-' && self.number().unwrap_or(false);
+                if !integer {
+                    self.i = vstart;
+                    self.value(2)?;
+                }
+                let parsed = std::str::from_utf8(&self.b[vstart..self.i])
+                    .ok()
+                    .filter(|_| integer)
+                    .and_then(|t| t.parse::<u64>().ok());
+                if u.is_some() || parsed.is_none() {
+                    valid = false;
+                }
+                u = Some(parsed);
+            } else {
+                self.value(2)?;
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b'}' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => return Err(Bail),
+            }
+        }
+        Ok((start..self.i, u.flatten().filter(|_| valid)))
+    }
+}
+
+/// Scans one frame.
+pub(super) fn scan(text: &str) -> Scan {
+    match scan_object(text.as_bytes()) {
+        Ok(Some(located)) => Scan::Data(located),
+        Ok(None) | Err(Bail) => Scan::Other,
+    }
+}
+
+/// `Ok(None)`: valid JSON but not a plain data push.
+fn scan_object(b: &[u8]) -> Step<Option<Located>> {
+    let mut c = Cursor { b, i: 0 };
+    c.ws();
+    c.expect(b'{')?;
+    c.ws();
+    let mut out = Located::default();
+    let (mut topic, mut kind, mut ts, mut created, mut data) = (false, false, false, false, false);
+    if c.peek()? == b'}' {
+        return Ok(None);
+    }
+    loop {
+        let (key, escaped) = c.key()?;
+        if escaped {
+            return Err(Bail);
+        }
+        match &b[key] {
+            b"topic" => {
+                if std::mem::replace(&mut topic, true) || c.peek()? != b'"' {
+                    return Err(Bail);
+                }
+                let (range, escaped) = c.string()?;
+                if escaped {
+                    return Err(Bail);
+                }
+                out.topic = range;
+            }
+            b"type" => {
+                if std::mem::replace(&mut kind, true) {
+                    return Err(Bail);
+                }
+                match c.peek()? {
+                    b'"' => {
+                        let (range, escaped) = c.string()?;
+                        if escaped {
+                            return Err(Bail);
+                        }
+                        out.kind = Some(range);
+                    }
+                    b'n' => c.literal(b"null")?,
+                    _ => return Err(Bail),
+                }
+            }
+            b"ts" => {
+                if std::mem::replace(&mut ts, true) {
+                    return Err(Bail);
+                }
+                out.ts = c.int_or_null()?;
+            }
+            b"creationTime" => {
+                if std::mem::replace(&mut created, true) {
+                    return Err(Bail);
+                }
+                out.creation_time = c.int_or_null()?;
+            }
+            b"data" => {
+                if std::mem::replace(&mut data, true) {
+                    return Err(Bail);
+                }
+                (out.data, out.u) = c.data()?;
+            }
+            // Keys of control frames: serde reads them.
+            b"op" | b"success" | b"ret_msg" | b"req_id" => return Err(Bail),
+            _ => c.value(1)?,
+        }
+        c.ws();
+        match c.peek()? {
+            b',' => {
+                c.i += 1;
+                c.ws();
+            }
+            b'}' => {
+                c.i += 1;
+                break;
+            }
+            _ => return Err(Bail),
+        }
+    }
+    c.ws();
+    if c.i != b.len() {
+        return Err(Bail);
+    }
+    Ok((topic && data).then_some(out))
+}
