@@ -26,8 +26,7 @@ use uuid::Uuid;
     poem_openapi::Enum,
 )]
 #[serde(rename_all = "lowercase")]
-// The schema keeps the name it was published under.
-#[oai(rename_all = "lowercase", rename = "CategoryDto")]
+#[oai(rename_all = "lowercase")]
 pub enum Category {
     Spot,
     Linear,
