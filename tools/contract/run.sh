@@ -9,14 +9,14 @@
 #      unchanged by client_test.ts (run with node).
 # Exits non-zero on any failure. Installs its pinned tools (requirements.txt, package.json and
 # package-lock.json beside this file) into $CONTRACT_WORK_DIR (default target/contract), from
-# PyPI and npm only. CONTRACT_MAX_EXAMPLES bounds schemathesis (default 40 per operation);
+# PyPI and npm only. CONTRACT_MAX_EXAMPLES bounds schemathesis (default 100 per operation);
 # CONTRACT_GATEWAY_BIN runs another gateway binary (e.g. one built from an older commit).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=${CONTRACT_WORK_DIR:-$root/target/contract}
-max_examples=${CONTRACT_MAX_EXAMPLES:-40}
+max_examples=${CONTRACT_MAX_EXAMPLES:-100}
 bin=${CONTRACT_GATEWAY_BIN:-$root/target/debug/ws-gateway}
 mkdir -p "$work"
 
