@@ -67,12 +67,21 @@ cleanup() {
   rm -rf "$run"
 }
 trap cleanup EXIT
+up=
 for _ in $(seq 60); do
   code=$(curl -s -o /dev/null -w '%{http_code}' "$base/health" || true)
-  [ "$code" = 200 ] || [ "$code" = 503 ] && break
+  if [ "$code" = 200 ] || [ "$code" = 503 ]; then
+    up=1
+    break
+  fi
   kill -0 "$gw" 2>/dev/null || { echo "contract: the gateway exited" >&2; cat "$run/gateway.log" >&2; exit 1; }
   sleep 0.5
 done
+if [ -z "$up" ]; then
+  echo "contract: no answer from $base/health after 30 s" >&2
+  cat "$run/gateway.log" >&2
+  exit 1
+fi
 curl -sf "$base/openapi.json" -o "$work/openapi.json"
 echo "gateway pid $gw on $base"
 
