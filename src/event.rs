@@ -28,8 +28,7 @@ use crate::wire::{self, DataHead, NotData};
     poem_openapi::Enum,
 )]
 #[serde(rename_all = "lowercase")]
-// The schema keeps the name it was published under.
-#[oai(rename_all = "lowercase", rename = "CategoryDto")]
+#[oai(rename_all = "lowercase")]
 pub enum Category {
     Spot,
     Linear,

@@ -8,6 +8,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
 use super::{
     ApiKey, ApiTags,
     error::{ErrorBody, ErrorResponse, error_response},
+    nullable::Nullable,
 };
 use crate::{
     state::AppState,
@@ -20,15 +21,25 @@ pub type BalanceRow = BalanceRecord;
 /// Account-level margin view, from the newest wallet event.
 #[derive(Debug, Clone, Object)]
 pub struct Margin {
+    #[oai(nullable)]
     pub account_type: Option<String>,
+    #[oai(nullable)]
     pub total_equity: Option<String>,
+    #[oai(nullable)]
     pub total_wallet_balance: Option<String>,
+    #[oai(nullable)]
     pub total_margin_balance: Option<String>,
+    #[oai(nullable)]
     pub total_available_balance: Option<String>,
+    #[oai(nullable)]
     pub total_initial_margin: Option<String>,
+    #[oai(nullable)]
     pub total_maintenance_margin: Option<String>,
+    #[oai(nullable)]
     pub account_im_rate: Option<String>,
+    #[oai(nullable)]
     pub account_mm_rate: Option<String>,
+    #[oai(nullable)]
     pub exchange_ts: Option<i64>,
 }
 
@@ -55,7 +66,7 @@ pub struct Balances {
     /// The newest row of each coin, by coin name.
     pub balances: Vec<BalanceRow>,
     /// `null` until the first wallet event.
-    pub margin: Option<Box<Margin>>,
+    pub margin: Nullable<Box<Margin>>,
 }
 
 /// The balance operations.
@@ -115,7 +126,7 @@ impl BalancesApi {
             let margin = q::latest(&state.db).await?;
             Ok::<_, sea_orm::DbErr>(Balances {
                 balances: rows,
-                margin: margin.map(|m| Box::new(m.into())),
+                margin: margin.map(|m| Box::new(m.into())).into(),
             })
         };
         match result.await {

@@ -46,7 +46,7 @@ pub enum OverallStatus {
 
 /// A dependency's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case", rename = "ComponentState")]
 pub enum StateDto {
     Disabled,
     Connecting,
@@ -67,11 +67,12 @@ impl From<ComponentState> for StateDto {
     }
 }
 
-/// Per-dependency states.
+/// Per-dependency states. `bybit` is all Bybit connections together: `up` (all), `partial`,
+/// `down` (none up), `connecting`, `disabled` (no connection needed).
+// A field whose type is a named schema carries no doc of its own: poem-openapi would wrap its
+// `$ref` in an `allOf` that generated clients refuse.
 #[derive(Debug, Clone, Object)]
 pub struct Components {
-    /// All Bybit connections together: `up` (all), `partial`, `down` (none up), `connecting`,
-    /// `disabled` (no connection needed).
     pub bybit: StateDto,
     pub rabbitmq: StateDto,
     pub database: StateDto,
@@ -79,13 +80,18 @@ pub struct Components {
 
 /// One Bybit connection.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "Connection")]
 pub struct ConnectionDto {
     /// `linear`, `spot`, …, `private`.
     pub endpoint: String,
     pub shard: u64,
     pub state: StateDto,
     pub active_topics: u64,
+    /// `null` before the first pong.
+    #[oai(nullable)]
     pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// `null` when the connection has not failed.
+    #[oai(nullable)]
     pub last_error: Option<String>,
 }
 
@@ -110,7 +116,8 @@ pub struct Health {
     pub websocket_connected: bool,
     /// Desired topics acknowledged by Bybit.
     pub active_subscriptions: u64,
-    /// Most recent pong on any connection.
+    /// Most recent pong on any connection; `null` before the first.
+    #[oai(nullable)]
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub version: String,
     pub components: Components,

@@ -12,6 +12,7 @@ mod balances;
 pub(crate) mod error;
 mod health;
 mod middleware;
+pub mod nullable;
 mod subscriptions;
 pub(crate) mod types;
 

@@ -14,11 +14,12 @@ use poem_openapi::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::nullable::Nullable;
 use crate::{event::Category, store::entity::subscriptions::Model, subscriptions::ChannelType};
 
 /// Where a subscription stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "lowercase")]
+#[oai(rename_all = "lowercase", rename = "SubscriptionStatus")]
 pub enum StatusDto {
     /// Wanted, not yet acknowledged by Bybit (also while its connection is down).
     Pending,
@@ -81,10 +82,14 @@ fn de_service(value: Option<Value>) -> ParseResult<String> {
     named("requesting_service", value, "a non-empty string (required)")
 }
 
-/// `POST /api/v1/subscriptions` body.
+/// `POST /api/v1/subscriptions` body. `category`: default `linear` for public channels; for
+/// order/execution/position it selects Bybit's category-scoped topic (`order.linear`); not
+/// allowed for balance.
+// Fields whose type is a named schema (`channel_type`, `category`) carry no doc of their own:
+// poem-openapi would wrap their `$ref` in an `allOf` that generated clients refuse.
 #[derive(Debug, Clone, Object)]
 pub struct CreateSubscription {
-    /// The kind of stream.
+    // The kind of stream.
     #[oai(deserialize_with = "de_channel_type")]
     pub channel_type: ChannelType,
     /// Instrument, required for public channels (`BTCUSDT`, `BTC-30JUN23-30000-C`).
@@ -93,8 +98,7 @@ pub struct CreateSubscription {
         validator(min_length = 2, max_length = 40, pattern = r"^[A-Z0-9_-]+$")
     )]
     pub symbol: Option<String>,
-    /// Default `linear` for public channels; for order/execution/position it selects Bybit's
-    /// category-scoped topic (`order.linear`); not allowed for balance.
+    // Described in the struct doc (see there).
     #[oai(deserialize_with = "de_category")]
     pub category: Option<Category>,
     /// Order-book depth; allowed per category as on Bybit (spot 1/50/200/1000, linear and
@@ -124,7 +128,9 @@ pub struct Subscription {
     pub id: Uuid,
     pub channel_type: ChannelType,
     /// `null` for private all-in-one topics.
-    pub category: Option<Category>,
+    pub category: Nullable<Category>,
+    /// `null` for private channels.
+    #[oai(nullable)]
     pub symbol: Option<String>,
     /// Bybit's v5 topic (`publicTrade.BTCUSDT`, `wallet`).
     pub topic: String,
@@ -132,10 +138,12 @@ pub struct Subscription {
     pub is_active: bool,
     pub status: StatusDto,
     /// Bybit's reason when `failed`.
+    #[oai(nullable)]
     pub status_message: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When the last event of this topic arrived (written about once a second).
+    #[oai(nullable)]
     pub last_event_at: Option<DateTime<Utc>>,
 }
 
@@ -168,7 +176,7 @@ impl TryFrom<Model> for Subscription {
         Ok(Self {
             id: m.id,
             channel_type,
-            category,
+            category: category.into(),
             symbol: m.symbol,
             topic: m.topic,
             requesting_service: m.requesting_service,

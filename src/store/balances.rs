@@ -50,32 +50,56 @@ pub struct BalanceRecord {
     pub event_id: String,
     pub trace_id: String,
     /// `UNIFIED`, `CONTRACT`, `SPOT`, …
+    #[oai(nullable)]
     pub account_type: Option<String>,
     pub coin: String,
+    #[oai(nullable)]
     pub wallet_balance: Option<String>,
+    #[oai(nullable)]
     pub equity: Option<String>,
+    #[oai(nullable)]
     pub available_to_withdraw: Option<String>,
     /// `availableToWithdraw`, or `free` for classic spot accounts.
+    #[oai(nullable)]
     pub available: Option<String>,
+    #[oai(nullable)]
     pub usd_value: Option<String>,
+    #[oai(nullable)]
     pub unrealised_pnl: Option<String>,
+    #[oai(nullable)]
     pub cum_realised_pnl: Option<String>,
+    #[oai(nullable)]
     pub total_position_im: Option<String>,
+    #[oai(nullable)]
     pub total_position_mm: Option<String>,
+    #[oai(nullable)]
     pub total_order_im: Option<String>,
+    #[oai(nullable)]
     pub locked: Option<String>,
+    #[oai(nullable)]
     pub borrow_amount: Option<String>,
+    #[oai(nullable)]
     pub total_equity: Option<String>,
+    #[oai(nullable)]
     pub total_wallet_balance: Option<String>,
+    #[oai(nullable)]
     pub total_margin_balance: Option<String>,
+    #[oai(nullable)]
     pub total_available_balance: Option<String>,
+    #[oai(nullable)]
     pub total_initial_margin: Option<String>,
+    #[oai(nullable)]
     pub total_maintenance_margin: Option<String>,
+    #[oai(nullable)]
     pub total_perp_upl: Option<String>,
+    #[oai(nullable)]
     pub account_im_rate: Option<String>,
+    #[oai(nullable)]
     pub account_mm_rate: Option<String>,
+    #[oai(nullable)]
     pub account_ltv: Option<String>,
     /// Bybit's `creationTime`, ms.
+    #[oai(nullable)]
     pub exchange_ts: Option<i64>,
     pub received_at: DateTime<Utc>,
 }

@@ -17,8 +17,7 @@ use crate::{
 /// What to subscribe to: the channel types of the REST API (spec section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
 #[serde(rename_all = "lowercase")]
-// The schema keeps the name it was published under.
-#[oai(rename_all = "lowercase", rename = "ChannelTypeDto")]
+#[oai(rename_all = "lowercase")]
 pub enum ChannelType {
     Trades,
     Ticker,

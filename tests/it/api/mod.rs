@@ -3,6 +3,7 @@
 //! ready, metrics and the OpenAPI file ([`ops`]).
 
 mod bindings;
+mod contract;
 mod errors;
 mod ops;
 mod quickstart;
