@@ -7,28 +7,17 @@ use std::collections::HashSet;
 use serde_json::json;
 use ws_gateway::telemetry::{BROKER_UP, CONNECTION_UP, FRAMES_RECEIVED};
 
-use fake_bybit::{FAKE_API_KEY, FAKE_API_SECRET, FakeBybit, LINEAR, PRIVATE};
+use fake_bybit::{FakeBybit, LINEAR, PRIVATE};
 
 use crate::support::{
     amqp::{cleanup, collect, consume, open, queue_len, trade_text},
     amqp_url,
-    binary::Binary,
+    binary::{Binary, gateway_vars},
     fixture, secs, unique, wait_until,
 };
 
 const PIPELINE: &str = "[source]\nconnect_on_start = []\nreconnect_initial = \"100ms\"\n\
     reconnect_max = \"500ms\"\n[process]\nshutdown_timeout = \"20s\"\n";
-
-fn vars(fake: &FakeBybit, amqp: String, prefix: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("BYBIT_WS_URL", fake.base_url()),
-        ("BYBIT_API_KEY", FAKE_API_KEY.into()),
-        ("BYBIT_API_SECRET", FAKE_API_SECRET.into()),
-        ("AMQP_URL", amqp),
-        ("WS_GATEWAY_SERVICE_NAME", prefix.into()),
-        ("WS_GATEWAY_LOG_LEVEL", "info".into()),
-    ]
-}
 
 /// Subscribes `service` to orders, executions, balances and BTCUSDT trades.
 async fn subscribe_all(bin: &Binary, fake: &FakeBybit, service: &str) {
@@ -71,7 +60,7 @@ async fn sigterm_exits_zero_after_every_received_event_is_confirmed_in_its_queue
     let fake = FakeBybit::start().await;
     let prefix = unique("e2e");
     let url = amqp_url();
-    let mut bin = Binary::start(&vars(&fake, url.clone(), &prefix), PIPELINE).await;
+    let mut bin = Binary::start(&gateway_vars(&fake, url.clone(), &prefix), PIPELINE).await;
     subscribe_all(&bin, &fake, "stopper").await;
     let order = fixture("order.json");
     let trade = trade_text("BTCUSDT");

@@ -8,12 +8,12 @@ use std::{collections::HashSet, time::Duration};
 use serde_json::json;
 use ws_gateway::telemetry::{EVENTS_CONFIRMED, FRAMES_RECEIVED};
 
-use fake_bybit::{FAKE_API_KEY, FAKE_API_SECRET, FakeBybit, LINEAR, PRIVATE};
+use fake_bybit::{FakeBybit, LINEAR, PRIVATE};
 
 use crate::support::{
     amqp::{cleanup, collect, consume, open, queue_len, trade_text},
     amqp_url,
-    binary::Binary,
+    binary::{Binary, gateway_vars},
     fixture,
     proxy::TcpProxy,
     secs, unique, wait_until,
@@ -26,17 +26,6 @@ fn pipeline(spool_dir: &std::path::Path) -> String {
          [process]\nshutdown_timeout = \"8s\"\n",
         spool_dir.display().to_string()
     )
-}
-
-fn vars(fake: &FakeBybit, amqp: String, prefix: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("BYBIT_WS_URL", fake.base_url()),
-        ("BYBIT_API_KEY", FAKE_API_KEY.into()),
-        ("BYBIT_API_SECRET", FAKE_API_SECRET.into()),
-        ("AMQP_URL", amqp),
-        ("WS_GATEWAY_SERVICE_NAME", prefix.into()),
-        ("WS_GATEWAY_LOG_LEVEL", "info".into()),
-    ]
 }
 
 async fn subscribe(bin: &Binary, fake: &FakeBybit) {
@@ -74,6 +63,30 @@ async fn push(bin: &Binary, fake: &FakeBybit, n: usize, total: f64) {
     );
 }
 
+/// The gateway publishing through a proxy of the test's own, subscribed to orders and trades,
+/// with the first `before` orders (and trades) read and confirmed.
+async fn start_confirmed(
+    fake: &FakeBybit,
+    prefix: &str,
+    spool: &std::path::Path,
+    before: usize,
+) -> (TcpProxy, Binary) {
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let proxied = format!("amqp://guest:guest@{}/%2f", proxy.host_port());
+    let bin = Binary::start(&gateway_vars(fake, proxied, prefix), &pipeline(spool)).await;
+    subscribe(&bin, fake).await;
+    push(&bin, fake, before, 2.0 * before as f64).await;
+    let confirmed = wait_until(secs(20), || async {
+        (bin.metric(EVENTS_CONFIRMED, &[]).await >= 2.0 * before as f64).then_some(())
+    })
+    .await;
+    assert!(
+        confirmed.is_some(),
+        "the first {before} orders are confirmed"
+    );
+    (proxy, bin)
+}
+
 /// Waits until `queue` holds at least `n` messages, then returns the `seq`s of its distinct
 /// events (first occurrence kept) and how many messages it held.
 async fn distinct_seqs(url: &str, queue: &str, n: u32) -> (Vec<u64>, usize) {
@@ -104,17 +117,8 @@ async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_nex
     let prefix = unique("spool-bh");
     let url = amqp_url();
     let spool = tempfile::tempdir().unwrap();
-    let proxy = TcpProxy::start("127.0.0.1:5672").await;
-    let proxied = format!("amqp://guest:guest@{}/%2f", proxy.host_port());
-    let mut bin = Binary::start(&vars(&fake, proxied, &prefix), &pipeline(spool.path())).await;
-    subscribe(&bin, &fake).await;
     let (before, during) = (200usize, 3000usize);
-    push(&bin, &fake, before, 2.0 * before as f64).await;
-    let confirmed = wait_until(secs(20), || async {
-        (bin.metric(EVENTS_CONFIRMED, &[]).await >= 2.0 * before as f64).then_some(())
-    })
-    .await;
-    assert!(confirmed.is_some(), "confirmed before the black hole");
+    let (proxy, mut bin) = start_confirmed(&fake, &prefix, spool.path(), before).await;
 
     // Act: the broker black-holes (connection open, nothing answered), more events arrive,
     // then SIGTERM.
@@ -138,8 +142,11 @@ async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_nex
     );
     drop(bin);
     // Then a start with a working broker on the same spool directory.
-    let mut second =
-        Binary::start(&vars(&fake, url.clone(), &prefix), &pipeline(spool.path())).await;
+    let mut second = Binary::start(
+        &gateway_vars(&fake, url.clone(), &prefix),
+        &pipeline(spool.path()),
+    )
+    .await;
 
     // Assert: every private event is in its queue, in order.
     let expected = (before + during) as u64;
@@ -166,17 +173,8 @@ async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_th
     let prefix = unique("spool-kill");
     let url = amqp_url();
     let spool = tempfile::tempdir().unwrap();
-    let proxy = TcpProxy::start("127.0.0.1:5672").await;
-    let proxied = format!("amqp://guest:guest@{}/%2f", proxy.host_port());
-    let mut bin = Binary::start(&vars(&fake, proxied, &prefix), &pipeline(spool.path())).await;
-    subscribe(&bin, &fake).await;
     let before = 200usize;
-    push(&bin, &fake, before, 2.0 * before as f64).await;
-    let confirmed = wait_until(secs(20), || async {
-        (bin.metric(EVENTS_CONFIRMED, &[]).await >= 2.0 * before as f64).then_some(())
-    })
-    .await;
-    assert!(confirmed.is_some(), "confirmed before the cut");
+    let (proxy, mut bin) = start_confirmed(&fake, &prefix, spool.path(), before).await;
 
     // Act: cut the broker, keep events coming for 6 s, wait two commit intervals past the
     // last one read, SIGKILL.
@@ -194,8 +192,11 @@ async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_th
     let _ = bin.child.wait();
     drop(bin);
     proxy.restore();
-    let mut second =
-        Binary::start(&vars(&fake, url.clone(), &prefix), &pipeline(spool.path())).await;
+    let mut second = Binary::start(
+        &gateway_vars(&fake, url.clone(), &prefix),
+        &pipeline(spool.path()),
+    )
+    .await;
 
     // Assert
     let expected = sent as u64;

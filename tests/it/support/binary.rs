@@ -5,7 +5,22 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use fake_bybit::{FAKE_API_KEY, FAKE_API_SECRET, FakeBybit};
+
 use super::{TEST_API_KEY, http, metrics, secs, wait_until};
+
+/// The environment of a binary against `fake` with private credentials, publishing to `amqp`
+/// under the exchange/queue prefix `prefix`.
+pub fn gateway_vars(fake: &FakeBybit, amqp: String, prefix: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("BYBIT_WS_URL", fake.base_url()),
+        ("BYBIT_API_KEY", FAKE_API_KEY.into()),
+        ("BYBIT_API_SECRET", FAKE_API_SECRET.into()),
+        ("AMQP_URL", amqp),
+        ("WS_GATEWAY_SERVICE_NAME", prefix.into()),
+        ("WS_GATEWAY_LOG_LEVEL", "info".into()),
+    ]
+}
 
 /// The real `ws-gateway` binary in its own process (its own metrics registry), on a port the
 /// test picked, logging to a file in its temp dir.
