@@ -186,7 +186,11 @@ mod tests {
                 .expect("a panic stops the process");
             sup.tracker.close();
             sup.tracker.wait().await;
-            let name = if critical { "publish" } else { "persistence-writer" };
+            let name = if critical {
+                "publish"
+            } else {
+                "persistence-writer"
+            };
             assert_eq!(sup.failures(), vec![name.to_owned()]);
             assert!(sup.unfinished().is_empty());
         }

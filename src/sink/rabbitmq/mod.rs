@@ -203,9 +203,10 @@ where
                     if let Some(fut) = fut {
                         // A panic on this thread is handed back to the supervised task, which
                         // re-raises it so the supervisor names it and stops the process.
-                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                            || rt.block_on(fut),
-                        ));
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                rt.block_on(fut)
+                            }));
                         let _ = done_tx.send(outcome);
                         return;
                     }
