@@ -310,7 +310,10 @@ mod tests {
             subscriptions::{Requester, TopicKey, TopicView},
         };
         let view = |holders: &[Requester], status: TopicStatus| TopicView {
-            key: TopicKey::new(Endpoint::Public(crate::event::Category::Linear), "tickers.NOPE"),
+            key: TopicKey::new(
+                Endpoint::Public(crate::event::Category::Linear),
+                "tickers.NOPE",
+            ),
             status,
             holders: holders.iter().cloned().collect(),
         };
@@ -318,7 +321,10 @@ mod tests {
         let ws = Requester::WsClient(1);
         let api = Requester::named("svc");
         assert!(!holds_ready(&view(std::slice::from_ref(&ws), failed())));
-        assert!(!holds_ready(&view(&[ws.clone(), Requester::WsClient(2)], failed())));
+        assert!(!holds_ready(&view(
+            &[ws.clone(), Requester::WsClient(2)],
+            failed()
+        )));
         assert!(holds_ready(&view(&[ws.clone(), api.clone()], failed())));
         assert!(holds_ready(&view(&[Requester::PipelineFile], failed())));
         assert!(!holds_ready(&view(&[api], TopicStatus::Active)));
