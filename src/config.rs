@@ -136,10 +136,11 @@ pub struct BybitCredentials {
 }
 
 impl Settings {
-    /// Reads `.env` (if present), then the process environment, then the pipeline file.
+    /// Reads `.env` from the working directory (if present; never from a parent directory),
+    /// then the process environment (which wins), then the pipeline file.
     pub fn load() -> Result<Self, ConfigError> {
-        let _ = dotenvy::dotenv();
-        let vars: HashMap<String, String> = std::env::vars().collect();
+        let mut vars = read_dot_env(std::path::Path::new(".env"))?;
+        vars.extend(std::env::vars());
         Self::from_vars(&vars)
     }
 
@@ -193,6 +194,17 @@ impl Settings {
                 "use letters, digits, '-', '_' or '.'",
             ));
         }
+        let max = max_service_name_len();
+        if service_name.len() > max {
+            return Err(invalid(
+                "WS_GATEWAY_SERVICE_NAME",
+                format!(
+                    "{} characters; at most {max}, so that every queue name \
+                     <name>.<class>.<service> fits AMQP's {AMQP_SHORT_STR} bytes",
+                    service_name.len()
+                ),
+            ));
+        }
 
         let environment = match get("BYBIT_ENVIRONMENT") {
             Some(v) => v
@@ -231,16 +243,15 @@ impl Settings {
         };
 
         let database_url = get("DATABASE_URL").unwrap_or(DEFAULT_DATABASE_URL);
-        let scheme = database_url.split(':').next().unwrap_or_default();
-        if !["sqlite", "postgres", "postgresql"].contains(&scheme) {
-            return Err(invalid(
-                "DATABASE_URL",
-                "expected a sqlite:// or postgres:// URL",
-            ));
-        }
+        check_database_url(database_url)?;
         let amqp_url = match get("AMQP_URL") {
             Some(v) => {
-                parse_url("AMQP_URL", v, &["amqp", "amqps"])?;
+                for node in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let url = parse_url("AMQP_URL", node, &["amqp", "amqps"])?;
+                    if url.host_str().is_none_or(str::is_empty) {
+                        return Err(invalid("AMQP_URL", "has no host"));
+                    }
+                }
                 Some(SecretString::from(v.to_owned()))
             }
             None => None,
@@ -280,6 +291,178 @@ impl Settings {
     }
 }
 
+/// The variables of a `.env` file, if there is one at `path`. A line that is not
+/// `NAME=value` (or a comment) stops startup with an error naming the file and the line
+/// number, never the line's content (it may hold a secret).
+pub fn read_dot_env(path: &std::path::Path) -> Result<HashMap<String, String>, ConfigError> {
+    const VAR: &str = ".env";
+    let content = match std::fs::read_to_string(path) {
+        Ok(content) => content,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(invalid(VAR, format!("cannot be read: {}", e.kind()))),
+    };
+    let mut vars = HashMap::new();
+    for item in dotenvy::from_read_iter(content.as_bytes()) {
+        match item {
+            Ok((k, v)) => {
+                vars.insert(k, v);
+            }
+            Err(dotenvy::Error::LineParse(text, _)) => {
+                let line = line_number_of(&content, &text)
+                    .map_or_else(|| "a line".to_owned(), |n| format!("line {n}"));
+                return Err(invalid(
+                    VAR,
+                    format!("{line} is malformed (expected NAME=value or a # comment)"),
+                ));
+            }
+            Err(_) => return Err(invalid(VAR, "cannot be parsed")),
+        }
+    }
+    Ok(vars)
+}
+
+/// The 1-based number of the line of `content` where the unparsable `text` starts.
+fn line_number_of(content: &str, text: &str) -> Option<usize> {
+    let first = text.lines().next().unwrap_or(text).trim();
+    if first.is_empty() {
+        return None;
+    }
+    content
+        .lines()
+        .position(|l| l.contains(first))
+        .map(|i| i + 1)
+}
+
+/// Longest AMQP short string (queue names, routing keys, exchange names).
+pub const AMQP_SHORT_STR: usize = 255;
+/// Longest `requesting_service` the API accepts (`api/types.rs`, `CreateSubscription`).
+pub const MAX_REQUESTING_SERVICE_LEN: usize = 128;
+
+/// The longest `WS_GATEWAY_SERVICE_NAME`: `<name>.<class>.<service>` with the longest class
+/// name and the longest requesting service must stay within an AMQP short string.
+pub fn max_service_name_len() -> usize {
+    let longest_class = crate::event::EventClass::ALL
+        .iter()
+        .map(|c| c.as_str().len())
+        .max()
+        .unwrap_or(0);
+    AMQP_SHORT_STR - 2 - longest_class - MAX_REQUESTING_SERVICE_LEN
+}
+
+/// Checks `DATABASE_URL` as the driver will read it, without connecting; the error never
+/// holds the value (it may carry a password).
+fn check_database_url(value: &str) -> Result<(), ConfigError> {
+    const VAR: &str = "DATABASE_URL";
+    let scheme = value.split(':').next().unwrap_or_default();
+    match scheme {
+        "sqlite" => Ok(()),
+        "postgres" | "postgresql" => {
+            let url = parse_url(VAR, value, &["postgres", "postgresql"])?;
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(invalid(VAR, "has no host"));
+            }
+            if url
+                .password()
+                .is_some_and(|p| percent_encoding_ok(p).is_err())
+            {
+                return Err(invalid(VAR, "the password has a malformed %-escape"));
+            }
+            <sea_orm::sqlx::postgres::PgConnectOptions as FromStr>::from_str(value)
+                .map(|_| ())
+                .map_err(|_| {
+                    invalid(
+                        VAR,
+                        "not a valid postgres connection URL (check its options)",
+                    )
+                })
+        }
+        _ => Err(invalid(VAR, "expected a sqlite:// or postgres:// URL")),
+    }
+}
+
+/// Whether every `%` in `s` starts a two-hex-digit escape.
+fn percent_encoding_ok(s: &str) -> Result<(), ()> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let ok =
+                b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(());
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the password of every `scheme://user:password@` in `text` with `***`, and every
+/// occurrence of the given secret values too, so an error line can be logged safely.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', '?', '#', whitespace or quote.
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '\'' | '"') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    for secret in secrets.iter().filter(|s| s.len() >= 3) {
+        out = out.replace(secret, "***");
+    }
+    out
+}
+
+/// The passwords of a (comma-separated list of) URL(s), raw and %-decoded.
+pub fn url_passwords(value: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for node in value.split(',') {
+        if let Ok(url) = Url::parse(node.trim())
+            && let Some(p) = url.password()
+        {
+            found.push(p.to_owned());
+            if let Ok(decoded) = percent_decode(p) {
+                found.push(decoded);
+            }
+        }
+    }
+    found
+}
+
+fn percent_decode(s: &str) -> Result<String, ()> {
+    percent_encoding_ok(s)?;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).map_err(|_| ())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
+}
+
 fn invalid(var: &'static str, message: impl ToString) -> ConfigError {
     ConfigError::Invalid {
         var,
@@ -300,6 +483,29 @@ fn parse_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<Url, Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventClass;
+
+    #[test]
+    fn redact_hides_url_passwords_and_given_secrets() {
+        let line = "cannot parse 'postgres://user:pw%zz@h:x/db' nor amqp://g:hunter2@h and pw%zz";
+        let r = redact(line, &["pw%zz"]);
+        assert!(!r.contains("pw%zz") && !r.contains("hunter2"), "{r}");
+        assert!(r.contains("postgres://user:***@h:x/db"), "{r}");
+    }
+
+    #[test]
+    fn dot_env_errors_name_the_line_not_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "A=1\n\nB 'hunter2\n").unwrap();
+        let e = read_dot_env(&path).unwrap_err().to_string();
+        assert!(e.starts_with(".env: line 3"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        std::fs::write(&path, "A=1\n# c\nB=\"two\"\n").unwrap();
+        let v = read_dot_env(&path).unwrap();
+        assert_eq!(v.get("B").map(String::as_str), Some("two"));
+        assert!(read_dot_env(&dir.path().join("none")).unwrap().is_empty());
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -335,6 +541,23 @@ mod tests {
         // TC3: half a credential pair
         let e = Settings::from_vars(&vars(&[("BYBIT_API_KEY", "k")])).unwrap_err();
         assert!(e.to_string().starts_with("BYBIT_API_SECRET:"), "{e}");
+        // TC5: a service name too long for `<name>.<class>.<service>` queue names
+        let e = Settings::from_vars(&vars(&[("WS_GATEWAY_SERVICE_NAME", &"a".repeat(245))]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("WS_GATEWAY_SERVICE_NAME:"), "{e}");
+        let longest = "a".repeat(max_service_name_len());
+        let s = Settings::from_vars(&vars(&[("WS_GATEWAY_SERVICE_NAME", &longest)])).unwrap();
+        let queue = crate::sink::rabbitmq::topology::service_queue(
+            &s.service_name,
+            EventClass::Liquidations,
+            &"s".repeat(MAX_REQUESTING_SERVICE_LEN),
+        );
+        assert!(queue.len() <= AMQP_SHORT_STR, "{}", queue.len());
+        // TC6: a malformed postgres URL names the variable, not the password
+        let e = Settings::from_vars(&vars(&[("DATABASE_URL", "postgres://u:hunter2@h:port/db")]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("DATABASE_URL:"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         // TC4: AMQP URL with a password is not echoed
         let e = Settings::from_vars(&vars(&[("AMQP_URL", "http://u:hunter2@x")])).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");

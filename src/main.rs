@@ -2,7 +2,11 @@
 
 use std::process::ExitCode;
 
-use ws_gateway::{app::App, config::Settings, shutdown, telemetry};
+use ws_gateway::{
+    app::App,
+    config::{self, Settings},
+    shutdown, telemetry,
+};
 
 /// jemalloc instead of glibc's malloc: every event allocates its envelope, strings and AMQP
 /// frames on one thread and frees them on the publisher's, which glibc pays for in arena
@@ -38,10 +42,21 @@ async fn main() -> ExitCode {
     telemetry::init_tracing(&settings.log, &settings.service_name);
     let signal = shutdown::signal();
 
+    // Startup errors can quote a URL (the database driver does); never log its password.
+    let secrets: Vec<String> = {
+        use secrecy::ExposeSecret;
+        let mut s = config::url_passwords(settings.database_url.expose_secret());
+        if let Some(amqp) = &settings.amqp_url {
+            s.extend(config::url_passwords(amqp.expose_secret()));
+        }
+        s
+    };
     let app = match App::build(settings).await {
         Ok(app) => app,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "Startup failed.");
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let error = config::redact(&format!("{error:#}"), &secrets);
+            tracing::error!(error, "Startup failed.");
             return ExitCode::FAILURE;
         }
     };

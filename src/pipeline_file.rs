@@ -140,6 +140,10 @@ pub struct SourceConfig {
     pub max_args_chars_per_connection: usize,
     /// Capacity of each connection's outbound command queue (ping, subscribe, unsubscribe).
     pub command_capacity: usize,
+    /// A topic Bybit rejected (`failed`) is subscribed again after a reconnect or a re-post
+    /// only once this long has passed since it failed.
+    #[serde(with = "humantime_serde")]
+    pub failed_retry: Duration,
 }
 
 impl Default for SourceConfig {
@@ -158,6 +162,7 @@ impl Default for SourceConfig {
             args_per_request: 10,
             max_args_chars_per_connection: 21_000,
             command_capacity: 256,
+            failed_retry: Duration::from_secs(300),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! One [`CancellationToken`] stops the process; a child token stops only the source, so the
 //! stages after it end when their input ends and the sinks flush (spec section 1). Every task
 //! is spawned through a [`Supervisor`]: a critical task that ends before shutdown was asked for
-//! is logged by name and stops the process with a failure.
+//! is logged by name and stops the process with a failure. A panic in any supervised task
+//! (critical or not: the pipeline stages, the sinks, the publisher, persistence) is caught,
+//! logged with the task's name and the panic message, and stops the process with a failure
+//! too, so a bug never leaves a half-dead gateway that answers `/health` but moves nothing.
 
 use std::{
     future::Future,
@@ -106,13 +109,23 @@ impl Supervisor {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        use futures::FutureExt;
         let running = self.running.clone();
         running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(name.to_owned());
+        let this = self.clone();
         self.tracker.spawn(async move {
-            fut.await;
+            if let Err(payload) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                let panic = panic_message(payload.as_ref());
+                tracing::error!(task = name, %panic, "Task panicked; stopping.");
+                this.failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(name.to_owned());
+                this.shutdown.cancel();
+            }
             let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = r.iter().position(|n| n == name) {
                 r.swap_remove(i);
@@ -141,9 +154,47 @@ impl Supervisor {
     }
 }
 
+/// The text of a panic payload (`panic!("...")` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_named_and_stops_the_process() {
+        for critical in [true, false] {
+            let sup = Supervisor::new(CancellationToken::new());
+            if critical {
+                sup.spawn_critical("publish", async {
+                    if true {
+                        panic!("test-only panic");
+                    }
+                    Ok::<(), String>(())
+                });
+            } else {
+                sup.spawn("persistence-writer", async { panic!("test-only panic") });
+            }
+            tokio::time::timeout(std::time::Duration::from_secs(5), sup.shutdown.cancelled())
+                .await
+                .expect("a panic stops the process");
+            sup.tracker.close();
+            sup.tracker.wait().await;
+            let name = if critical {
+                "publish"
+            } else {
+                "persistence-writer"
+            };
+            assert_eq!(sup.failures(), vec![name.to_owned()]);
+            assert!(sup.unfinished().is_empty());
+        }
+    }
 
     #[tokio::test]
     async fn a_critical_task_that_dies_early_is_named_and_stops_the_process() {

@@ -7,8 +7,9 @@
 //!   is up yet, or a configured broker is not up.
 //! - `healthy` (200): otherwise.
 //!
-//! `/ready` is 200 only when every desired topic is `active`, the configured broker is up and
-//! the database answers; otherwise 503 listing the reasons.
+//! `/ready` is 200 only when every desired topic an API service or the pipeline file wants is
+//! `active` (topics only `/ws` clients asked for do not count), the configured broker is up
+//! and the database answers; otherwise 503 listing the reasons.
 
 use std::{sync::OnceLock, time::Instant};
 
@@ -228,6 +229,17 @@ pub fn health_of(state: &AppState) -> Health {
     }
 }
 
+/// Whether a desired topic keeps `/ready` at 503: it is not `active` and someone other than a
+/// `/ws` client wants it (an API service or the pipeline file). A topic only `/ws` clients
+/// asked for (a typo'd symbol, say) never holds readiness down.
+pub fn holds_ready(topic: &crate::subscriptions::TopicView) -> bool {
+    topic.status != TopicStatus::Active
+        && topic
+            .holders
+            .iter()
+            .any(|h| !matches!(h, crate::subscriptions::Requester::WsClient(_)))
+}
+
 /// Computes the `/ready` body.
 pub fn ready_of(state: &AppState) -> Ready {
     let snap = state.health.snapshot();
@@ -239,7 +251,7 @@ pub fn ready_of(state: &AppState) -> Ready {
         reasons.push(format!("rabbitmq is {:?}", snap.broker).to_lowercase());
     }
     for t in state.subscriptions.registry().snapshot() {
-        if t.status != TopicStatus::Active {
+        if holds_ready(&t) {
             reasons.push(format!(
                 "topic {} on {} is {}",
                 t.key.topic,
@@ -290,6 +302,33 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_failed_topic_only_ws_clients_want_does_not_hold_ready() {
+        use crate::{
+            event::Endpoint,
+            subscriptions::{Requester, TopicKey, TopicView},
+        };
+        let view = |holders: &[Requester], status: TopicStatus| TopicView {
+            key: TopicKey::new(
+                Endpoint::Public(crate::event::Category::Linear),
+                "tickers.NOPE",
+            ),
+            status,
+            holders: holders.iter().cloned().collect(),
+        };
+        let failed = || TopicStatus::Failed("invalid symbol".into());
+        let ws = Requester::WsClient(1);
+        let api = Requester::named("svc");
+        assert!(!holds_ready(&view(std::slice::from_ref(&ws), failed())));
+        assert!(!holds_ready(&view(
+            &[ws.clone(), Requester::WsClient(2)],
+            failed()
+        )));
+        assert!(holds_ready(&view(&[ws.clone(), api.clone()], failed())));
+        assert!(holds_ready(&view(&[Requester::PipelineFile], failed())));
+        assert!(!holds_ready(&view(&[api], TopicStatus::Active)));
+    }
 
     fn conn(state: ComponentState, beat_ago: Option<i64>) -> ConnectionHealth {
         ConnectionHealth {

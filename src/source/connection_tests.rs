@@ -58,6 +58,7 @@ fn ctx() -> (
         out,
         supervisor: crate::shutdown::Supervisor::new(CancellationToken::new()),
         topics,
+        failed_at: Default::default(),
     };
     (ctx, topics_tx, out_rx)
 }

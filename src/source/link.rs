@@ -100,6 +100,8 @@ pub(super) struct ConnCtx {
     pub supervisor: Supervisor,
     /// The topics of this shard, from the manager; closed when the shard is retired.
     pub topics: watch::Receiver<BTreeSet<String>>,
+    /// When each topic of this shard was last rejected by Bybit (survives reconnects).
+    pub failed_at: std::collections::HashMap<String, tokio::time::Instant>,
 }
 
 impl ConnCtx {

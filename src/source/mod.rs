@@ -152,6 +152,7 @@ impl Manager {
             out: self.out.clone(),
             supervisor: self.supervisor.clone(),
             topics: rx,
+            failed_at: Default::default(),
         };
         shards.senders.push(tx);
         self.supervisor

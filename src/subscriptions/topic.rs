@@ -126,6 +126,20 @@ pub enum TopicError {
     },
     #[error("balance subscriptions take no category")]
     CategoryNotAllowed,
+    #[error("the routing key would be {0} bytes; AMQP allows at most {MAX_ROUTING_KEY}")]
+    RoutingKeyTooLong(usize),
+}
+
+/// Longest routing key (an AMQP short string).
+pub const MAX_ROUTING_KEY: usize = 255;
+
+/// Refuses a routing key AMQP cannot carry, at subscribe time (REST 400 naming `symbol`, a
+/// `/ws` subscribe error) rather than when its first event is published.
+pub fn check_routing_key(key: &str) -> Result<(), TopicError> {
+    if key.len() > MAX_ROUTING_KEY {
+        return Err(TopicError::RoutingKeyTooLong(key.len()));
+    }
+    Ok(())
 }
 
 impl TopicError {
@@ -137,6 +151,7 @@ impl TopicError {
             Self::BadDepth { .. } => "depth",
             Self::MissingInterval | Self::BadInterval(_) => "interval",
             Self::CategoryNotOffered { .. } | Self::CategoryNotAllowed => "category",
+            Self::RoutingKeyTooLong(_) => "symbol",
         }
     }
 }
@@ -207,13 +222,15 @@ impl TopicSpec {
             }
             _ => (None, None),
         };
-        Ok(Self {
+        let spec = Self {
             channel_type,
             category: Some(category),
             symbol: Some(symbol.to_owned()),
             depth,
             interval,
-        })
+        };
+        check_routing_key(&spec.routing_key())?;
+        Ok(spec)
     }
 
     fn private(channel_type: ChannelType, category: Option<Category>) -> Result<Self, TopicError> {

@@ -207,3 +207,21 @@ fn a_subscription_and_its_events_share_one_routing_key() {
     );
     assert_eq!(class_pattern(EventClass::Trades), "trades.#");
 }
+
+#[test]
+fn a_routing_key_over_255_bytes_is_refused_naming_the_field() {
+    assert!(check_routing_key(&"k".repeat(MAX_ROUTING_KEY)).is_ok());
+    let e = check_routing_key(&"k".repeat(MAX_ROUTING_KEY + 1)).unwrap_err();
+    assert_eq!(e, TopicError::RoutingKeyTooLong(256));
+    assert_eq!(e.field(), "symbol");
+    // The longest request the rules allow (40-character symbol) stays far below the limit.
+    let spec = TopicSpec::new(
+        ChannelType::Liquidation,
+        Some(Category::Inverse),
+        Some(&"A".repeat(40)),
+        None,
+        None,
+    )
+    .unwrap();
+    assert!(spec.routing_key().len() <= MAX_ROUTING_KEY);
+}

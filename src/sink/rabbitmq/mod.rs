@@ -187,7 +187,8 @@ async fn run_dedicated<F>(publisher: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    type Panic = Box<dyn std::any::Any + Send>;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), Panic>>();
     let slot = Arc::new(std::sync::Mutex::new(Some(Box::pin(publisher))));
     let on_thread = slot.clone();
     let started = std::thread::Builder::new()
@@ -200,7 +201,14 @@ where
             {
                 Ok(rt) => {
                     if let Some(fut) = fut {
-                        rt.block_on(fut);
+                        // A panic on this thread is handed back to the supervised task, which
+                        // re-raises it so the supervisor names it and stops the process.
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                rt.block_on(fut)
+                            }));
+                        let _ = done_tx.send(outcome);
+                        return;
                     }
                 }
                 Err(error) => {
@@ -210,14 +218,44 @@ where
                     }
                 }
             }
-            let _ = done_tx.send(());
+            let _ = done_tx.send(Ok(()));
         });
     if let Err(error) = started {
         tracing::error!(%error, "Cannot start the publisher thread; publishing on the shared runtime.");
     }
-    let _ = done_rx.await;
+    match done_rx.await {
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) if slot.lock().map(|s| s.is_none()).unwrap_or(true) => {
+            panic!("the publisher thread ended without reporting")
+        }
+        _ => {}
+    }
     let left = slot.lock().ok().and_then(|mut s| s.take());
     if let Some(fut) = left {
         fut.await;
+    }
+}
+
+#[cfg(test)]
+mod supervision_tests {
+    use tokio_util::sync::CancellationToken;
+
+    use crate::shutdown::Supervisor;
+
+    /// The publisher runs on its own thread; a panic there must still reach the supervisor,
+    /// named `publish`, and stop the process (today the task just ended quietly).
+    #[tokio::test]
+    async fn a_panic_on_the_publisher_thread_stops_the_process() {
+        let sup = Supervisor::new(CancellationToken::new());
+        sup.spawn(
+            "publish",
+            super::run_dedicated(async { panic!("test-only publisher panic") }),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), sup.shutdown.cancelled())
+            .await
+            .expect("a publisher panic stops the process");
+        sup.tracker.close();
+        sup.tracker.wait().await;
+        assert_eq!(sup.failures(), vec!["publish".to_owned()]);
     }
 }

@@ -48,6 +48,51 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// resource alarm, a black hole): private events are written ahead to the spool.
 const STALL: Duration = Duration::from_secs(2);
 
+/// First delay before messages the broker refused (NACK, return) are sent again.
+const REFUSED_RETRY_BASE: Duration = Duration::from_millis(100);
+/// Longest delay between re-sends of refused messages.
+const REFUSED_RETRY_CAP: Duration = Duration::from_secs(10);
+
+/// When refused messages may be sent again: exponential (100 ms, 200 ms, ... capped at 10 s)
+/// while the broker keeps refusing, back to the first delay once it confirms. Until then
+/// nothing is sent, neither the refused messages nor newer ones, so per-topic order holds;
+/// the messages stay in the retry queue (private ones are never dropped).
+#[derive(Debug)]
+struct RefusedRetry {
+    attempt: u32,
+    not_before: Option<tokio::time::Instant>,
+}
+
+impl RefusedRetry {
+    fn new() -> Self {
+        Self {
+            attempt: 0,
+            not_before: None,
+        }
+    }
+
+    /// The broker refused messages at `now`: hold re-sends for the next delay, and return it.
+    fn refused(&mut self, now: tokio::time::Instant) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt.min(30)).unwrap_or(u32::MAX);
+        let delay = REFUSED_RETRY_BASE
+            .saturating_mul(factor)
+            .min(REFUSED_RETRY_CAP);
+        self.attempt = self.attempt.saturating_add(1);
+        self.not_before = Some(now + delay);
+        delay
+    }
+
+    /// The broker confirmed messages: the next refusal starts from the first delay again.
+    fn confirmed(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// Until when sending must wait (`None`: send now).
+    fn hold_until(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.not_before.filter(|t| *t > now)
+    }
+}
+
 /// Metric handles resolved once.
 #[derive(Debug)]
 struct Meters {
@@ -89,6 +134,8 @@ pub struct Publisher {
     outage: bool,
     /// Once the input has ended: when to stop waiting for the broker and spool what is left.
     stop_by: Option<tokio::time::Instant>,
+    /// Backoff of re-sends after a NACK or a return.
+    refused: RefusedRetry,
 }
 
 impl Publisher {
@@ -102,6 +149,7 @@ impl Publisher {
             meters: Meters::new(),
             outage: false,
             stop_by: None,
+            refused: RefusedRetry::new(),
         }
     }
 
@@ -333,7 +381,8 @@ impl Publisher {
         loop {
             self.note_close();
             let mut sent_now = 0;
-            while self.window.inflight.len() < window {
+            let hold = self.refused.hold_until(tokio::time::Instant::now());
+            while hold.is_none() && self.window.inflight.len() < window {
                 if sent_now == BURST {
                     // Let amqprs's writer put these on the wire and its reader take the acks
                     // that have come in, so the broker is fed continuously instead of in
@@ -378,7 +427,8 @@ impl Publisher {
                         topology::reconcile(channel, &self.params.prefix, &self.params.bindings, version, &mut self.applied).await?;
                     }
                 }
-                () = self.outbox.ready(), if self.window.inflight.len() < window => {}
+                () = self.outbox.ready(), if hold.is_none() && self.window.inflight.len() < window => {}
+                () = tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)), if hold.is_some() => {}
                 () = tokio::time::sleep_until(self.stop_by.unwrap_or_else(tokio::time::Instant::now)), if self.stop_by.is_some() => {
                     return Err(PublishError::StopDeadline);
                 }
@@ -436,6 +486,9 @@ impl Publisher {
         });
         let settled: u64 = by_class.iter().sum();
         self.outbox.confirmed(&private);
+        if settled > 0 && requeued == 0 {
+            self.refused.confirmed();
+        }
         if settled > 0 {
             for (class, n) in by_class.iter().enumerate().filter(|(_, n)| **n > 0) {
                 meters.confirmed[class].increment(*n);
@@ -448,10 +501,12 @@ impl Publisher {
             }
         }
         if requeued > 0 {
+            let delay = self.refused.refused(tokio::time::Instant::now());
             tracing::warn!(
                 requeued,
                 reason,
-                "The broker refused messages; sending them again."
+                delay_ms = delay.as_millis() as u64,
+                "The broker refused messages; sending them again after a delay."
             );
             self.count_retries(requeued, reason);
         }
@@ -501,4 +556,26 @@ pub fn properties(event: &Event, persistent: bool) -> BasicProperties {
         .with_headers(headers)
         .with_delivery_mode(if persistent { 2 } else { 1 });
     props
+}
+
+#[cfg(test)]
+mod refused_retry_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_back_off_exponentially_to_a_cap_and_confirms_reset_it() {
+        let now = tokio::time::Instant::now();
+        let mut r = RefusedRetry::new();
+        assert_eq!(r.hold_until(now), None, "nothing refused: send at once");
+        let delays: Vec<_> = (0..10).map(|_| r.refused(now)).collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[1], Duration::from_millis(200));
+        assert_eq!(delays[3], Duration::from_millis(800));
+        assert!(delays.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*delays.last().unwrap(), REFUSED_RETRY_CAP);
+        assert_eq!(r.hold_until(now), Some(now + REFUSED_RETRY_CAP));
+        assert_eq!(r.hold_until(now + REFUSED_RETRY_CAP), None);
+        r.confirmed();
+        assert_eq!(r.refused(now), Duration::from_millis(100));
+    }
 }

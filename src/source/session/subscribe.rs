@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
 use super::Session;
 use crate::{
@@ -44,6 +44,7 @@ impl Session<'_> {
             return;
         }
         self.retry_at = None;
+        let now = Instant::now();
         let want: BTreeSet<String> = self
             .ctx
             .topics
@@ -52,6 +53,11 @@ impl Session<'_> {
             .filter(|t| {
                 let key = TopicKey::new(self.ctx.endpoint, (*t).clone());
                 !matches!(self.ctx.registry.status(&key), Some(TopicStatus::Failed(_)))
+                    || failed_retry_due(
+                        self.ctx.failed_at.get(*t).copied(),
+                        now,
+                        self.ctx.config.failed_retry,
+                    )
             })
             .cloned()
             .collect();
@@ -88,6 +94,7 @@ impl Session<'_> {
             metrics::counter!(telemetry::SUBSCRIBE_FAILURES, "endpoint" => self.label())
                 .increment(1);
             tracing::warn!(endpoint = self.label(), topic = %t, ret_msg = %msg, "Bybit rejected a subscription.");
+            self.ctx.failed_at.insert(t.clone(), Instant::now());
             self.status(t, TopicStatus::Failed(msg.clone()));
         }
         for t in &out.unsubscribed {
@@ -123,5 +130,40 @@ impl Session<'_> {
         self.status(topic, TopicStatus::Resyncing);
         let requests = self.ledger.resync(topic, Instant::now());
         self.send_requests(requests).await;
+    }
+}
+
+/// Whether a `failed` topic may be subscribed again: it failed at least `every` ago (or its
+/// failure time is unknown, e.g. it failed on an earlier shard). Reconciles run on connect,
+/// on a topic change (a re-post) and after acks, so a rejected topic is retried at most once
+/// per `every`, never in a loop.
+pub(crate) fn failed_retry_due(failed_at: Option<Instant>, now: Instant, every: Duration) -> bool {
+    failed_at.is_none_or(|at| now.saturating_duration_since(at) >= every)
+}
+
+#[cfg(test)]
+mod failed_retry_tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_topic_is_retried_only_after_the_long_backoff() {
+        let every = crate::pipeline_file::SourceConfig::default().failed_retry;
+        assert_eq!(
+            every,
+            Duration::from_secs(300),
+            "default [source] failed_retry"
+        );
+        let at = Instant::now();
+        assert!(!failed_retry_due(Some(at), at, every));
+        assert!(!failed_retry_due(
+            Some(at),
+            at + Duration::from_secs(299),
+            every
+        ));
+        assert!(failed_retry_due(Some(at), at + every, every));
+        assert!(failed_retry_due(None, at, every));
+        let file =
+            crate::pipeline_file::PipelineFile::parse("[source]\nfailed_retry = \"2m\"\n").unwrap();
+        assert_eq!(file.source.failed_retry, Duration::from_secs(120));
     }
 }
