@@ -15,7 +15,7 @@
 
 mod client;
 mod hub;
-mod protocol;
+pub mod protocol;
 mod seed;
 
 use std::sync::Arc;
