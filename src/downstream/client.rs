@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::{
     hub::{Hub, Subscriber},
     protocol::{self, ActionCommand, Command, OpCommand},
+    seed,
 };
 use crate::{
-    event::Event,
+    event::{Event, EventClass},
     subscriptions::{self, Requester, TopicKey},
 };
 
@@ -34,6 +35,8 @@ enum Ending {
 /// What the next step of the loop is.
 enum Step {
     Send(Message),
+    /// Several messages in order (the seed-shaped trades of one event).
+    SendAll(Vec<Message>),
     Nothing,
     End(Ending),
 }
@@ -44,6 +47,9 @@ struct Session {
     sub: Subscriber,
     requester: Requester,
     topics: BTreeSet<TopicKey>,
+    /// The topics last asked for in the `action` dialect: their trades go out in the seed's
+    /// shape ([`seed`]), one message per trade. Always a subset of `topics`.
+    seed_topics: BTreeSet<TopicKey>,
 }
 
 /// Runs one connection until it ends; always releases its topics.
@@ -59,6 +65,7 @@ pub(super) async fn run(hub: Arc<Hub>, mut socket: WebSocketStream, shutdown: Ca
         },
         requester: Requester::WsClient(id),
         topics: BTreeSet::new(),
+        seed_topics: BTreeSet::new(),
         hub: hub.clone(),
     };
     hub.connected();
@@ -83,30 +90,38 @@ pub(super) async fn run(hub: Arc<Hub>, mut socket: WebSocketStream, shutdown: Ca
                 }
                 Some(Err(_)) | None => Step::End(Ending::Gone),
             },
-            Some(event) = outbound.recv() => {
-                Step::Send(Message::Text(String::from_utf8_lossy(&event.json).into_owned()))
-            }
+            Some(event) = outbound.recv() => session.render(&event),
             _ = ping.tick() => Step::Send(Message::Ping(Vec::new())),
         };
-        let msg = match step {
-            Step::Send(msg) => msg,
+        let msgs = match step {
+            Step::Send(msg) => vec![msg],
+            Step::SendAll(msgs) => msgs,
             Step::Nothing => continue,
             Step::End(ending) => break ending,
         };
-        let is_data = !matches!(msg, Message::Ping(_));
-        // The write is raced against eviction, shutdown and idleness so a client that stopped
-        // reading (full TCP buffers) cannot hold its task forever.
-        let sent = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => Err(Ending::Close(CloseCode::Away, "server shutting down")),
-            () = evict.cancelled() => Err(Ending::Close(CloseCode::Again, "outbound queue full")),
-            () = tokio::time::sleep_until(deadline) => Err(Ending::Close(CloseCode::Normal, "idle timeout")),
-            r = socket.send(msg) => r.map_err(|_| Ending::Gone),
-        };
-        match sent {
-            Ok(()) if is_data => hub.count_sent(),
-            Ok(()) => {}
-            Err(ending) => break ending,
+        let mut failed = None;
+        for msg in msgs {
+            let is_data = !matches!(msg, Message::Ping(_));
+            // The write is raced against eviction, shutdown and idleness so a client that
+            // stopped reading (full TCP buffers) cannot hold its task forever.
+            let sent = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Err(Ending::Close(CloseCode::Away, "server shutting down")),
+                () = evict.cancelled() => Err(Ending::Close(CloseCode::Again, "outbound queue full")),
+                () = tokio::time::sleep_until(deadline) => Err(Ending::Close(CloseCode::Normal, "idle timeout")),
+                r = socket.send(msg) => r.map_err(|_| Ending::Gone),
+            };
+            match sent {
+                Ok(()) if is_data => hub.count_sent(),
+                Ok(()) => {}
+                Err(ending) => {
+                    failed = Some(ending);
+                    break;
+                }
+            }
+        }
+        if let Some(ending) = failed {
+            break ending;
         }
     };
 
@@ -133,6 +148,25 @@ pub(super) async fn run(hub: Arc<Hub>, mut socket: WebSocketStream, shutdown: Ca
 }
 
 impl Session {
+    /// What one queued event becomes for this client: the section 5 envelope, or, for a trade
+    /// topic it asked for in the `action` dialect, one seed-shaped message per trade.
+    fn render(&self, event: &Event) -> Step {
+        let seed = event.class == EventClass::Trades
+            && self
+                .seed_topics
+                .iter()
+                .any(|k| k.endpoint == event.endpoint && k.topic == event.topic);
+        if seed {
+            let symbol = event.symbol.as_deref().unwrap_or_default();
+            if let Some(msgs) = seed::trade_messages(event.data(), symbol, protocol::now_ms()) {
+                return Step::SendAll(msgs.into_iter().map(Message::Text).collect());
+            }
+        }
+        Step::Send(Message::Text(
+            String::from_utf8_lossy(&event.json).into_owned(),
+        ))
+    }
+
     fn on_message(&mut self, msg: Message) -> Step {
         let text = match msg {
             Message::Text(text) => text,
@@ -168,11 +202,16 @@ impl Session {
                     .iter()
                     .map(|t| subscriptions::parse_topic(t, category, private))
                     .collect();
-                match keys
-                    .map_err(|e| e.to_string())
-                    .and_then(|k| self.subscribe(k, "topics"))
-                {
-                    Ok(_) => protocol::op_success("subscribe", req_id, &topics),
+                let keys = keys.map_err(|e| e.to_string());
+                let asked = keys.clone().unwrap_or_default();
+                match keys.and_then(|k| self.subscribe(k, "topics")) {
+                    Ok(_) => {
+                        // Asked in the `op` dialect now: envelopes from here on.
+                        for key in &asked {
+                            self.seed_topics.remove(key);
+                        }
+                        protocol::op_success("subscribe", req_id, &topics)
+                    }
                     Err(message) => protocol::op_error(Some("subscribe"), req_id, &message),
                 }
             }
@@ -202,8 +241,11 @@ impl Session {
                     Ok(keys) => keys,
                     Err(e) => return protocol::action_error(&format!("Cannot subscribe: {e}")),
                 };
-                match self.subscribe(keys, "symbols") {
-                    Ok(_) => protocol::action_success("subscribe", &symbols, &self.symbols()),
+                match self.subscribe(keys.clone(), "symbols") {
+                    Ok(_) => {
+                        self.seed_topics.extend(keys);
+                        protocol::action_success("subscribe", &symbols, &self.symbols())
+                    }
                     Err(message) => protocol::action_error(&format!("Cannot subscribe: {message}")),
                 }
             }
@@ -239,6 +281,7 @@ impl Session {
 
     fn unsubscribe(&mut self, keys: &[TopicKey]) {
         for key in keys {
+            self.seed_topics.remove(key);
             if self.topics.remove(key) {
                 self.hub.remove(key, self.sub.id, &self.requester);
             }

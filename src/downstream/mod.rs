@@ -5,6 +5,8 @@
 //! - `hub`: one dispatcher task reads the event broadcast and routes each event by
 //!   (endpoint, topic) into per-client bounded queues; slow clients are evicted, never waited on.
 //! - `client`: one task per connection (reads, answers, writes, pings, closes).
+//! - `seed`: the trade messages of the seed's browser gateway, sent instead of envelopes for
+//!   the trade topics a client asked for in the `action` dialect.
 //!
 //! Auth happens before the upgrade: `X-API-Key` header or `?api_key=`, compared in constant
 //! time; anything else gets 401 and no socket. A client's topics are held through the
@@ -13,7 +15,8 @@
 
 mod client;
 mod hub;
-mod protocol;
+pub mod protocol;
+mod seed;
 
 use std::sync::Arc;
 

@@ -10,7 +10,12 @@
 //!
 //! Everything here is pure (no I/O), so it is tested inline.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, SeqAccess, Visitor},
+};
 use serde_json::{Value, json};
 
 use crate::event::Category;
@@ -59,14 +64,89 @@ pub enum ActionCommand {
     Ping,
 }
 
+/// Most entries a `topics` / `symbols` array may have. Far above any topics-per-client limit; it
+/// only bounds what one message can make the parser allocate (an array of tiny strings would
+/// otherwise cost several times its size in `String`s).
+pub const MAX_LIST: usize = 1_000;
+
+/// How much of a client's unknown `op` / `action` is quoted back in the error message.
+const MAX_QUOTED: usize = 64;
+
 #[derive(Debug, Deserialize)]
 struct Inbound {
     op: Option<String>,
     action: Option<String>,
+    #[serde(default, deserialize_with = "bounded_strings")]
     topics: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "bounded_strings")]
     symbols: Option<Vec<String>>,
     category: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
     req_id: Option<Value>,
+}
+
+/// An array of at most [`MAX_LIST`] strings; parsing stops at the first entry past it.
+fn bounded_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Strings;
+    impl<'de> Visitor<'de> for Strings {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an array of at most {MAX_LIST} strings")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                if out.len() == MAX_LIST {
+                    return Err(de::Error::custom(format!("more than {MAX_LIST} entries")));
+                }
+                out.push(s);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_any(Strings)
+}
+
+/// A `req_id`: a string, number or boolean (echoed as given); `null` means none. Arrays and
+/// objects are refused, so a client cannot make the parser build a large tree.
+fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    struct Scalar;
+    impl Visitor<'_> for Scalar {
+        type Value = Option<Value>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string, number or boolean")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(Value::Bool(v)))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Value::from(v)))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Value::from(v)))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(Value::from(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Value::from(v)))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Value::from(v)))
+        }
+    }
+    d.deserialize_any(Scalar)
+}
+
+/// At most [`MAX_QUOTED`] characters of `s`, for quoting client input back in a message.
+fn quoted(s: &str) -> &str {
+    s.char_indices().nth(MAX_QUOTED).map_or(s, |(i, _)| &s[..i])
 }
 
 /// Parses one text message. Never fails: what is not understood becomes [`Command::Invalid`]
@@ -116,8 +196,11 @@ pub fn parse(text: &str) -> Command {
             }
         }
         other => {
-            let msg = format!("unknown op {other:?}; expected subscribe, unsubscribe or ping");
-            return Command::Invalid(op_error(Some(other), req_id.as_ref(), &msg));
+            let msg = format!(
+                "unknown op {:?}; expected subscribe, unsubscribe or ping",
+                quoted(other)
+            );
+            return Command::Invalid(op_error(Some(quoted(other)), req_id.as_ref(), &msg));
         }
     };
     Command::Op { op: op_cmd, req_id }
@@ -141,7 +224,7 @@ fn parse_action(action: &str, symbols: Option<Vec<String>>) -> Command {
                 ActionCommand::Unsubscribe(symbols)
             })
         }
-        other => Command::Invalid(action_error(&format!("Unknown action: {other}"))),
+        other => Command::Invalid(action_error(&format!("Unknown action: {}", quoted(other)))),
     }
 }
 

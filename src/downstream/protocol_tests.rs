@@ -40,3 +40,29 @@ fn both_dialects_parse_and_garbage_gets_an_error_reply() {
     };
     assert!(reply.contains(r#""type":"error""#));
 }
+
+#[test]
+fn lists_and_req_ids_are_bounded() {
+    let many: Vec<String> = (0..=MAX_LIST)
+        .map(|i| format!("publicTrade.S{i}"))
+        .collect();
+    let text = json!({"op": "subscribe", "topics": many}).to_string();
+    assert!(matches!(parse(&text), Command::Invalid(_)));
+    let text = json!({"op": "subscribe", "topics": &many[..MAX_LIST]}).to_string();
+    assert!(matches!(parse(&text), Command::Op { .. }));
+    assert!(matches!(
+        parse(r#"{"op":"ping","req_id":[1,2]}"#),
+        Command::Invalid(_)
+    ));
+    assert_eq!(
+        parse(r#"{"op":"ping","req_id":12}"#),
+        Command::Op {
+            op: OpCommand::Ping,
+            req_id: Some(json!(12))
+        }
+    );
+    let Command::Invalid(reply) = parse(&format!(r#"{{"op":"{}"}}"#, "x".repeat(10_000))) else {
+        panic!("unknown op");
+    };
+    assert!(reply.len() < 400, "{reply}");
+}

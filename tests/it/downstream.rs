@@ -119,11 +119,35 @@ async fn seed_action_protocol_works_unchanged_end_to_end() {
     assert!(reply["timestamp"].is_i64());
     assert_eq!(holders(&app, &btc()), 1);
 
+    // The seed's trade shape, one message per trade; an `op` client on the same topic keeps
+    // the envelope.
+    let mut op_client = connect(&app).await;
+    op_client
+        .request(json!({"op":"subscribe","topics":["publicTrade.BTCUSDT"],"category":"linear"}))
+        .await;
+    let trades = json!([
+        {"T": 1_700_000_000_001_i64, "s": "BTCUSDT", "S": "Buy", "v": "0.5", "p": "101.25", "i": "t-1", "BT": false},
+        {"T": 1_700_000_000_002_i64, "s": "BTCUSDT", "S": "Sell", "v": "2", "p": "101", "i": "t-2", "BT": false},
+    ]);
     app.events
-        .send(trade_event(Category::Linear, "BTCUSDT", 1, json!([])))
+        .send(trade_event(Category::Linear, "BTCUSDT", 1, trades.clone()))
         .unwrap();
-    let data = client.next_json().await.expect("trade data");
-    assert_eq!(data["topic"], "publicTrade.BTCUSDT");
+    for (price, volume, time, side, id) in [
+        (101.25, 0.5, 1_700_000_000_001_i64, "Buy", "t-1"),
+        (101.0, 2.0, 1_700_000_000_002_i64, "Sell", "t-2"),
+    ] {
+        let trade = client.next_json().await.expect("a seed trade message");
+        assert_eq!(trade["type"], "trade", "{trade}");
+        assert!(trade["timestamp"].is_i64(), "{trade}");
+        assert_eq!(
+            trade["data"],
+            json!({"symbol": "BTCUSDT", "price": price, "volume": volume, "timestamp": time,
+                "exchange": "bybit", "side": side, "tradeId": id, "blockTrade": false})
+        );
+    }
+    let envelope = op_client.next_json().await.expect("an envelope");
+    assert_eq!(envelope["topic"], "publicTrade.BTCUSDT");
+    assert_eq!(envelope["data"], trades);
 
     let pong = client.request(json!({"action": "ping"})).await;
     assert_eq!(pong["type"], "pong");
@@ -135,7 +159,7 @@ async fn seed_action_protocol_works_unchanged_end_to_end() {
     assert_eq!(reply["type"], "success");
     assert_eq!(reply["data"]["unsubscribed"], json!(["BTCUSDT"]));
     assert_eq!(reply["data"]["currentSubscriptions"], json!(["ETHUSDT"]));
-    assert_eq!(holders(&app, &btc()), 0);
+    assert_eq!(holders(&app, &btc()), 1, "only the op client holds it now");
 
     let error = client.request(json!({"action": "dance"})).await;
     assert_eq!(error["type"], "error");

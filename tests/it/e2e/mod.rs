@@ -6,5 +6,6 @@ mod balances;
 mod broker;
 mod metrics;
 mod queues;
+mod seed_client;
 mod spool;
 mod ws;
