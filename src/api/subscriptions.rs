@@ -222,6 +222,11 @@ async fn create(state: &AppState, req: CreateSubscription) -> Result<(Model, boo
     )
     .map_err(|e| ApiError::Invalid(format!("field `{}`: {e}", e.field())))?;
     let service = req.requesting_service;
+    if service.contains('\0') {
+        return Err(ApiError::Invalid(
+            "field `requesting_service`: must not contain a NUL byte".to_owned(),
+        ));
+    }
     state
         .subscriptions
         .create(&spec, &service)
