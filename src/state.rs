@@ -9,7 +9,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    event::Event, health::HealthBoard, pipeline_file::{DownstreamConfig, HttpConfig},
+    event::Event,
+    health::HealthBoard,
+    pipeline_file::{DownstreamConfig, HttpConfig},
     subscriptions::Subscriptions,
 };
 

@@ -91,7 +91,10 @@ async fn random_methods_and_paths_add_no_metric_series() {
          made-up labels: {} / {})",
         before.0, after.0, before.2, after.2, before.1, after.1
     );
-    assert_eq!(after.1, 0, "no series carries a client-chosen method or path");
+    assert_eq!(
+        after.1, 0,
+        "no series carries a client-chosen method or path"
+    );
     assert!(after.2 > 0, "the made-up methods are counted as `other`");
     assert_eq!(before.2, after.2, "10,000 random requests added series");
     app.shutdown().await.unwrap();
@@ -107,11 +110,17 @@ async fn half_open_connections_are_closed_after_the_header_timeout() {
     let mut socks = Vec::new();
     for _ in 0..50 {
         let mut s = TcpStream::connect(app.addr).await.unwrap();
-        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         socks.push(s);
     }
     // Normal requests still succeed meanwhile.
-    let resp = client().get(format!("{}/health", app.http())).send().await.unwrap();
+    let resp = client()
+        .get(format!("{}/health", app.http()))
+        .send()
+        .await
+        .unwrap();
     assert!(resp.status().is_success() || resp.status().as_u16() == 503);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let mut held = 0;
@@ -133,7 +142,11 @@ async fn half_open_connections_are_closed_after_the_header_timeout() {
     }
     eprintln!("half-open connections still held after the header timeout: {held} of 50");
     assert_eq!(held, 0);
-    let resp = client().get(format!("{}/health", app.http())).send().await.unwrap();
+    let resp = client()
+        .get(format!("{}/health", app.http()))
+        .send()
+        .await
+        .unwrap();
     assert!(resp.status().is_success() || resp.status().as_u16() == 503);
     app.shutdown().await.unwrap();
 }
@@ -168,9 +181,7 @@ async fn subscriptions_per_service_are_capped_with_429() {
         .var("BYBIT_WS_URL", silent_bybit_url());
     config.pipeline.http.max_subscriptions_per_service = 2;
     let app = spawn_app(config).await;
-    let sub = |symbol: &str| {
-        json!({"channel_type": "trades", "symbol": symbol, "requesting_service": "capped"})
-    };
+    let sub = |symbol: &str| json!({"channel_type": "trades", "symbol": symbol, "requesting_service": "capped"});
     assert_eq!(post(&app, sub("BTCUSDT")).await.0, StatusCode::CREATED);
     assert_eq!(post(&app, sub("ETHUSDT")).await.0, StatusCode::CREATED);
     let (s, b) = post(&app, sub("SOLUSDT")).await;
@@ -178,7 +189,8 @@ async fn subscriptions_per_service_are_capped_with_429() {
     assert_eq!(b["error"], "limit_exceeded", "{b}");
     // The same one again is still the idempotent 200; another service is not affected.
     assert_eq!(post(&app, sub("BTCUSDT")).await.0, StatusCode::OK);
-    let other = json!({"channel_type": "trades", "symbol": "SOLUSDT", "requesting_service": "other"});
+    let other =
+        json!({"channel_type": "trades", "symbol": "SOLUSDT", "requesting_service": "other"});
     assert_eq!(post(&app, other).await.0, StatusCode::CREATED);
     app.shutdown().await.unwrap();
 }
@@ -199,7 +211,8 @@ async fn ws_clients_are_capped_and_big_messages_close_1009() {
     // A small message is fine; a big one closes the client with 1009.
     let pong = a.request(json!({"op": "ping"})).await;
     assert_eq!(pong["op"], "pong", "{pong}");
-    a.send(json!({"op": "ping", "req_id": "x".repeat(4096)})).await;
+    a.send(json!({"op": "ping", "req_id": "x".repeat(4096)}))
+        .await;
     assert_eq!(
         a.closed_within(Duration::from_secs(5)).await,
         Some(Closed::Code(1009))
