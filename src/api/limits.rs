@@ -37,7 +37,9 @@ impl<A> LimitedAcceptor<A> {
     pub fn new(inner: A, max_connections: usize, header_timeout: Duration) -> Self {
         Self {
             inner,
-            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            slots: Arc::new(Semaphore::new(
+                max_connections.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             header_timeout,
         }
     }

@@ -76,7 +76,9 @@ impl Hub {
     ) -> Self {
         let hub = Self {
             subscriptions,
-            slots: Arc::new(tokio::sync::Semaphore::new(config.max_clients)),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                config.max_clients.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             config,
             private_available,
             index: RwLock::default(),
