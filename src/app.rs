@@ -140,6 +140,7 @@ impl App {
             private_available: settings.bybit.credentials.is_some(),
             broker_configured: settings.amqp_url.is_some(),
             downstream: pipeline_file.downstream.clone(),
+            http: pipeline_file.http.clone(),
             shutdown: supervisor.shutdown.clone(),
         };
         api::spawn_background(
@@ -151,8 +152,15 @@ impl App {
             .nest("/", api::routes(state.clone()))
             .at("/ws", downstream::endpoint(state, &supervisor));
         let stop = supervisor.shutdown.clone();
+        let http_limits = pipeline_file.http.clone();
+        let acceptor = api::limits::LimitedAcceptor::new(
+            acceptor,
+            http_limits.max_connections,
+            http_limits.header_timeout,
+        );
         supervisor.spawn_critical("http", async move {
             Server::new_with_acceptor(acceptor)
+                .idle_timeout(http_limits.idle_timeout)
                 .run_with_graceful_shutdown(
                     routes,
                     stop.cancelled_owned(),

@@ -39,6 +39,8 @@ pub struct PipelineFile {
     pub persistence: PersistenceConfig,
     /// The downstream `/ws` endpoint.
     pub downstream: DownstreamConfig,
+    /// The HTTP server's limits (REST, `/ws` upgrades, `/metrics`).
+    pub http: HttpConfig,
     /// General process behaviour.
     pub process: ProcessConfig,
     /// Subscriptions held from startup (requesting service `pipeline` unless named).
@@ -296,6 +298,43 @@ pub struct DownstreamConfig {
     pub stats_interval: Duration,
     /// Capacity of the in-process broadcast point the clients read from.
     pub broadcast_capacity: usize,
+    /// Connected clients at most; an upgrade past it gets 503 `too_many_clients`.
+    pub max_clients: usize,
+    /// Largest client message (and frame) in bytes; a larger one closes the client with 1009.
+    pub max_message_bytes: usize,
+}
+
+/// The HTTP server's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A connection that has not sent a complete request header this long after it opened (or
+    /// after its previous response) is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open HTTP connections at most (including `/ws`); further ones wait in the kernel's
+    /// accept queue until one closes.
+    pub max_connections: usize,
+    /// Largest request body in bytes; a larger one gets 413 `payload_too_large`.
+    pub max_body_bytes: usize,
+    /// Active subscriptions one requesting service may hold; past it a create gets 429
+    /// `limit_exceeded`.
+    pub max_subscriptions_per_service: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_body_bytes: 64 * 1024,
+            max_subscriptions_per_service: 1000,
+        }
+    }
 }
 
 impl Default for DownstreamConfig {
@@ -307,6 +346,8 @@ impl Default for DownstreamConfig {
             idle_timeout: Duration::from_secs(60),
             stats_interval: Duration::from_secs(60),
             broadcast_capacity: 8192,
+            max_clients: 256,
+            max_message_bytes: 64 * 1024,
         }
     }
 }

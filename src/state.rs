@@ -9,7 +9,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    event::Event, health::HealthBoard, pipeline_file::DownstreamConfig,
+    event::Event,
+    health::HealthBoard,
+    pipeline_file::{DownstreamConfig, HttpConfig},
     subscriptions::Subscriptions,
 };
 
@@ -34,6 +36,8 @@ pub struct AppState {
     pub broker_configured: bool,
     /// `/ws` limits.
     pub downstream: DownstreamConfig,
+    /// HTTP limits (body size, subscriptions per service).
+    pub http: HttpConfig,
     /// Cancelled when the process stops; long-lived handlers (`/ws`) end on it.
     pub shutdown: CancellationToken,
 }

@@ -11,6 +11,7 @@ mod background;
 mod balances;
 pub(crate) mod error;
 mod health;
+pub mod limits;
 mod middleware;
 pub mod nullable;
 mod subscriptions;
@@ -90,6 +91,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .around(require_key)
+        .around(middleware::limit_body)
         .catch_all_error(|err: poem::Error| async move {
             let pattern = err.data::<poem::PathPattern>().cloned();
             let mut resp = error::to_json_response(err);

@@ -41,6 +41,10 @@ enum CreateResponse {
     /// Missing or wrong `X-API-Key`.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The requesting service already holds `http.max_subscriptions_per_service` active
+    /// subscriptions (`limit_exceeded`). Nothing changed.
+    #[oai(status = 429)]
+    TooMany(Json<ErrorBody>),
     /// The database failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -119,12 +123,22 @@ impl SubscriptionsApi {
         body: Json<CreateSubscription>,
     ) -> CreateResponse {
         let result = async {
-            let (row, created) = create(&state, body.0).await?;
-            Ok::<_, ApiError>((Subscription::try_from(row)?, created))
+            let Some((row, created)) = create(&state, body.0).await? else {
+                return Ok(None);
+            };
+            Ok::<_, ApiError>(Some((Subscription::try_from(row)?, created)))
         };
         match result.await {
-            Ok((sub, true)) => CreateResponse::Created(Json(sub)),
-            Ok((sub, false)) => CreateResponse::Existing(Json(sub)),
+            Ok(Some((sub, true))) => CreateResponse::Created(Json(sub)),
+            Ok(Some((sub, false))) => CreateResponse::Existing(Json(sub)),
+            Ok(None) => CreateResponse::TooMany(ErrorBody::new(
+                "limit_exceeded",
+                format!(
+                    "the requesting_service already holds {} active subscriptions \
+                     (http.max_subscriptions_per_service)",
+                    state.http.max_subscriptions_per_service
+                ),
+            )),
             Err(e) => CreateResponse::from_api_error(e),
         }
     }
@@ -211,8 +225,12 @@ impl SubscriptionsApi {
     }
 }
 
-/// Validates the request and hands it to the service; `true` when the row is new.
-async fn create(state: &AppState, req: CreateSubscription) -> Result<(Model, bool), ApiError> {
+/// Validates the request and hands it to the service; `true` when the row is new. `None` when
+/// the service is at its limit of active subscriptions and this one would be new.
+async fn create(
+    state: &AppState,
+    req: CreateSubscription,
+) -> Result<Option<(Model, bool)>, ApiError> {
     let spec = TopicSpec::new(
         req.channel_type,
         req.category,
@@ -222,6 +240,19 @@ async fn create(state: &AppState, req: CreateSubscription) -> Result<(Model, boo
     )
     .map_err(|e| ApiError::Invalid(format!("field `{}`: {e}", e.field())))?;
     let service = req.requesting_service;
+    if service.contains('\0') {
+        return Err(ApiError::Invalid(
+            "field `requesting_service`: must not contain a NUL byte".to_owned(),
+        ));
+    }
+    let max = state.http.max_subscriptions_per_service;
+    if q::count_active_of(&state.db, &service).await? as usize >= max
+        && q::find_active(&state.db, spec.category, &spec.topic(), &service)
+            .await?
+            .is_none()
+    {
+        return Ok(None);
+    }
     state
         .subscriptions
         .create(&spec, &service)
@@ -231,4 +262,5 @@ async fn create(state: &AppState, req: CreateSubscription) -> Result<(Model, boo
             CreateError::ReservedService => ApiError::Invalid(e.to_string()),
             CreateError::Database(e) => ApiError::Database(e),
         })
+        .map(Some)
 }

@@ -1,5 +1,6 @@
 //! One `/ws` connection: reads client messages, answers them, writes the events the
-//! dispatcher queued for it, pings, and closes on eviction (1013), idleness or shutdown (1001).
+//! dispatcher queued for it, pings, and closes on eviction (1013), a message over
+//! `max_message_bytes` (1009), idleness or shutdown (1001).
 //!
 //! The connection owns its topic set; whatever way it ends, [`Session::leave`] releases every
 //! topic it held (requester [`Requester::WsClient`]).
@@ -87,6 +88,10 @@ pub(super) async fn run(hub: Arc<Hub>, mut socket: WebSocketStream, shutdown: Ca
                 Some(Ok(msg)) => {
                     deadline = Instant::now() + idle;
                     session.on_message(msg)
+                }
+                // tungstenite's capacity error (`max_message_bytes`): close with 1009.
+                Some(Err(e)) if e.to_string().contains("Space limit exceeded") => {
+                    Step::End(Ending::Close(CloseCode::Size, "message too big"))
                 }
                 Some(Err(_)) | None => Step::End(Ending::Gone),
             },

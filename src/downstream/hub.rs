@@ -48,6 +48,9 @@ pub(super) struct Hub {
     pub subscriptions: Subscriptions,
     pub config: DownstreamConfig,
     pub private_available: bool,
+    /// One permit per connected client (`max_clients`); held from the upgrade until the
+    /// connection's task ends.
+    pub slots: Arc<tokio::sync::Semaphore>,
     /// Read per event by the dispatcher; written only on (un)subscribe and disconnect.
     index: RwLock<Index>,
     next_id: AtomicU64,
@@ -73,6 +76,9 @@ impl Hub {
     ) -> Self {
         let hub = Self {
             subscriptions,
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                config.max_clients.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             config,
             private_available,
             index: RwLock::default(),

@@ -23,7 +23,10 @@ use std::sync::Arc;
 use poem::{
     EndpointExt, IntoEndpoint, IntoResponse, Request, Response, get, handler,
     http::StatusCode,
-    web::{Data, websocket::WebSocket},
+    web::{
+        Data,
+        websocket::{WebSocket, WebSocketConfig},
+    },
 };
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
@@ -75,9 +78,27 @@ fn upgrade(req: &Request, ws: poem::Result<WebSocket>, Data(ctx): Data<&WsContex
         Ok(ws) => ws,
         Err(e) => return e.into_response(),
     };
+    let Ok(slot) = ctx.hub.slots.clone().try_acquire_owned() else {
+        let body = serde_json::json!({
+            "error": "too_many_clients",
+            "message": format!(
+                "the gateway already serves {} /ws clients; try again later",
+                ctx.hub.config.max_clients
+            ),
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, poem::web::Json(body)).into_response();
+    };
     let hub = ctx.hub.clone();
     let shutdown: CancellationToken = ctx.state.shutdown.clone();
-    ws.on_upgrade(move |socket| client::run(hub, socket, shutdown))
+    let max = ctx.hub.config.max_message_bytes.max(1);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    ws.config(config)
+        .on_upgrade(move |socket| async move {
+            client::run(hub, socket, shutdown).await;
+            drop(slot);
+        })
         .into_response()
 }
 

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, Set, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -52,6 +52,18 @@ pub async fn find_active(
         .filter(Column::Topic.eq(topic))
         .filter(Column::RequestingService.eq(service))
         .one(db)
+        .await
+}
+
+/// How many active rows `service` holds (the per-service limit).
+pub async fn count_active_of(
+    db: &impl ConnectionTrait,
+    service: &str,
+) -> Result<u64, sea_orm::DbErr> {
+    Entity::find()
+        .filter(Column::IsActive.eq(true))
+        .filter(Column::RequestingService.eq(service))
+        .count(db)
         .await
 }
 

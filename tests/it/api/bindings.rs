@@ -52,6 +52,7 @@ async fn bindings_are_added_on_create_and_removed_when_no_subscription_uses_them
         private_available: true,
         broker_configured: false,
         downstream: Default::default(),
+        http: Default::default(),
         shutdown: CancellationToken::new(),
     };
     let acceptor = TcpListener::bind("127.0.0.1:0")

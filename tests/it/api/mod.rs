@@ -4,6 +4,7 @@
 
 mod bindings;
 mod contract;
+mod edges;
 mod errors;
 mod ops;
 mod quickstart;
