@@ -89,6 +89,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .nest("/", service)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .around(error::database_guard)
         .around(require_key)
         .catch_all_error(|err: poem::Error| async move {
             let pattern = err.data::<poem::PathPattern>().cloned();
