@@ -213,7 +213,8 @@ fn the_container_spool_lives_on_the_named_data_volume() {
         mounts.iter().any(|m| {
             let m = m.as_str().unwrap_or_default();
             let (name, path) = m.split_once(':').unwrap_or_default();
-            named.contains_key(name) && spool.starts_with(&format!("{}/", path.trim_end_matches(":rw")))
+            named.contains_key(name)
+                && spool.starts_with(&format!("{}/", path.trim_end_matches(":rw")))
         }),
         "compose mounts no named volume over {spool}: {mounts:?}"
     );

@@ -265,7 +265,13 @@ async fn write(
                     if shared.rows.is_closed() {
                         // Stopping with the database away: every row to disk, for the next start.
                         let mut rest = rows;
-                        rest.extend(shared.rows.pop_up_to(usize::MAX).into_iter().map(|Row(r, _)| r));
+                        rest.extend(
+                            shared
+                                .rows
+                                .pop_up_to(usize::MAX)
+                                .into_iter()
+                                .map(|Row(r, _)| r),
+                        );
                         tracing::warn!(%error, rows = rest.len(), "Database unreachable at stop.");
                         to_file(&shared.file, &rest, "stop");
                         return;
@@ -306,15 +312,25 @@ async fn sleep_unless_closed(shared: &Shared, delay: Duration) {
 }
 
 /// Writes the row file's rows to the database, then removes the file.
-async fn replay(file: &RowFile, db: &DatabaseConnection, batch: usize) -> Result<(), sea_orm::DbErr> {
-    let rows = file.take().map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+async fn replay(
+    file: &RowFile,
+    db: &DatabaseConnection,
+    batch: usize,
+) -> Result<(), sea_orm::DbErr> {
+    let rows = file
+        .take()
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
     for chunk in rows.chunks(batch) {
         store::balances::insert_many(db, chunk).await?;
         metrics::counter!(telemetry::DB_WRITES, "table" => TABLE).increment(chunk.len() as u64);
     }
-    file.done().map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+    file.done()
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
     if !rows.is_empty() {
-        tracing::info!(rows = rows.len(), "Balance rows from the local row file written.");
+        tracing::info!(
+            rows = rows.len(),
+            "Balance rows from the local row file written."
+        );
     }
     Ok(())
 }

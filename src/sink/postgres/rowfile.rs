@@ -58,7 +58,10 @@ impl RowFile {
     }
 
     /// Appends `rows` and fsyncs. Local disk only: never waits on the database.
-    pub fn append<'a>(&self, rows: impl IntoIterator<Item = &'a NewBalance>) -> std::io::Result<usize> {
+    pub fn append<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a NewBalance>,
+    ) -> std::io::Result<usize> {
         let mut buf = Vec::new();
         let mut n = 0;
         for row in rows {

@@ -19,10 +19,10 @@ use tokio::sync::mpsc;
 
 use crate::{
     buffer::Bounded,
-    sink::postgres::{rowfile::RowFile, wallet},
     event::{Event, EventClass},
     pipeline_file::{BufferConfig, WhenFull},
     sink::EventSink,
+    sink::postgres::{rowfile::RowFile, wallet},
     telemetry::{STAGE_RECEIVED, STAGE_SENT},
 };
 
