@@ -83,6 +83,11 @@ RUN set -eux; \
 WORKDIR /app
 COPY --from=builder /usr/local/bin/ws-gateway /usr/local/bin/ws-gateway
 COPY --chown=gateway:gateway pipelines pipelines
+# The spool (unconfirmed private events) and the unwritten balance rows live on the data
+# volume, so a recreated container keeps them.
+RUN sed -i 's|^spool_dir = .*|spool_dir = "/app/data/spool"|' pipelines/default.toml; \
+    grep -qx 'spool_dir = "/app/data/spool"' pipelines/default.toml; \
+    chown gateway:gateway pipelines/default.toml
 
 USER gateway
 # Defaults suited to a container; docker-compose.yml / .env override them.

@@ -59,12 +59,17 @@ where
 {
     let events = pipeline::spawn(frames, &params.stages, params.stats.clone(), supervisor);
 
+    let rows_file = params
+        .publish
+        .spool_dir
+        .join(format!("{}.rows", params.service_name));
     let persistence = params.database.map(|db| {
         postgres::attach(
             &params.persist_classes,
             params.stages.tee.capacity,
             db,
             params.persistence,
+            rows_file,
             params.health.clone(),
             supervisor,
         )

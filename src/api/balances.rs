@@ -88,6 +88,9 @@ enum LatestResponse {
     /// The database failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database does not answer (`database_unavailable`); retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 error_response!(LatestResponse, latest_bad_request);
 
@@ -106,6 +109,9 @@ enum HistoryResponse {
     /// The database failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database does not answer (`database_unavailable`); retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 error_response!(HistoryResponse, history_bad_request);
 

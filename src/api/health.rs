@@ -1,10 +1,11 @@
 //! `/health` and `/ready` (no key).
 //!
 //! Rules (also in the README):
-//! - `unhealthy` (503): the database does not answer; or the gateway holds Bybit connections and
-//!   none of them has been up for [`BYBIT_GRACE`] (no pong in that long, or never since start).
-//! - `degraded` (200): some Bybit connection is not up, desired topics exist but no connection
-//!   is up yet, or a configured broker is not up.
+//! - `unhealthy` (503): the gateway holds Bybit connections and none of them has been up for
+//!   [`BYBIT_GRACE`] (no pong in that long, or never since start).
+//! - `degraded` (200): the database does not answer (market data still flows; routes that need
+//!   the database answer 503, `/ready` fails), some Bybit connection is not up, desired topics
+//!   exist but no connection is up yet, or a configured broker is not up.
 //! - `healthy` (200): otherwise.
 //!
 //! `/ready` is 200 only when every desired topic an API service or the pipeline file wants is
@@ -195,9 +196,12 @@ fn overall(
             None => since_start > BYBIT_GRACE,
         };
     let broker_bad = broker_configured && snap.broker != ComponentState::Up;
-    if snap.database == ComponentState::Down || long_down {
+    if long_down {
         OverallStatus::Unhealthy
-    } else if !matches!(bybit, StateDto::Up | StateDto::Disabled) || broker_bad {
+    } else if !matches!(bybit, StateDto::Up | StateDto::Disabled)
+        || broker_bad
+        || snap.database == ComponentState::Down
+    {
         OverallStatus::Degraded
     } else {
         OverallStatus::Healthy
@@ -365,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn health_rules_rank_database_and_long_bybit_outages_above_partial_faults() {
+    fn health_rules_rank_long_bybit_outages_above_partial_faults_and_the_database() {
         use ComponentState::*;
         let up = || conn(Up, Some(1));
         // TC0: everything up
@@ -373,10 +377,10 @@ mod tests {
             status(&snap(vec![up()], Up, Up), true, 1),
             OverallStatus::Healthy
         );
-        // TC1: database down
+        // TC1: database down: the data path still works, so degraded (not a restart)
         assert_eq!(
             status(&snap(vec![up()], Up, Down), true, 1),
-            OverallStatus::Unhealthy
+            OverallStatus::Degraded
         );
         // TC2: one of two connections down
         assert_eq!(

@@ -90,6 +90,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .nest("/", service)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .around(error::database_guard)
         .around(require_key)
         .around(middleware::limit_body)
         .catch_all_error(|err: poem::Error| async move {

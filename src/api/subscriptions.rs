@@ -48,6 +48,9 @@ enum CreateResponse {
     /// The database failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database does not answer (`database_unavailable`); retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 error_response!(CreateResponse, create_bad_request);
 
@@ -66,6 +69,9 @@ enum ListResponse {
     /// The database failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database does not answer (`database_unavailable`); retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 error_response!(ListResponse, list_bad_request);
 
@@ -87,6 +93,9 @@ enum OneResponse {
     /// The database failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database does not answer (`database_unavailable`); retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 error_response!(OneResponse, one_bad_request, NotFound);
 
@@ -105,6 +114,9 @@ enum ByServiceResponse {
     /// The database failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database does not answer (`database_unavailable`); retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 error_response!(ByServiceResponse, by_service_bad_request);
 

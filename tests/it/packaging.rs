@@ -167,3 +167,55 @@ async fn dashboard_queries_only_metrics_the_gateway_exports() {
     assert!(not_exported.is_empty(), "not in /metrics: {not_exported:?}");
     app.shutdown().await.unwrap();
 }
+
+/// The container's spool directory (and the unwritten balance rows next to it) lives on the data
+/// volume: a recreated container keeps every private event the broker had not confirmed.
+#[test]
+fn the_container_spool_lives_on_the_named_data_volume() {
+    let dockerfile = read("Dockerfile");
+    let runtime = &dockerfile[dockerfile.find("AS runtime").expect("runtime stage")..];
+    let workdir = runtime
+        .lines()
+        .find_map(|l| l.strip_prefix("WORKDIR "))
+        .expect("WORKDIR")
+        .trim()
+        .to_owned();
+    // The pipeline file's setting, unless the image rewrites it.
+    let pipeline = read("pipelines/default.toml");
+    let mut spool = pipeline
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("spool_dir = "))
+        .expect("spool_dir in the pipeline file")
+        .trim_matches('"')
+        .to_owned();
+    if let Some(i) = runtime.find("s|^spool_dir = .*|spool_dir = \"") {
+        let rest = &runtime[i + "s|^spool_dir = .*|spool_dir = \"".len()..];
+        spool = rest[..rest.find('"').unwrap()].to_owned();
+    }
+    if !spool.starts_with('/') {
+        spool = format!("{workdir}/{spool}");
+    }
+    let volume = runtime
+        .lines()
+        .find_map(|l| l.strip_prefix("VOLUME "))
+        .expect("VOLUME");
+    let volumes: Vec<String> = serde_json::from_str(volume).expect("VOLUME is a JSON array");
+    assert!(
+        volumes.iter().any(|v| spool.starts_with(&format!("{v}/"))),
+        "spool dir {spool} is not on a VOLUME {volumes:?}"
+    );
+    let compose = yaml("docker-compose.yml");
+    let named = compose["volumes"].as_mapping().unwrap();
+    let mounts = compose["services"]["ws-gateway"]["volumes"]
+        .as_sequence()
+        .expect("gateway volumes");
+    assert!(
+        mounts.iter().any(|m| {
+            let m = m.as_str().unwrap_or_default();
+            let (name, path) = m.split_once(':').unwrap_or_default();
+            named.contains_key(name)
+                && spool.starts_with(&format!("{}/", path.trim_end_matches(":rw")))
+        }),
+        "compose mounts no named volume over {spool}: {mounts:?}"
+    );
+}

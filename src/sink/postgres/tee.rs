@@ -7,11 +7,10 @@
 //! forwarder task moves items from there into the persistence channel (another
 //! `stages.tee.capacity`), where it may wait as long as the database needs. So up to twice
 //! `stages.tee.capacity` persisted events (20,000 by default: hours of wallet updates) survive
-//! an outage. Only past that bound is anything dropped: first the oldest non-private events,
-//! then (private classes, never expected in practice) the oldest private one, counted as
-//! `STAGE_DROPPED{stage="tee", reason="persist_overflow"}` and logged at ERROR with its trace
-//! id. Blocking instead would let a dead database stop market data and RabbitMQ publishing,
-//! which the spec rules out; every private event is also in RabbitMQ (never dropped there).
+//! an outage. Past that bound the oldest non-private events are dropped first; a private event
+//! is never dropped: its balance rows go to the local row file ([`super::rowfile`], fsynced,
+//! written to the database later). Blocking instead would let a dead database stop market
+//! data and RabbitMQ publishing, which the spec rules out.
 
 use std::sync::Arc;
 
@@ -23,6 +22,7 @@ use crate::{
     event::{Event, EventClass},
     pipeline_file::{BufferConfig, WhenFull},
     sink::EventSink,
+    sink::postgres::{rowfile::RowFile, wallet},
     telemetry::{STAGE_RECEIVED, STAGE_SENT},
 };
 
@@ -31,13 +31,18 @@ use crate::{
 pub struct PersistTee {
     classes: [bool; EventClass::ALL.len()],
     buffer: Arc<Bounded<Event>>,
+    file: Arc<RowFile>,
     received: Counter,
     sent: Counter,
 }
 
 impl PersistTee {
     /// A tee for `classes` with a buffer of `capacity`; the returned buffer feeds [`forward`].
-    pub fn new(classes: &[EventClass], capacity: usize) -> (Self, Arc<Bounded<Event>>) {
+    pub fn new(
+        classes: &[EventClass],
+        capacity: usize,
+        file: Arc<RowFile>,
+    ) -> (Self, Arc<Bounded<Event>>) {
         let mut set = [false; EventClass::ALL.len()];
         for c in classes {
             set[*c as usize] = true;
@@ -51,6 +56,7 @@ impl PersistTee {
             Self {
                 classes: set,
                 buffer: buffer.clone(),
+                file,
                 received: metrics::counter!(STAGE_RECEIVED, "stage" => "tee"),
                 sent: metrics::counter!(STAGE_SENT, "stage" => "tee"),
             },
@@ -67,11 +73,16 @@ impl PersistTee {
         if let Some(lost) = self.buffer.force_push(event.clone())
             && lost.class.must_keep(lost.endpoint)
         {
-            tracing::error!(
-                trace_id = %lost.trace_id,
-                class = %lost.class,
-                "Persistence buffer full; dropped the oldest private event before the database took it."
-            );
+            // Never dropped: its rows go to the local file (a disk write, never the database).
+            match wallet::rows(&lost) {
+                Ok(rows) => super::to_file(&self.file, &rows, "tee_full"),
+                Err(error) => tracing::error!(
+                    trace_id = %lost.trace_id,
+                    class = %lost.class,
+                    %error,
+                    "Persistence buffer full; a private event without balance rows was dropped."
+                ),
+            }
         }
     }
 }
@@ -110,17 +121,22 @@ mod tests {
     };
 
     #[tokio::test]
-    async fn the_tee_never_waits_and_copies_only_persisted_classes() {
+    async fn the_tee_never_waits_never_drops_a_wallet_and_copies_only_persisted_classes() {
         let mut e = Enricher::default();
         let wallet = include_str!("../../../tests/fixtures/bybit/wallet.json").trim_end();
         let order = include_str!("../../../tests/fixtures/bybit/order.json").trim_end();
-        let (tee, buffer) = PersistTee::new(&[EventClass::Balances], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(RowFile::new(dir.path().join("gw.rows")));
+        let (tee, buffer) = PersistTee::new(&[EventClass::Balances], 2, file.clone());
         let (tx, mut rx) = mpsc::channel(1);
         for text in [wallet, order, wallet, wallet, wallet] {
             tee.offer(&e.enrich(classify(decode(frame(Endpoint::Private, text)))));
         }
-        // A full buffer of 2 keeps the two newest wallets; the order is not persisted.
+        // A full buffer of 2 keeps the two newest wallets; the two oldest went to the row file
+        // (3 coins each); the order is not persisted.
         assert_eq!(buffer.len(), 2);
+        assert!(file.pending());
+        assert_eq!(file.take().unwrap().len(), 6);
         drop(tee);
         let fwd = tokio::spawn(forward(buffer, tx));
         let mut seqs = vec![];

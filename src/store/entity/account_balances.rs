@@ -5,7 +5,7 @@
 use sea_orm::entity::prelude::*;
 
 /// A balance row.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "account_balances")]
 pub struct Model {
     #[sea_orm(primary_key)]

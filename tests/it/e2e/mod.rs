@@ -4,6 +4,7 @@
 
 mod balances;
 mod broker;
+mod database;
 mod metrics;
 mod queues;
 mod seed_client;
