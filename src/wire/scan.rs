@@ -103,22 +103,56 @@ impl Cursor<'_> {
 
     /// At an opening quote: skips the string, validating escapes and control characters.
     /// Returns the characters' range and whether any escape occurred.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Step<(Range<usize>, bool)> {
-        self.expect(b'"')?;
-        let start = self.i;
+        let start = self.i + 1;
+        let escaped = self.skip_string()?;
+        // `skip_string` leaves the cursor after the closing quote.
+        Ok((start..self.i - 1, escaped))
+    }
+
+    /// At an opening quote: skips the string (cursor after the closing quote); returns whether
+    /// any escape occurred. Plain strings (nearly all of Bybit's) take the tight loop.
+    #[inline(always)]
+    fn skip_string(&mut self) -> Step<bool> {
+        let b = self.b;
+        if b.get(self.i) != Some(&b'"') {
+            return Err(Bail);
+        }
+        let mut i = self.i + 1;
+        // Eight bytes at a time, then byte by byte to the first special byte.
+        while i + 8 <= b.len() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&b[i..i + 8]);
+            let hit = specials(u64::from_le_bytes(word));
+            if hit != 0 {
+                i += (hit.trailing_zeros() / 8) as usize;
+                if b[i] == b'"' {
+                    self.i = i + 1;
+                    return Ok(false);
+                }
+                break;
+            }
+            i += 8;
+        }
+        while i < b.len() && PLAIN[b[i] as usize] {
+            i += 1;
+        }
+        if i < b.len() && b[i] == b'"' {
+            self.i = i + 1;
+            return Ok(false);
+        }
+        self.i = i;
+        self.string_tail()
+    }
+
+    /// The rest of a string from a byte that is not plain (an escape, a control character or
+    /// the end of the text); cursor after the closing quote.
+    #[cold]
+    #[inline(never)]
+    fn string_tail(&mut self) -> Step<bool> {
         let mut escaped = false;
         loop {
-            // Eight bytes at a time while the string is plain.
-            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-                let word = u64::from_le_bytes(chunk.try_into().map_err(|_| Bail)?);
-                let hit = specials(word);
-                if hit != 0 {
-                    self.i += (hit.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.i += 8;
-            }
             while let Some(&c) = self.b.get(self.i) {
                 if !PLAIN[c as usize] {
                     break;
@@ -127,9 +161,8 @@ impl Cursor<'_> {
             }
             match self.peek()? {
                 b'"' => {
-                    let range = start..self.i;
                     self.i += 1;
-                    return Ok((range, escaped));
+                    return Ok(escaped);
                 }
                 b'\\' => {
                     escaped = true;
@@ -211,7 +244,7 @@ impl Cursor<'_> {
     #[inline]
     fn scalar(&mut self) -> Step {
         match self.peek()? {
-            b'"' => self.string().map(drop),
+            b'"' => self.skip_string().map(drop),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
@@ -228,6 +261,16 @@ impl Cursor<'_> {
         self.expect(b':')?;
         self.ws();
         Ok(key)
+    }
+
+    /// Skips an object key and its colon; the cursor ends at the value.
+    #[inline(always)]
+    fn skip_key(&mut self) -> Step {
+        self.skip_string()?;
+        self.ws();
+        self.expect(b':')?;
+        self.ws();
+        Ok(())
     }
 
     /// Skips any value, iteratively; `depth` is the nesting already open around it.
@@ -251,7 +294,7 @@ impl Cursor<'_> {
                         stack = (stack << 1) | u128::from(object);
                         open += 1;
                         if object {
-                            self.key()?;
+                            self.skip_key()?;
                         }
                         continue;
                     }
@@ -270,7 +313,7 @@ impl Cursor<'_> {
                         self.i += 1;
                         self.ws();
                         if object {
-                            self.key()?;
+                            self.skip_key()?;
                         }
                         break;
                     }
