@@ -82,8 +82,12 @@ impl Cursor<'_> {
         self.b.get(self.i).copied().ok_or(Bail)
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
+        // Bybit sends no whitespace: one look settles it.
+        if self.b.get(self.i).is_some_and(|&c| c > b' ') {
+            return;
+        }
         while let Some(&c) = self.b.get(self.i) {
             if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 break;
@@ -185,16 +189,20 @@ impl Cursor<'_> {
         }
     }
 
+    #[inline(always)]
     fn digits(&mut self) -> usize {
         let start = self.i;
-        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
-            self.i += 1;
+        let b = self.b;
+        let mut i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
         }
-        self.i - start
+        self.i = i;
+        i - start
     }
 
     /// Skips a number; returns whether it was a plain integer (no fraction, no exponent).
-    #[inline]
+    #[inline(always)]
     fn number(&mut self) -> Step<bool> {
         if self.peek()? == b'-' {
             self.i += 1;
@@ -241,7 +249,7 @@ impl Cursor<'_> {
     }
 
     /// A scalar (not a container) at the cursor.
-    #[inline]
+    #[inline(always)]
     fn scalar(&mut self) -> Step {
         match self.peek()? {
             b'"' => self.skip_string().map(drop),
@@ -339,8 +347,25 @@ impl Cursor<'_> {
         if !self.number()? || self.b[start..].starts_with(b"-0") {
             return Err(Bail);
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| Bail)?;
-        text.parse().map(Some).map_err(|_| Bail)
+        // Digits only (no fraction or exponent), at most one leading `-`.
+        let text = &self.b[start..self.i];
+        let (negative, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
+        };
+        let mut v: u64 = 0;
+        for &d in digits {
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                .ok_or(Bail)?;
+        }
+        let v = if negative {
+            0i64.checked_sub_unsigned(v)
+        } else {
+            i64::try_from(v).ok()
+        };
+        v.map(Some).ok_or(Bail)
     }
 
     /// The `data` value; when it is an object, its one unsigned integer `u` (as serde would read
