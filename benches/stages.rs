@@ -123,9 +123,11 @@ fn thread_cpu_ns() -> Option<u64> {
 
 /// `STAGES_CPU_TIME=1 cargo bench --bench stages`: the acceptance path per fixture in CPU time
 /// of one thread (a cross-check of the criterion numbers when other work shares the cores).
-fn cpu_time_report() {
+/// `STAGES_CPU_TIME=linear_publicTrade,wallet` limits it to those fixtures.
+fn cpu_time_report(only: &str) {
     const N: u32 = 2_000_000;
-    for (name, endpoint, fixture) in FIXTURES {
+    let wanted = |name: &str| only == "1" || only.split(',').any(|o| o == name);
+    for (name, endpoint, fixture) in FIXTURES.iter().filter(|f| wanted(f.0)) {
         let t = text(fixture);
         let mut e = Enricher::default();
         let mut run = |n: u32| {
@@ -159,8 +161,8 @@ fn cpu_time_report() {
 }
 
 fn entry(c: &mut Criterion) {
-    if std::env::var_os("STAGES_CPU_TIME").is_some() {
-        cpu_time_report();
+    if let Ok(only) = std::env::var("STAGES_CPU_TIME") {
+        cpu_time_report(&only);
         return;
     }
     stages(c);

@@ -3,7 +3,14 @@
 //!
 //! Stages never import each other; they meet here.
 
-use std::{fmt, ops::Range, str::FromStr, time::Instant};
+use std::{
+    borrow::Borrow,
+    fmt,
+    ops::{Deref, Range},
+    str::FromStr,
+    sync::Arc,
+    time::Instant,
+};
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;
@@ -278,19 +285,19 @@ pub struct Event {
     /// uuid v7, unique per event; AMQP `message_id`.
     pub id: Uuid,
     /// 32 lowercase hex; AMQP `correlation_id` and header, DB column, error logs.
-    pub trace_id: String,
+    pub trace_id: TraceId,
     /// Routing class.
     pub class: EventClass,
     /// Bybit topic as sent (`publicTrade.BTCUSDT`, `wallet`).
-    pub topic: String,
+    pub topic: SharedStr,
     /// Endpoint the frame arrived on.
     pub endpoint: Endpoint,
     /// Category for public events and category-scoped private topics.
     pub category: Option<Category>,
     /// Instrument where the topic names one.
-    pub symbol: Option<String>,
+    pub symbol: Option<SharedStr>,
     /// Bybit's `type` (`snapshot`, `delta`) where present.
-    pub kind: Option<String>,
+    pub kind: Option<SharedStr>,
     /// The frame's `ts` (ms), or `creationTime` for private frames.
     pub exchange_ts: Option<i64>,
     /// Wall-clock receive time of the frame.
@@ -311,5 +318,124 @@ impl Event {
     /// The frame's `data`, byte for byte as Bybit sent it.
     pub fn data(&self) -> &[u8] {
         &self.json[self.data.clone()]
+    }
+}
+
+/// Text that many events share (topic, symbol, `type`): a clone is a reference count, so
+/// enrich hands out the same text for every event of a topic without allocating.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedStr(Arc<str>);
+
+impl SharedStr {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for SharedStr {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<SharedStr> for String {
+    fn from(s: SharedStr) -> Self {
+        s.0.as_ref().to_owned()
+    }
+}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+/// An event's trace id: 32 ASCII characters (enrich writes 32 lowercase hex, never all zero),
+/// kept inline so an event carries it without an allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId([u8; 32]);
+
+impl TraceId {
+    /// 32 ASCII bytes.
+    pub(crate) fn from_ascii(bytes: [u8; 32]) -> Option<Self> {
+        bytes.is_ascii().then_some(Self(bytes))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Always ASCII (checked when built).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl TryFrom<&str> for TraceId {
+    type Error = ();
+    /// 32 ASCII characters.
+    fn try_from(s: &str) -> Result<Self, ()> {
+        let bytes: [u8; 32] = s.as_bytes().try_into().map_err(drop)?;
+        Self::from_ascii(bytes).ok_or(())
+    }
+}
+
+impl Deref for TraceId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

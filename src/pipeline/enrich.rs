@@ -13,7 +13,6 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
@@ -22,7 +21,7 @@ use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use uuid::Uuid;
 
 use crate::{
-    event::{Category, Endpoint, Event, EventClass},
+    event::{Category, Endpoint, Event, EventClass, SharedStr, TraceId},
     pipeline::classify::Classified,
 };
 
@@ -57,8 +56,10 @@ type FxMap<V> = HashMap<Box<str>, V, BuildHasherDefault<FxHasher>>;
 struct TopicEntry {
     /// Last seq handed out.
     seq: u64,
+    /// The topic, shared by the events of this entry.
+    topic: Option<SharedStr>,
     /// The symbol the envelope part was built for.
-    symbol: Option<Box<str>>,
+    symbol: Option<SharedStr>,
     /// `","class":"…","topic":…,"category":…,"symbol":…,"type":`.
     middle: Box<[u8]>,
 }
@@ -89,12 +90,10 @@ impl Default for Generators {
 }
 
 impl Generators {
-    /// A uuid v7 (RFC 9562): 48-bit Unix ms, a 12-bit counter seeded at random each ms
-    /// (method 1, monotonic within this enricher), 62 random bits.
-    fn uuid_v7(&mut self) -> Uuid {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    /// A uuid v7 (RFC 9562): 48-bit Unix ms (`now`, the frame's receive time), a 12-bit
+    /// counter seeded at random each ms (method 1, monotonic within this enricher), 62 random
+    /// bits.
+    fn uuid_v7(&mut self, now: u64) -> Uuid {
         if now > self.last_ms {
             self.last_ms = now;
             // Room for 2^11 ids in the ms before the counter spills into the next ms.
@@ -180,7 +179,12 @@ pub struct Enricher {
     /// Index 0..4 by category, 4 for no category; keyed by topic so lookups need no allocation.
     topics: [FxMap<TopicEntry>; 5],
     ids: Generators,
+    /// The `type` values seen (`snapshot`, `delta`), shared by every event.
+    kinds: Vec<SharedStr>,
 }
+
+/// At most this many distinct `type` values are kept shared; others are allocated per event.
+const MAX_KINDS: usize = 8;
 
 /// 32 lowercase hex characters from 16 random bytes (never all zero, as W3C requires).
 pub fn trace_id() -> String {
@@ -261,6 +265,7 @@ impl Enricher {
                 topic.into(),
                 TopicEntry {
                     seq: 0,
+                    topic: None,
                     symbol: None,
                     middle: Box::default(),
                 },
@@ -301,6 +306,7 @@ impl Enricher {
                     topic.into(),
                     TopicEntry {
                         seq: 0,
+                        topic: Some(topic.into()),
                         symbol: symbol.map(Into::into),
                         middle: middle(class, topic, category, symbol),
                     },
@@ -314,17 +320,30 @@ impl Enricher {
             entry.symbol = symbol.map(Into::into);
             entry.middle = middle(class, topic, category, symbol);
         }
+        let shared_topic = entry.topic.get_or_insert_with(|| topic.into()).clone();
         // An entry is built for the symbol of its first frame; (category, topic) fixes it for
         // every real topic, but a different one must not reuse it.
         let rebuilt;
-        let middle_part: &[u8] = if entry.symbol.as_deref() != symbol {
-            rebuilt = middle(class, topic, category, symbol);
-            &rebuilt
-        } else {
-            &entry.middle
-        };
+        let (middle_part, shared_symbol): (&[u8], _) =
+            if entry.symbol.as_ref().map(SharedStr::as_str) != symbol {
+                rebuilt = middle(class, topic, category, symbol);
+                (&rebuilt, symbol.map(SharedStr::from))
+            } else {
+                (&entry.middle, entry.symbol.clone())
+            };
+        let shared_kind = kind.map(|k| match self.kinds.iter().find(|s| s.as_str() == k) {
+            Some(s) => s.clone(),
+            None => {
+                let s = SharedStr::from(k);
+                if self.kinds.len() < MAX_KINDS {
+                    self.kinds.push(s.clone());
+                }
+                s
+            }
+        });
 
-        let id = self.ids.uuid_v7();
+        let now_ms = u64::try_from(received_at.timestamp_millis()).unwrap_or(0);
+        let id = self.ids.uuid_v7(now_ms);
         let trace = self.ids.trace_id();
         let mut ts_buf = itoa::Buffer::new();
         let ts_text: &[u8] = match exchange_ts {
@@ -383,13 +402,13 @@ impl Enricher {
 
         Event {
             id,
-            trace_id: String::from_utf8_lossy(&trace).into_owned(),
+            trace_id: TraceId::from_ascii(trace).expect("lowercase hex is ASCII"),
             class,
-            topic: topic.to_owned(),
+            topic: shared_topic,
             endpoint: frame.endpoint,
             category,
-            symbol: symbol.map(str::to_owned),
-            kind: kind.map(str::to_owned),
+            symbol: shared_symbol,
+            kind: shared_kind,
             exchange_ts,
             received_at,
             received_mono: frame.received_mono,

@@ -63,7 +63,7 @@ fn envelope(e: &mut Enricher, endpoint: Endpoint, text: &str, n: u32) -> String 
         ev.trace_id
     )));
     json.replacen(&id, FIXED_ID, 1)
-        .replacen(&ev.trace_id, FIXED_TRACE, 1)
+        .replacen(ev.trace_id.as_str(), FIXED_TRACE, 1)
 }
 
 fn topic_of(text: &str) -> Option<String> {

@@ -122,7 +122,7 @@ fn note(seen: &mut HashMap<Endpoint, HashMap<String, DateTime<Utc>>>, event: &Ar
         Some(at) if *at < event.received_at => *at = event.received_at,
         Some(_) => {}
         None => {
-            topics.insert(event.topic.clone(), event.received_at);
+            topics.insert(event.topic.to_string(), event.received_at);
         }
     }
 }

@@ -82,8 +82,12 @@ impl Cursor<'_> {
         self.b.get(self.i).copied().ok_or(Bail)
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
+        // Bybit sends no whitespace: one look settles it.
+        if self.b.get(self.i).is_some_and(|&c| c > b' ') {
+            return;
+        }
         while let Some(&c) = self.b.get(self.i) {
             if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 break;
@@ -103,22 +107,56 @@ impl Cursor<'_> {
 
     /// At an opening quote: skips the string, validating escapes and control characters.
     /// Returns the characters' range and whether any escape occurred.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Step<(Range<usize>, bool)> {
-        self.expect(b'"')?;
-        let start = self.i;
+        let start = self.i + 1;
+        let escaped = self.skip_string()?;
+        // `skip_string` leaves the cursor after the closing quote.
+        Ok((start..self.i - 1, escaped))
+    }
+
+    /// At an opening quote: skips the string (cursor after the closing quote); returns whether
+    /// any escape occurred. Plain strings (nearly all of Bybit's) take the tight loop.
+    #[inline(always)]
+    fn skip_string(&mut self) -> Step<bool> {
+        let b = self.b;
+        if b.get(self.i) != Some(&b'"') {
+            return Err(Bail);
+        }
+        let mut i = self.i + 1;
+        // Eight bytes at a time, then byte by byte to the first special byte.
+        while i + 8 <= b.len() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&b[i..i + 8]);
+            let hit = specials(u64::from_le_bytes(word));
+            if hit != 0 {
+                i += (hit.trailing_zeros() / 8) as usize;
+                if b[i] == b'"' {
+                    self.i = i + 1;
+                    return Ok(false);
+                }
+                break;
+            }
+            i += 8;
+        }
+        while i < b.len() && PLAIN[b[i] as usize] {
+            i += 1;
+        }
+        if i < b.len() && b[i] == b'"' {
+            self.i = i + 1;
+            return Ok(false);
+        }
+        self.i = i;
+        self.string_tail()
+    }
+
+    /// The rest of a string from a byte that is not plain (an escape, a control character or
+    /// the end of the text); cursor after the closing quote.
+    #[cold]
+    #[inline(never)]
+    fn string_tail(&mut self) -> Step<bool> {
         let mut escaped = false;
         loop {
-            // Eight bytes at a time while the string is plain.
-            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-                let word = u64::from_le_bytes(chunk.try_into().map_err(|_| Bail)?);
-                let hit = specials(word);
-                if hit != 0 {
-                    self.i += (hit.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.i += 8;
-            }
             while let Some(&c) = self.b.get(self.i) {
                 if !PLAIN[c as usize] {
                     break;
@@ -127,9 +165,8 @@ impl Cursor<'_> {
             }
             match self.peek()? {
                 b'"' => {
-                    let range = start..self.i;
                     self.i += 1;
-                    return Ok((range, escaped));
+                    return Ok(escaped);
                 }
                 b'\\' => {
                     escaped = true;
@@ -152,16 +189,20 @@ impl Cursor<'_> {
         }
     }
 
+    #[inline(always)]
     fn digits(&mut self) -> usize {
         let start = self.i;
-        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
-            self.i += 1;
+        let b = self.b;
+        let mut i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
         }
-        self.i - start
+        self.i = i;
+        i - start
     }
 
     /// Skips a number; returns whether it was a plain integer (no fraction, no exponent).
-    #[inline]
+    #[inline(always)]
     fn number(&mut self) -> Step<bool> {
         if self.peek()? == b'-' {
             self.i += 1;
@@ -208,10 +249,10 @@ impl Cursor<'_> {
     }
 
     /// A scalar (not a container) at the cursor.
-    #[inline]
+    #[inline(always)]
     fn scalar(&mut self) -> Step {
         match self.peek()? {
-            b'"' => self.string().map(drop),
+            b'"' => self.skip_string().map(drop),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
@@ -228,6 +269,16 @@ impl Cursor<'_> {
         self.expect(b':')?;
         self.ws();
         Ok(key)
+    }
+
+    /// Skips an object key and its colon; the cursor ends at the value.
+    #[inline(always)]
+    fn skip_key(&mut self) -> Step {
+        self.skip_string()?;
+        self.ws();
+        self.expect(b':')?;
+        self.ws();
+        Ok(())
     }
 
     /// Skips any value, iteratively; `depth` is the nesting already open around it.
@@ -251,7 +302,7 @@ impl Cursor<'_> {
                         stack = (stack << 1) | u128::from(object);
                         open += 1;
                         if object {
-                            self.key()?;
+                            self.skip_key()?;
                         }
                         continue;
                     }
@@ -270,7 +321,7 @@ impl Cursor<'_> {
                         self.i += 1;
                         self.ws();
                         if object {
-                            self.key()?;
+                            self.skip_key()?;
                         }
                         break;
                     }
@@ -296,8 +347,25 @@ impl Cursor<'_> {
         if !self.number()? || self.b[start..].starts_with(b"-0") {
             return Err(Bail);
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| Bail)?;
-        text.parse().map(Some).map_err(|_| Bail)
+        // Digits only (no fraction or exponent), at most one leading `-`.
+        let text = &self.b[start..self.i];
+        let (negative, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
+        };
+        let mut v: u64 = 0;
+        for &d in digits {
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                .ok_or(Bail)?;
+        }
+        let v = if negative {
+            0i64.checked_sub_unsigned(v)
+        } else {
+            i64::try_from(v).ok()
+        };
+        v.map(Some).ok_or(Bail)
     }
 
     /// The `data` value; when it is an object, its one unsigned integer `u` (as serde would read

@@ -95,7 +95,7 @@ pub fn rows(event: &Event) -> Result<Vec<NewBalance>, WalletError> {
             out.push(NewBalance {
                 id: 0,
                 event_id: event_id.clone(),
-                trace_id: event.trace_id.clone(),
+                trace_id: event.trace_id.to_string(),
                 account_type: a.account_type.clone(),
                 coin: c.coin.clone(),
                 wallet_balance: dec(&c.wallet_balance),
@@ -139,9 +139,14 @@ pub fn event_from_frame(frame: &str) -> Option<Event> {
     let start = prefix.len();
     Some(Event {
         id: uuid::Uuid::now_v7(),
-        trace_id: uuid::Uuid::new_v4().simple().to_string(),
+        trace_id: uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .as_str()
+            .try_into()
+            .ok()?,
         class: crate::event::EventClass::Balances,
-        topic: "wallet".to_owned(),
+        topic: "wallet".into(),
         endpoint: crate::event::Endpoint::Private,
         category: None,
         symbol: None,

@@ -167,13 +167,13 @@ fn event_of(code: u8, json: Vec<u8>) -> Option<Event> {
     let data = start..start + raw.len();
     let event = Event {
         id: env.id,
-        trace_id: env.trace_id,
+        trace_id: env.trace_id.as_str().try_into().ok()?,
         class: env.class,
-        topic: env.topic,
+        topic: env.topic.into(),
         endpoint: endpoint_of(code),
         category: env.category,
-        symbol: env.symbol,
-        kind: env.kind,
+        symbol: env.symbol.map(Into::into),
+        kind: env.kind.map(Into::into),
         exchange_ts: env.exchange_ts,
         received_at: env.received_at,
         received_mono: Instant::now(),

@@ -158,13 +158,13 @@ pub fn event(
     let json = format!("{prefix}{data}}}");
     Arc::new(Event {
         id,
-        trace_id,
+        trace_id: trace_id.as_str().try_into().expect("32 hex"),
         class,
-        topic: topic.to_owned(),
+        topic: topic.into(),
         endpoint,
         category,
-        symbol: symbol.map(str::to_owned),
-        kind: Some("snapshot".to_owned()),
+        symbol: symbol.map(Into::into),
+        kind: Some("snapshot".into()),
         exchange_ts: Some(received_at.timestamp_millis()),
         received_at,
         received_mono: std::time::Instant::now(),
