@@ -160,7 +160,7 @@ impl Session {
             && self
                 .seed_topics
                 .iter()
-                .any(|k| k.endpoint == event.endpoint && k.topic == event.topic);
+                .any(|k| k.endpoint == event.endpoint && k.topic == event.topic.as_str());
         if seed {
             let symbol = event.symbol.as_deref().unwrap_or_default();
             if let Some(msgs) = seed::trade_messages(event.data(), symbol, protocol::now_ms()) {
