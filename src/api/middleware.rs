@@ -120,7 +120,7 @@ pub async fn observe<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Resul
         .data::<PathPattern>()
         .map(|p| p.0.to_string())
         .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or_else(|| "other".to_owned());
     metrics::counter!(
         telemetry::HTTP_REQUESTS,
         "method" => method,

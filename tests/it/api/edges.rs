@@ -80,7 +80,7 @@ async fn random_requests(app: &TestApp, n: usize, seed: u64) {
 async fn random_methods_and_paths_add_no_metric_series() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(TestConfig::default().var("DATABASE_URL", sqlite_url(dir.path()))).await;
-    // Warm up: the bounded label values (`other`, `unmatched`, the statuses) exist after this.
+    // Warm up: the bounded label values (`other`, the statuses) exist after this.
     random_requests(&app, 100, 1).await;
     let _ = http_series(&app).await; // the scrape's own series
     let before = http_series(&app).await;
