@@ -2,15 +2,13 @@
 //! this test): SIGTERM during traffic confirms every received event before exit 0. A broker
 //! cut is the RabbitMQ sink's behaviour, tested in `publish::faults`.
 
-use std::collections::HashSet;
-
 use serde_json::json;
 use ws_gateway::telemetry::{BROKER_UP, CONNECTION_UP, FRAMES_RECEIVED};
 
 use fake_bybit::{FakeBybit, LINEAR, PRIVATE};
 
 use crate::support::{
-    amqp::{cleanup, collect, consume, open, queue_len, trade_text},
+    amqp::{cleanup, distinct_seqs, open, queue_len, trade_text},
     amqp_url,
     binary::{Binary, gateway_vars},
     fixture, secs, unique, wait_until,
@@ -36,22 +34,6 @@ async fn subscribe_all(bin: &Binary, fake: &FakeBybit, service: &str) {
         bin.post(body).await;
         assert!(fake.wait_subscribed(path, topic, secs(20)).await, "{topic}");
     }
-}
-
-/// Distinct events of `queue` (first occurrence kept), as their `seq`s.
-async fn seqs_of(url: &str, queue: &str) -> Vec<u64> {
-    let (conn, ch) = open(url).await;
-    let mut rx = consume(&ch, queue).await;
-    let got = collect(&mut rx, 100_000, secs(5)).await;
-    let mut seen = HashSet::new();
-    let seqs = got
-        .iter()
-        .map(|m| m.json())
-        .filter(|v| seen.insert(v["id"].to_string()))
-        .map(|v| v["seq"].as_u64().unwrap())
-        .collect();
-    let _ = conn.close().await;
-    seqs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +81,7 @@ async fn sigterm_exits_zero_after_every_received_event_is_confirmed_in_its_queue
     );
     let _ = conn.close().await;
     let _ = conn2.close().await;
-    let seqs = seqs_of(&url, &format!("{prefix}.orders")).await;
+    let seqs = distinct_seqs(&url, &format!("{prefix}.orders"), 0).await.0;
     assert_eq!(
         seqs,
         (1..=n as u64 / 2).collect::<Vec<_>>(),

@@ -3,7 +3,7 @@
 //! is followed by a start with a working broker on the same spool directory; every private
 //! event must then be in its queue, in order.
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use serde_json::json;
 use ws_gateway::telemetry::{EVENTS_CONFIRMED, FRAMES_RECEIVED};
@@ -11,7 +11,7 @@ use ws_gateway::telemetry::{EVENTS_CONFIRMED, FRAMES_RECEIVED};
 use fake_bybit::{FakeBybit, LINEAR, PRIVATE};
 
 use crate::support::{
-    amqp::{cleanup, collect, consume, open, queue_len, trade_text},
+    amqp::{cleanup, distinct_seqs, trade_text},
     amqp_url,
     binary::{Binary, gateway_vars},
     fixture,
@@ -85,28 +85,6 @@ async fn start_confirmed(
         "the first {before} orders are confirmed"
     );
     (proxy, bin)
-}
-
-/// Waits until `queue` holds at least `n` messages, then returns the `seq`s of its distinct
-/// events (first occurrence kept) and how many messages it held.
-async fn distinct_seqs(url: &str, queue: &str, n: u32) -> (Vec<u64>, usize) {
-    let (conn, ch) = open(url).await;
-    let _ = wait_until(secs(20), || {
-        let ch = ch.clone();
-        async move { (queue_len(&ch, queue).await >= n).then_some(()) }
-    })
-    .await;
-    let mut rx = consume(&ch, queue).await;
-    let got = collect(&mut rx, 1_000_000, Duration::from_secs(3)).await;
-    let mut seen = HashSet::new();
-    let seqs = got
-        .iter()
-        .map(|m| m.json())
-        .filter(|v| seen.insert(v["id"].to_string()))
-        .map(|v| v["seq"].as_u64().unwrap())
-        .collect();
-    let _ = conn.close().await;
-    (seqs, got.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

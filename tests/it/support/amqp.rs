@@ -244,3 +244,25 @@ pub async fn cleanup(url: &str, prefix: &str, extra_queues: &[String]) {
     let _ = ch.close().await;
     let _ = conn.close().await;
 }
+
+/// Waits until `queue` holds at least `n` messages, then returns the `seq`s of its distinct
+/// events (first occurrence kept) and how many messages it held.
+pub async fn distinct_seqs(url: &str, queue: &str, n: u32) -> (Vec<u64>, usize) {
+    let (conn, ch) = open(url).await;
+    let _ = super::wait_until(super::secs(20), || {
+        let ch = ch.clone();
+        async move { (queue_len(&ch, queue).await >= n).then_some(()) }
+    })
+    .await;
+    let mut rx = consume(&ch, queue).await;
+    let got = collect(&mut rx, 1_000_000, std::time::Duration::from_secs(5)).await;
+    let mut seen = std::collections::HashSet::new();
+    let seqs = got
+        .iter()
+        .map(|m| m.json())
+        .filter(|v| seen.insert(v["id"].to_string()))
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    let _ = conn.close().await;
+    (seqs, got.len())
+}
