@@ -87,6 +87,37 @@ async fn start_confirmed(
     (proxy, bin)
 }
 
+/// Restarts the gateway with a working broker on the same spool and checks that orders 1 to
+/// `expected` are in their queue, each once and in order (`what` names the run in the output);
+/// then stops it and removes the test's exchange and queues.
+async fn restart_and_expect_every_order(
+    fake: &FakeBybit,
+    url: &str,
+    prefix: &str,
+    spool: &std::path::Path,
+    expected: u64,
+    what: &str,
+) {
+    let mut second = Binary::start(
+        &gateway_vars(fake, url.to_owned(), prefix),
+        &pipeline(spool),
+    )
+    .await;
+    let (seqs, messages) = distinct_seqs(url, &format!("{prefix}.orders"), expected as u32).await;
+    eprintln!(
+        "{what}: {} distinct orders in the queue ({messages} messages), expected {expected}",
+        seqs.len()
+    );
+    assert_eq!(
+        seqs,
+        (1..=expected).collect::<Vec<_>>(),
+        "every order, in order"
+    );
+    let exit = second.sigterm(secs(15)).await.expect("second run stops");
+    assert!(exit.success(), "{}", second.log());
+    cleanup(url, prefix, &[]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_next_start_publishes_them()
  {
@@ -119,29 +150,18 @@ async fn a_stop_with_a_black_holed_broker_spools_every_private_event_and_the_nex
         "spooling logged at WARN: {log}"
     );
     drop(bin);
-    // Then a start with a working broker on the same spool directory.
-    let mut second = Binary::start(
-        &gateway_vars(&fake, url.clone(), &prefix),
-        &pipeline(spool.path()),
+    proxy.restore();
+    // Assert: a start with a working broker on the same spool directory publishes every one.
+    let expected = (before + during) as u64;
+    restart_and_expect_every_order(
+        &fake,
+        &url,
+        &prefix,
+        spool.path(),
+        expected,
+        "black-holed stop",
     )
     .await;
-
-    // Assert: every private event is in its queue, in order.
-    let expected = (before + during) as u64;
-    let (seqs, messages) = distinct_seqs(&url, &format!("{prefix}.orders"), expected as u32).await;
-    eprintln!(
-        "black-holed stop: {} distinct orders in the queue ({messages} messages), expected {expected}",
-        seqs.len()
-    );
-    assert_eq!(
-        seqs,
-        (1..=expected).collect::<Vec<_>>(),
-        "every order, in order"
-    );
-    let exit = second.sigterm(secs(15)).await.expect("second run stops");
-    assert!(exit.success(), "{}", second.log());
-    proxy.restore();
-    cleanup(&url, &prefix, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,26 +190,8 @@ async fn a_sigkill_during_a_broker_cut_loses_no_private_event_received_before_th
     let _ = bin.child.wait();
     drop(bin);
     proxy.restore();
-    let mut second = Binary::start(
-        &gateway_vars(&fake, url.clone(), &prefix),
-        &pipeline(spool.path()),
-    )
-    .await;
 
     // Assert
-    let expected = sent as u64;
-    let (seqs, messages) = distinct_seqs(&url, &format!("{prefix}.orders"), expected as u32).await;
-    eprintln!(
-        "SIGKILL {:?} into a broker cut: {} distinct orders in the queue ({messages} messages), expected {expected}",
-        killed_at,
-        seqs.len()
-    );
-    assert_eq!(
-        seqs,
-        (1..=expected).collect::<Vec<_>>(),
-        "every order, in order"
-    );
-    let exit = second.sigterm(secs(15)).await.expect("second run stops");
-    assert!(exit.success(), "{}", second.log());
-    cleanup(&url, &prefix, &[]).await;
+    let what = format!("SIGKILL {killed_at:?} into a broker cut");
+    restart_and_expect_every_order(&fake, &url, &prefix, spool.path(), sent as u64, &what).await;
 }
