@@ -38,6 +38,8 @@ struct Sink {
     db: sea_orm::DatabaseConnection,
     health: Arc<HealthBoard>,
     supervisor: Supervisor,
+    /// Holds the sink's row file (rows it could not write).
+    _rows: tempfile::TempDir,
 }
 
 async fn start_sink(url: &str, capacity: usize) -> Sink {
@@ -47,12 +49,15 @@ async fn start_sink(url: &str, capacity: usize) -> Sink {
     let (tx, rx) = mpsc::channel(capacity);
     let health = Arc::new(HealthBoard::default());
     let supervisor = Supervisor::new(CancellationToken::new());
-    postgres::spawn(rx, db.clone(), config(), health.clone(), &supervisor);
+    let rows = tempfile::tempdir().expect("temp dir");
+    let file = Arc::new(postgres::rowfile::RowFile::new(rows.path().join("t.rows")));
+    postgres::spawn(rx, db.clone(), config(), file, health.clone(), &supervisor);
     Sink {
         tx,
         db,
         health,
         supervisor,
+        _rows: rows,
     }
 }
 

@@ -85,7 +85,7 @@ pub(crate) fn attach(
     let (tee, buffer) = tee::PersistTee::new(classes, capacity, file.clone());
     let (tx, rx) = mpsc::channel(capacity.max(1));
     supervisor.spawn("persist-tee", tee::forward(buffer, tx));
-    spawn_with_file(rx, db, config, file, health, supervisor);
+    spawn(rx, db, config, file, health, supervisor);
     tee
 }
 
@@ -116,20 +116,8 @@ fn to_file(file: &RowFile, rows: &[NewBalance], why: &str) {
 }
 
 /// Starts the sink; it ends when the channel closes and every row is written (or the stop
-/// times out). Rows that do not fit go to `persistence.rows` under the working directory.
+/// times out). Rows that do not fit, or cannot be written at stop, go to `file`.
 pub fn spawn(
-    events: mpsc::Receiver<Event>,
-    db: DatabaseConnection,
-    config: PersistenceConfig,
-    health: Arc<HealthBoard>,
-    supervisor: &Supervisor,
-) {
-    let file = Arc::new(RowFile::new(PathBuf::from("persistence.rows")));
-    spawn_with_file(events, db, config, file, health, supervisor);
-}
-
-/// [`spawn`] with the row file.
-pub fn spawn_with_file(
     events: mpsc::Receiver<Event>,
     db: DatabaseConnection,
     config: PersistenceConfig,
