@@ -9,4 +9,5 @@ mod metrics;
 mod queues;
 mod seed_client;
 mod spool;
+mod startup;
 mod ws;
