@@ -38,6 +38,8 @@ pub struct ConnectionHealth {
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// Why it is down, when it is.
     pub last_error: Option<String>,
+    /// Connect attempts (WebSocket connects, each taking a connect token) since start.
+    pub connect_attempts: u64,
 }
 
 #[derive(Debug)]
@@ -116,6 +118,7 @@ impl HealthBoard {
                 active_topics: 0,
                 last_heartbeat_at: None,
                 last_error: None,
+                connect_attempts: 0,
             });
         f(row);
     }

@@ -129,6 +129,11 @@ pub struct SourceConfig {
     /// Cap of the exponential reconnect delay.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// During an outage (connect refused or unanswered), the exchange host is probed with a
+    /// plain TCP connect this often, and a connection reconnects as soon as the probe sees the
+    /// host back instead of sleeping out its backoff delay; `0s` disables the probe.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_probe: Duration,
     /// Token bucket on new connections: burst size.
     pub connect_burst: u32,
     /// Token bucket on new connections: one token per this period.
@@ -158,6 +163,7 @@ impl Default for SourceConfig {
             ack_timeout: Duration::from_secs(10),
             reconnect_initial: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
+            reconnect_probe: Duration::from_secs(1),
             connect_burst: 10,
             connect_refill: Duration::from_secs(1),
             spot_args_per_request: 10,

@@ -2,7 +2,7 @@
 //! speaking the real protocol on `/v5/public/{spot,linear,inverse,option}` and `/v5/private`:
 //! per-endpoint ack and pong shapes, the spot 10-args rule, invalid-topic and "already
 //! subscribed" errors, private auth with [`FAKE_API_KEY`]/[`FAKE_API_SECRET`], replay of real
-//! frames, and fault controls (drop, refuse, stop answering pings).
+//! frames, and fault controls (drop, refuse, stop answering pings, go offline and online).
 //!
 //! ```text
 //! let fake = FakeBybit::start().await;
@@ -93,6 +93,8 @@ struct Inner {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     stop: CancellationToken,
+    /// Stops the current accept loop (and closes its listener), for [`FakeBybit::go_offline`].
+    listening: Mutex<Option<CancellationToken>>,
 }
 
 impl Drop for Inner {
@@ -118,10 +120,77 @@ impl FakeBybit {
         let state = Arc::new(Mutex::new(State::default()));
         state.lock().unwrap().rules.answer_pings = true;
         let stop = CancellationToken::new();
-        tokio::spawn(server::accept_loop(listener, state.clone(), stop.clone()));
+        let listening = stop.child_token();
+        tokio::spawn(server::accept_loop(
+            listener,
+            state.clone(),
+            listening.clone(),
+            stop.clone(),
+        ));
         Self {
-            inner: Arc::new(Inner { addr, state, stop }),
+            inner: Arc::new(Inner {
+                addr,
+                state,
+                stop,
+                listening: Mutex::new(Some(listening)),
+            }),
         }
+    }
+
+    /// An exchange outage: every open connection is dropped (no Close frame) and the listening
+    /// socket is closed, so new connections are refused (TCP RST) until [`FakeBybit::go_online`].
+    pub fn go_offline(&self) {
+        let listening = self
+            .inner
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(token) = listening {
+            token.cancel();
+        }
+        for c in self.state().conns.values() {
+            let _ = c.tx.try_send(Out::Abort);
+        }
+    }
+
+    /// Listens again on the same address after [`FakeBybit::go_offline`] (no-op when online).
+    /// Panics if the port cannot be bound again.
+    pub fn go_online(&self) {
+        let mut listening = self
+            .inner
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if listening.is_some() {
+            return;
+        }
+        // SO_REUSEADDR: the dropped connections leave this port in TIME_WAIT. The old accept
+        // task closes its listener as soon as it runs: a few short retries cover that.
+        let mut tries = 0;
+        let listener = loop {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            match socket
+                .bind(self.inner.addr)
+                .and_then(|()| socket.listen(1024))
+            {
+                Ok(listener) => break listener,
+                Err(_) if tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("bind the fake's port {} again: {e}", self.inner.addr),
+            }
+        };
+        let token = self.inner.stop.child_token();
+        tokio::spawn(server::accept_loop(
+            listener,
+            self.inner.state.clone(),
+            token.clone(),
+            self.inner.stop.clone(),
+        ));
+        *listening = Some(token);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -21,14 +21,17 @@ use super::{
     protocol::{self, ConnState, Flavor},
 };
 
+/// Accepts until `listening` is cancelled (the listener is then closed); connections live
+/// until `stop` (the whole fake's).
 pub(super) async fn accept_loop(
     listener: TcpListener,
     state: Arc<Mutex<State>>,
+    listening: CancellationToken,
     stop: CancellationToken,
 ) {
     loop {
         let tcp = tokio::select! {
-            () = stop.cancelled() => return,
+            () = listening.cancelled() => return,
             r = listener.accept() => match r {
                 Ok((tcp, _)) => tcp,
                 Err(_) => continue,

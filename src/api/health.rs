@@ -342,6 +342,7 @@ mod tests {
             active_topics: 0,
             last_heartbeat_at: beat_ago.map(|s| Utc::now() - chrono::Duration::seconds(s)),
             last_error: None,
+            connect_attempts: 0,
         }
     }
 

@@ -1,6 +1,7 @@
 //! One Bybit socket's lifecycle: wait for a connect token, connect, run a session, and on any
 //! failure count the reason, mark the connection down and its topics pending, back off with
-//! full jitter and connect again, until the source is stopped or the shard is retired.
+//! full jitter and connect again, until the source is stopped or the shard is retired. When
+//! the host was unreachable, the wait also ends as soon as the [`super::probe`] sees it back.
 //!
 //! The read half of the socket is driven by [`super::session`]; the write half lives in a
 //! writer task ([`super::link::writer`]) fed by a bounded command queue, and that task also sends the heartbeat pings,
@@ -93,6 +94,8 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
             () = ctx.bucket.acquire() => {}
         }
         ctx.set_state(ComponentState::Connecting, None);
+        ctx.health
+            .update_connection(label, ctx.shard, |row| row.connect_attempts += 1);
         ctx.log_connecting();
         let end = match connect(&ctx, &stop).await {
             Ok(Some(ws)) => Session::new(&mut ctx).run(ws, &stop).await,
@@ -114,9 +117,18 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
                 ctx.mark_pending();
                 tracing::warn!(endpoint = label, shard = ctx.shard, url = %ctx.url, %error,
                     reason, retry_in = ?delay, "Bybit connection failed; reconnecting.");
+                // Host unreachable: also reconnect as soon as the probe sees it back.
+                let probe = error.unreachable().then(|| ctx.prober.clone());
+                let recovered = async {
+                    match &probe {
+                        Some(p) => p.recovered(&ctx.url).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(delay) => {}
+                    () = recovered => {}
                 }
             }
         }

@@ -51,6 +51,7 @@ fn ctx() -> (
             config.connect_burst,
             config.connect_refill,
         )),
+        prober: Arc::new(crate::source::probe::Prober::new(config.reconnect_probe)),
         config,
         credentials: None,
         registry: SubscriptionRegistry::new_handle(),

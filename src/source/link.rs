@@ -20,7 +20,7 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-use super::rate::TokenBucket;
+use super::{probe::Prober, rate::TokenBucket};
 use crate::subscriptions::SubscriptionHandle;
 use crate::wire;
 use crate::{
@@ -63,6 +63,15 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Whether the host could not be reached at all (refused, reset, unroutable, or no answer
+    /// in time): the reconnect then also waits on the reachability probe.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect(tungstenite::Error::Io(_)) | Self::ConnectTimeout(_)
+        )
+    }
+
     /// The `reason` label of the reconnect counter.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -96,6 +105,8 @@ pub(super) struct ConnCtx {
     pub registry: SubscriptionHandle,
     pub health: Arc<HealthBoard>,
     pub bucket: Arc<TokenBucket>,
+    /// The shared reachability probe (see [`super::probe`]).
+    pub prober: Arc<Prober>,
     pub out: mpsc::Sender<RawFrame>,
     pub supervisor: Supervisor,
     /// The topics of this shard, from the manager; closed when the shard is retired.

@@ -10,6 +10,7 @@
 mod connection;
 mod link;
 pub mod orderbook;
+mod probe;
 pub mod rate;
 pub mod reconcile;
 mod session;
@@ -35,6 +36,7 @@ use crate::{
     subscriptions::{SubscriptionHandle, TopicKey, TopicStatus},
 };
 use link::ConnCtx;
+use probe::Prober;
 use rate::TokenBucket;
 
 /// Everything the source needs.
@@ -73,10 +75,12 @@ pub fn spawn(
         params.config.connect_burst,
         params.config.connect_refill,
     ));
+    let prober = Arc::new(Prober::new(params.config.reconnect_probe));
     let manager = Manager {
         params,
         out: tx,
         bucket,
+        prober,
         supervisor: supervisor.clone(),
         stop: stop.clone(),
         endpoints: BTreeMap::new(),
@@ -102,6 +106,7 @@ struct Manager {
     /// stream ends once the last connection has closed.
     out: mpsc::Sender<RawFrame>,
     bucket: Arc<TokenBucket>,
+    prober: Arc<Prober>,
     supervisor: Supervisor,
     stop: CancellationToken,
     endpoints: BTreeMap<Endpoint, Shards>,
@@ -149,6 +154,7 @@ impl Manager {
             registry: self.params.registry.clone(),
             health: self.params.health.clone(),
             bucket: self.bucket.clone(),
+            prober: self.prober.clone(),
             out: self.out.clone(),
             supervisor: self.supervisor.clone(),
             topics: rx,

@@ -4,4 +4,5 @@
 
 mod app;
 mod direct;
+mod outage;
 mod subscriptions;
