@@ -148,9 +148,13 @@ pub struct SourceConfig {
     /// Capacity of each connection's outbound command queue (ping, subscribe, unsubscribe).
     pub command_capacity: usize,
     /// A topic Bybit rejected (`failed`) is subscribed again after a reconnect or a re-post
-    /// only once this long has passed since it failed.
+    /// only once this long has passed since it failed; the wait doubles with each failure in
+    /// a row, up to `failed_retry_max`.
     #[serde(with = "humantime_serde")]
     pub failed_retry: Duration,
+    /// Cap of the doubling failed-topic retry backoff.
+    #[serde(with = "humantime_serde")]
+    pub failed_retry_max: Duration,
 }
 
 impl Default for SourceConfig {
@@ -171,6 +175,7 @@ impl Default for SourceConfig {
             max_args_chars_per_connection: 21_000,
             command_capacity: 256,
             failed_retry: Duration::from_secs(300),
+            failed_retry_max: Duration::from_secs(3600),
         }
     }
 }

@@ -111,8 +111,31 @@ pub(super) struct ConnCtx {
     pub supervisor: Supervisor,
     /// The topics of this shard, from the manager; closed when the shard is retired.
     pub topics: watch::Receiver<BTreeSet<String>>,
-    /// When each topic of this shard was last rejected by Bybit (survives reconnects).
-    pub failed_at: std::collections::HashMap<String, tokio::time::Instant>,
+    /// The topics of this shard Bybit rejected, with their retry backoff (survives reconnects).
+    pub failed_at: std::collections::HashMap<String, FailedTopic>,
+}
+
+/// A topic Bybit rejected: when it last failed and how often in a row (the retry backoff
+/// doubles with each failure, from `[source] failed_retry` up to `failed_retry_max`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FailedTopic {
+    pub at: Instant,
+    pub failures: u32,
+}
+
+impl FailedTopic {
+    /// The wait after the last failure before the topic may be subscribed again (at least
+    /// a second, whatever the configuration: reconciles run after every ack).
+    pub(super) fn backoff(&self, first: Duration, cap: Duration) -> Duration {
+        let first = first.max(Duration::from_secs(1));
+        let doublings = self.failures.saturating_sub(1).min(20);
+        first.saturating_mul(1u32 << doublings).min(cap.max(first))
+    }
+
+    /// Whether the topic may be subscribed again at `now`.
+    pub(super) fn due(&self, now: Instant, first: Duration, cap: Duration) -> bool {
+        now.saturating_duration_since(self.at) >= self.backoff(first, cap)
+    }
 }
 
 impl ConnCtx {

@@ -46,7 +46,8 @@ pub enum TopicStatus {
     Pending,
     /// Acknowledged by the exchange (or "already subscribed").
     Active,
-    /// Rejected; the exchange's `ret_msg`. Not retried until someone acquires it again.
+    /// Rejected; the exchange's `ret_msg`. Retried with a long doubling backoff
+    /// (`[source] failed_retry` .. `failed_retry_max`) after a reconnect or a re-post.
     Failed(String),
     /// An order-book gap was seen; resubscribing for a fresh snapshot.
     Resyncing,
@@ -128,7 +129,8 @@ impl SubscriptionRegistry {
     }
 
     /// `requester` wants `key`. Returns true when the topic is new upstream (no one held it).
-    /// Acquiring a `failed` topic puts it back to `pending`, so a user can retry.
+    /// Acquiring a `failed` topic (a re-post) keeps it `failed` but wakes the source, which
+    /// subscribes it again if its retry backoff has passed (it then shows `pending`).
     pub fn acquire(&self, key: &TopicKey, requester: impl Into<Requester>) -> bool {
         let requester = requester.into();
         let mut topics = self.lock();
@@ -139,15 +141,9 @@ impl SubscriptionRegistry {
         let is_new = entry.holders.is_empty();
         let retry = matches!(entry.status, TopicStatus::Failed(_));
         entry.holders.insert(requester);
-        if retry {
-            entry.status = TopicStatus::Pending;
-        }
         drop(topics);
         if is_new || retry {
             self.bump();
-            if retry {
-                self.emit(key, TopicStatus::Pending);
-            }
         }
         is_new
     }
@@ -305,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn status_changes_are_broadcast_once_and_failed_topics_retry_on_acquire() {
+    fn status_changes_are_broadcast_once_and_acquiring_a_failed_topic_wakes_the_source() {
         let reg = SubscriptionRegistry::default();
         let mut rx = reg.status_changes();
         reg.acquire(&key("t"), "a");
@@ -318,7 +314,11 @@ mod tests {
         );
         let before = *reg.changes().borrow();
         reg.acquire(&key("t"), "b");
-        assert_eq!(reg.status(&key("t")), Some(TopicStatus::Pending));
+        assert_eq!(
+            reg.status(&key("t")),
+            Some(TopicStatus::Failed("handler not found".into())),
+            "the source decides whether the retry backoff has passed"
+        );
         assert!(*reg.changes().borrow() > before);
     }
 }

@@ -4,5 +4,6 @@
 
 mod app;
 mod direct;
+mod failed;
 mod outage;
 mod subscriptions;

@@ -9,7 +9,7 @@ use super::Session;
 use crate::{
     event::{Category, Endpoint},
     health::ComponentState,
-    source::reconcile::Request,
+    source::{link::FailedTopic, reconcile::Request},
     subscriptions::{TopicKey, TopicStatus},
     telemetry,
     wire::{self, Ack},
@@ -45,22 +45,34 @@ impl Session<'_> {
         }
         self.retry_at = None;
         let now = Instant::now();
-        let want: BTreeSet<String> = self
-            .ctx
-            .topics
-            .borrow()
-            .iter()
-            .filter(|t| {
-                let key = TopicKey::new(self.ctx.endpoint, (*t).clone());
-                !matches!(self.ctx.registry.status(&key), Some(TopicStatus::Failed(_)))
-                    || failed_retry_due(
-                        self.ctx.failed_at.get(*t).copied(),
-                        now,
-                        self.ctx.config.failed_retry,
-                    )
-            })
-            .cloned()
-            .collect();
+        let (first, cap) = (
+            self.ctx.config.failed_retry,
+            self.ctx.config.failed_retry_max,
+        );
+        let topics: Vec<String> = self.ctx.topics.borrow().iter().cloned().collect();
+        let mut want = BTreeSet::new();
+        for t in topics {
+            let key = TopicKey::new(self.ctx.endpoint, t.clone());
+            if matches!(self.ctx.registry.status(&key), Some(TopicStatus::Failed(_))) {
+                let failed = self.ctx.failed_at.get(&t).copied();
+                if !failed_retry_due(failed, now, first, cap) {
+                    continue;
+                }
+                // Tried again: pending until Bybit answers (the ack decides).
+                if !self.ledger.confirmed().contains(&t) {
+                    tracing::info!(endpoint = self.label(), topic = %t,
+                        failures = failed.map_or(0, |f| f.failures),
+                        "Subscribing a failed topic again.");
+                    self.ctx.registry.set_status(&key, TopicStatus::Pending);
+                }
+            }
+            want.insert(t);
+        }
+        // Forget failures of topics this shard no longer has, once their backoff is over
+        // (a release and re-post inside it must not reset the backoff).
+        self.ctx
+            .failed_at
+            .retain(|t, f| !f.due(now, first, cap) || self.ctx.topics.borrow().contains(t));
         let per = if self.ctx.endpoint == Endpoint::Public(Category::Spot) {
             self.ctx.config.spot_args_per_request
         } else {
@@ -83,6 +95,7 @@ impl Session<'_> {
         };
         self.healthy = true;
         for t in &out.activated {
+            self.ctx.failed_at.remove(t);
             if !self.books.is_resyncing(t) {
                 self.status(t, TopicStatus::Active);
             }
@@ -94,7 +107,18 @@ impl Session<'_> {
             metrics::counter!(telemetry::SUBSCRIBE_FAILURES, "endpoint" => self.label())
                 .increment(1);
             tracing::warn!(endpoint = self.label(), topic = %t, ret_msg = %msg, "Bybit rejected a subscription.");
-            self.ctx.failed_at.insert(t.clone(), Instant::now());
+            let failures = self.ctx.failed_at.get(t).map_or(0, |f| f.failures) + 1;
+            let failed = FailedTopic {
+                at: Instant::now(),
+                failures,
+            };
+            let retry_in = failed.backoff(
+                self.ctx.config.failed_retry,
+                self.ctx.config.failed_retry_max,
+            );
+            tracing::info!(endpoint = self.label(), topic = %t, failures, ?retry_in,
+                "A failed topic is tried again after a reconnect or a re-post once this has passed.");
+            self.ctx.failed_at.insert(t.clone(), failed);
             self.status(t, TopicStatus::Failed(msg.clone()));
         }
         for t in &out.unsubscribed {
@@ -133,12 +157,18 @@ impl Session<'_> {
     }
 }
 
-/// Whether a `failed` topic may be subscribed again: it failed at least `every` ago (or its
-/// failure time is unknown, e.g. it failed on an earlier shard). Reconciles run on connect,
-/// on a topic change (a re-post) and after acks, so a rejected topic is retried at most once
-/// per `every`, never in a loop.
-pub(crate) fn failed_retry_due(failed_at: Option<Instant>, now: Instant, every: Duration) -> bool {
-    failed_at.is_none_or(|at| now.saturating_duration_since(at) >= every)
+/// Whether a `failed` topic may be subscribed again: its backoff (`first`, doubling with each
+/// failure in a row, capped at `cap`) has passed since it last failed, or its failure is
+/// unknown here (e.g. it failed on an earlier shard). Reconciles run on connect, on a topic
+/// change (a re-post) and after acks, so a rejected topic is retried at most once per backoff,
+/// never in a loop.
+pub(crate) fn failed_retry_due(
+    failed: Option<FailedTopic>,
+    now: Instant,
+    first: Duration,
+    cap: Duration,
+) -> bool {
+    failed.is_none_or(|f| f.due(now, first, cap))
 }
 
 #[cfg(test)]
@@ -147,23 +177,44 @@ mod failed_retry_tests {
 
     #[test]
     fn a_failed_topic_is_retried_only_after_the_long_backoff() {
-        let every = crate::pipeline_file::SourceConfig::default().failed_retry;
+        let config = crate::pipeline_file::SourceConfig::default();
+        let (every, cap) = (config.failed_retry, config.failed_retry_max);
         assert_eq!(
-            every,
-            Duration::from_secs(300),
-            "default [source] failed_retry"
+            (every, cap),
+            (Duration::from_secs(300), Duration::from_secs(3600)),
+            "default [source] failed_retry, failed_retry_max"
         );
         let at = Instant::now();
-        assert!(!failed_retry_due(Some(at), at, every));
+        let once = Some(FailedTopic { at, failures: 1 });
+        assert!(!failed_retry_due(once, at, every, cap));
         assert!(!failed_retry_due(
-            Some(at),
+            once,
             at + Duration::from_secs(299),
-            every
+            every,
+            cap
         ));
-        assert!(failed_retry_due(Some(at), at + every, every));
-        assert!(failed_retry_due(None, at, every));
-        let file =
-            crate::pipeline_file::PipelineFile::parse("[source]\nfailed_retry = \"2m\"\n").unwrap();
+        assert!(failed_retry_due(once, at + every, every, cap));
+        assert!(failed_retry_due(None, at, every, cap));
+        let file = crate::pipeline_file::PipelineFile::parse(
+            "[source]\nfailed_retry = \"2m\"\nfailed_retry_max = \"30m\"\n",
+        )
+        .unwrap();
         assert_eq!(file.source.failed_retry, Duration::from_secs(120));
+        assert_eq!(file.source.failed_retry_max, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn the_failed_topic_backoff_doubles_per_failure_up_to_its_cap() {
+        let (first, cap) = (Duration::from_secs(300), Duration::from_secs(3600));
+        let at = Instant::now();
+        let waits: Vec<u64> = (1..=8)
+            .map(|failures| FailedTopic { at, failures }.backoff(first, cap).as_secs())
+            .collect();
+        assert_eq!(waits, [300, 600, 1200, 2400, 3600, 3600, 3600, 3600]);
+        let many = FailedTopic {
+            at,
+            failures: u32::MAX,
+        };
+        assert_eq!(many.backoff(first, cap), cap);
     }
 }

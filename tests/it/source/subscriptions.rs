@@ -127,8 +127,10 @@ async fn option_command_resp_acks_activate_good_topics_and_fail_bad_ones() {
 }
 
 #[tokio::test]
-async fn reacquiring_a_failed_topic_tries_it_once_more() {
-    let h = Harness::start(fast_config(secs(20), secs(10)), None).await;
+async fn reacquiring_a_failed_topic_after_its_backoff_tries_it_once_more() {
+    let mut config = fast_config(secs(20), secs(10));
+    config.failed_retry = secs(1);
+    let h = Harness::start(config, None).await;
     h.fake.set_invalid_topics(&["tickers.NOPEUSDT"]);
     let bad = h.acquire(linear(), "tickers.NOPEUSDT");
     let failed = wait_until(secs(5), || async {
@@ -137,6 +139,7 @@ async fn reacquiring_a_failed_topic_tries_it_once_more() {
     .await;
     assert!(failed.is_some());
     h.fake.set_invalid_topics(&[]);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     h.registry.acquire(&bad, "another");
     assert!(
         h.fake
