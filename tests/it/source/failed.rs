@@ -5,12 +5,15 @@
 
 use std::time::Duration;
 
+use serde_json::json;
 use ws_gateway::subscriptions::{TopicKey, TopicStatus};
 
 use fake_bybit::LINEAR;
 
 use crate::support::{
-    fast_config, secs,
+    fast_config,
+    http::{delete, get, post},
+    secs,
     source::{Harness, linear},
     wait_until,
 };
@@ -126,4 +129,68 @@ async fn a_failed_topic_is_retried_after_repost_and_reconnect_only_once_its_doub
         tries(&h, BAD)
     );
     h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_topic_only_ws_clients_want_never_holds_ready_down_one_an_api_service_wants_does()
+{
+    // Arrange: the real app (in-process) against a fake that rejects the ticker; an API
+    // service wants a good topic.
+    let fake = fake_bybit::FakeBybit::start().await;
+    fake.set_invalid_topics(&[BAD]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::support::TestConfig::default()
+        .var("BYBIT_WS_URL", fake.base_url())
+        .var("DATABASE_URL", crate::support::sqlite_url(dir.path()));
+    config.pipeline.source = fast_config(secs(20), secs(10));
+    let app = crate::support::spawn_app(config).await;
+    let (status, _) = post(
+        &app,
+        json!({"channel_type": "trades", "symbol": "BTCUSDT", "requesting_service": "svc"}),
+    )
+    .await;
+    assert!(status.is_success());
+    let good = TopicKey::new(linear(), "publicTrade.BTCUSDT");
+    let bad = TopicKey::new(linear(), BAD);
+
+    // Act: a /ws client asks for the rejected topic.
+    let mut ws = crate::support::wsclient::connect(&app).await;
+    let reply = ws
+        .request(json!({"op": "subscribe", "topics": [BAD], "category": "linear"}))
+        .await;
+    assert_eq!(reply["success"], true, "{reply}");
+    let settled = wait_until(secs(10), || async {
+        (app.registry.status(&good) == Some(TopicStatus::Active)
+            && matches!(app.registry.status(&bad), Some(TopicStatus::Failed(_))))
+        .then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "{:?}", app.registry.status(&bad));
+
+    // Assert: ready, although a desired topic is failed.
+    let (status, body) = get(&app, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+
+    // An API service posting the same topic makes it hold /ready (still failed: inside its
+    // backoff), and cancelling that subscription releases it again.
+    let (status, sub) = post(
+        &app,
+        json!({"channel_type": "ticker", "symbol": "NOPEUSDT", "requesting_service": "svc"}),
+    )
+    .await;
+    assert!(status.is_success(), "{sub}");
+    assert_eq!(sub["status"], "failed", "{sub}");
+    let (status, body) = get(&app, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains(BAD), "{body}");
+    let (status, _) = delete(
+        &app,
+        &format!("/api/v1/subscriptions/{}", sub["id"].as_str().unwrap()),
+    )
+    .await;
+    assert!(status.is_success());
+    let (status, body) = get(&app, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+    drop(ws);
+    app.shutdown().await.expect("clean stop");
 }
