@@ -1,7 +1,8 @@
 //! One Bybit socket's lifecycle: wait for a connect token, connect, run a session, and on any
 //! failure count the reason, mark the connection down and its topics pending, back off with
 //! full jitter and connect again, until the source is stopped or the shard is retired. When
-//! the host was unreachable, the wait also ends as soon as the [`super::probe`] sees it back.
+//! the host was unreachable, the wait also ends as soon as the [`super::probe`] sees it back,
+//! and attempts the probe already knows would fail are skipped (see [`pause`]).
 //!
 //! The read half of the socket is driven by [`super::session`]; the write half lives in a
 //! writer task ([`super::link::writer`]) fed by a bounded command queue, and that task also sends the heartbeat pings,
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     link::{ConnCtx, SourceError},
+    probe::Prober,
     session::{Session, SessionEnd},
 };
 use crate::subscriptions::{TopicKey, TopicStatus};
@@ -117,18 +119,8 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
                 ctx.mark_pending();
                 tracing::warn!(endpoint = label, shard = ctx.shard, url = %ctx.url, %error,
                     reason, retry_in = ?delay, "Bybit connection failed; reconnecting.");
-                // Host unreachable: also reconnect as soon as the probe sees it back.
-                let probe = error.unreachable().then(|| ctx.prober.clone());
-                let recovered = async {
-                    match &probe {
-                        Some(p) => p.recovered(&ctx.url).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(delay) => {}
-                    () = recovered => {}
+                if !pause(&ctx, &mut retry, delay, error.unreachable(), &stop).await {
+                    break;
                 }
             }
         }
@@ -139,6 +131,43 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
         shard = ctx.shard,
         "Bybit connection closed."
     );
+}
+
+/// Waits before the next attempt; false when stopped. After any failure: `delay`. After a
+/// network-level one (`unreachable`) the reachability probe also runs: the wait ends as soon as
+/// it sees the host back, and while it still sees the host down when a delay is over, the
+/// attempt is skipped (no connect token spent) and the next delay drawn, for at most
+/// `reconnect_max` since the failure, so a real attempt still happens at least that often.
+async fn pause(
+    ctx: &ConnCtx,
+    retry: &mut Retry,
+    mut delay: Duration,
+    unreachable: bool,
+    stop: &CancellationToken,
+) -> bool {
+    let address = Prober::address(&ctx.url).filter(|_| !ctx.config.reconnect_probe.is_zero());
+    let Some(address) = address.filter(|_| unreachable) else {
+        return tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        };
+    };
+    let failed_at = tokio::time::Instant::now();
+    let recovered = ctx.prober.recovered(&ctx.url);
+    tokio::pin!(recovered);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = &mut recovered => return true,
+            () = tokio::time::sleep(delay) => {}
+        }
+        if failed_at.elapsed() >= ctx.config.reconnect_max || ctx.prober.reachable(&address).await {
+            return true;
+        }
+        delay = retry.after(false);
+        tracing::debug!(endpoint = ctx.endpoint.label(), shard = ctx.shard, host = %address,
+            retry_in = ?delay, "Bybit host still unreachable; attempt skipped.");
+    }
 }
 
 fn retire(ctx: &ConnCtx) {

@@ -2,8 +2,9 @@
 //! host of a Bybit endpoint (no TLS, no WebSocket, no connect token). A connection whose
 //! connect failed at the network level waits for the earlier of its backoff delay and the
 //! probe seeing the host come back, so it reconnects within about one probe interval of the
-//! exchange accepting again instead of sleeping out a jittered delay of up to `reconnect_max`,
-//! while its own connect attempts stay paced by the backoff (and the process-wide token bucket).
+//! exchange accepting again instead of sleeping out a jittered delay of up to `reconnect_max`;
+//! an attempt due while the probe still sees the host down is skipped (at most for
+//! `reconnect_max`), so an outage costs few attempts and leaves the connect tokens for the end.
 //!
 //! One probe per host at a time, shared by every connection to it: a result younger than half
 //! the interval is reused, so N connections waiting on one host cost about one TCP connect per
