@@ -24,6 +24,9 @@ use crate::{config::BybitCredentials, telemetry};
 /// Bybit keeps at most this span per `startTime`/`endTime` query on the history endpoints.
 pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How often the server clock is measured again.
+pub const CLOCK_SYNC_EVERY: Duration = Duration::from_secs(300);
+
 /// Endpoint paths.
 pub mod endpoints {
     /// Server time (public).
