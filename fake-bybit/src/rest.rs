@@ -342,7 +342,7 @@ fn page(
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or((10001, "params error: invalid cursor".to_owned()))?,
     };
-    records.sort_by(|a, b| b.seq.cmp(&a.seq));
+    records.sort_by_key(|r| std::cmp::Reverse(r.seq));
     let rest: Vec<&Record> = records.into_iter().filter(|r| r.seq < after).collect();
     let items: Vec<Value> = rest.iter().take(limit).map(|r| r.item.clone()).collect();
     let next = if rest.len() > limit {

@@ -451,3 +451,41 @@ async fn private_frames_come_from_the_same_account_as_rest() {
     assert_eq!(execs[0]["execId"], account.executions()[0]["execId"]);
     assert_eq!(fake.connection_count(PRIVATE), 0);
 }
+
+#[tokio::test]
+async fn account_frames_reach_the_gateway_over_the_private_socket() {
+    let fake = FakeBybit::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::support::spawn_app(crate::support::stack::against(
+        &fake,
+        &crate::support::sqlite_url(dir.path()),
+    ))
+    .await;
+    let mut events = app.events.subscribe();
+    crate::support::http::post(
+        &app,
+        json!({"channel_type": "execution", "category": "linear", "requesting_service": "rest-test"}),
+    )
+    .await;
+    let up = wait_until(secs(10), || {
+        let topics = fake.subscribed(PRIVATE);
+        async move { (!topics.is_empty()).then_some(()) }
+    })
+    .await;
+    assert!(up.is_some(), "private topic subscribed");
+    let account = fake.account();
+    let order = account.place_order("linear", "BTCUSDT", "Buy", 2.0, 100.0);
+    let exec_id = account.fill(&order, 2.0).unwrap();
+    let got = tokio::time::timeout(secs(10), async {
+        loop {
+            let ev = events.recv().await.unwrap();
+            if ev.topic.starts_with("execution") {
+                return String::from_utf8_lossy(ev.data()).into_owned();
+            }
+        }
+    })
+    .await
+    .expect("an execution event");
+    assert!(got.contains(&exec_id), "{got}");
+    app.shutdown().await.unwrap();
+}
