@@ -399,7 +399,7 @@ fn private(st: &State, path: &str, p: &HashMap<String, String>, now: u64) -> (u1
         }),
         "/v5/order/history" | "/v5/order/realtime" => {
             let realtime = path == "/v5/order/realtime";
-            let open_only = p.get("openOnly").map_or("0", String::as_str) != "0";
+            let closed_only = p.get("openOnly").map_or("0", String::as_str) != "0";
             let span = if realtime {
                 Ok((0, u64::MAX))
             } else {
@@ -416,7 +416,7 @@ fn private(st: &State, path: &str, p: &HashMap<String, String>, now: u64) -> (u1
                             o.state["orderStatus"].as_str(),
                             Some("New" | "PartiallyFilled")
                         );
-                        if realtime { open != open_only } else { true }
+                        if realtime { open != closed_only } else { true }
                     })
                     .filter(|o| {
                         let t = o.state["updatedTime"]
@@ -465,5 +465,86 @@ fn private(st: &State, path: &str, p: &HashMap<String, String>, now: u64) -> (u1
             ),
         ),
         Err(e) => err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(url_decode("a+b%26c").as_deref(), Some("a b&c"));
+        assert_eq!(url_decode("%zz"), None);
+        assert_eq!(url_decode("%4"), None);
+        assert_eq!(params("x=1&y=page_3")["y"], "page_3");
+    }
+
+    #[test]
+    fn windows_follow_bybits_seven_day_rule() {
+        let now = 100 * SEVEN_DAYS_MS;
+        assert_eq!(window(&p(&[]), now), Ok((now - SEVEN_DAYS_MS, now)));
+        assert_eq!(
+            window(&p(&[("startTime", "5")]), now),
+            Ok((5, 5 + SEVEN_DAYS_MS))
+        );
+        let wide = SEVEN_DAYS_MS + 1;
+        assert_eq!(
+            window(
+                &p(&[("startTime", "0"), ("endTime", &wide.to_string())]),
+                now
+            )
+            .unwrap_err()
+            .0,
+            10001
+        );
+    }
+
+    #[test]
+    fn pages_are_newest_first_and_the_cursor_continues_without_repeats() {
+        let recs: Vec<Record> = (1..=5)
+            .map(|seq| Record {
+                seq,
+                time: seq,
+                item: json!(seq),
+            })
+            .collect();
+        let (first, cursor) = page(recs.iter().collect(), &p(&[("limit", "2")]), 20, 50).unwrap();
+        assert_eq!(first, vec![json!(5), json!(4)]);
+        let (second, cursor) = page(
+            recs.iter().collect(),
+            &p(&[("limit", "2"), ("cursor", &cursor)]),
+            20,
+            50,
+        )
+        .unwrap();
+        assert_eq!(second, vec![json!(3), json!(2)]);
+        let (last, end) = page(
+            recs.iter().collect(),
+            &p(&[("limit", "2"), ("cursor", &cursor)]),
+            20,
+            50,
+        )
+        .unwrap();
+        assert_eq!((last, end.as_str()), (vec![json!(1)], ""));
+        assert_eq!(
+            page(recs.iter().collect(), &p(&[("limit", "0")]), 20, 50)
+                .unwrap_err()
+                .0,
+            10001
+        );
+        assert_eq!(
+            page(recs.iter().collect(), &p(&[("cursor", "junk")]), 20, 50)
+                .unwrap_err()
+                .0,
+            10001
+        );
     }
 }
