@@ -449,7 +449,11 @@ impl RestClient {
     /// Syncs the clock now and then every `every` (every 30 s after a failure) until `stop`.
     pub async fn run_clock_sync(self, every: Duration, stop: CancellationToken) {
         loop {
-            let wait = match self.sync_clock().await {
+            let synced = tokio::select! {
+                () = stop.cancelled() => return,
+                r = self.sync_clock() => r,
+            };
+            let wait = match synced {
                 Ok(offset_ms) => {
                     tracing::debug!(offset_ms, "Bybit server time synced.");
                     every
