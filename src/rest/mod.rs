@@ -7,6 +7,7 @@
 //! Items come back as raw `serde_json::Value`s in Bybit's REST shape; callers map them.
 
 mod clock;
+pub mod shape;
 
 use std::{sync::Arc, time::Duration};
 
