@@ -334,6 +334,39 @@ impl Account {
         push_private(&mut st, "wallet", None, vec![wallet], now);
     }
 
+    /// Keeps trading in the background until the handle is dropped or stopped: every `every`,
+    /// one order of `symbol` is placed and filled in two executions (order, execution,
+    /// position and wallet updates each time), connected or not, as a live account does.
+    pub fn keep_trading(
+        &self,
+        category: &str,
+        symbol: &str,
+        every: std::time::Duration,
+    ) -> Trading {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (account, category, symbol, token) = (
+            self.clone(),
+            category.to_owned(),
+            symbol.to_owned(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                n += 1;
+                let side = if n % 2 == 0 { "Sell" } else { "Buy" };
+                let id = account.place_order(&category, &symbol, side, 0.002, 100.0);
+                account.fill(&id, 0.001);
+                account.fill(&id, 0.001);
+            }
+        });
+        Trading { stop }
+    }
+
     /// Every execution produced so far (WebSocket item shape), oldest first.
     pub fn executions(&self) -> Vec<Value> {
         lock(&self.state)
@@ -367,6 +400,25 @@ impl Account {
     /// The current wallet item.
     pub fn wallet(&self) -> Value {
         lock(&self.state).account.wallet_item()
+    }
+}
+
+/// Background trading started by [`Account::keep_trading`]; stops when dropped.
+#[derive(Debug)]
+pub struct Trading {
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Trading {
+    /// Stops trading (no more orders after this returns, but one in progress completes).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Trading {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -20,7 +20,7 @@ mod protocol;
 mod rest;
 mod server;
 
-pub use account::{Account, TRADES_KEPT, Trades};
+pub use account::{Account, TRADES_KEPT, Trades, Trading};
 pub use rest::{RestFailure, RestRequest, rest_signature};
 
 use std::{

@@ -450,6 +450,15 @@ async fn private_frames_come_from_the_same_account_as_rest() {
         .unwrap();
     assert_eq!(execs[0]["execId"], account.executions()[0]["execId"]);
     assert_eq!(fake.connection_count(PRIVATE), 0);
+    // Background trading keeps producing with no socket connected.
+    let trading = account.keep_trading("linear", "ETHUSDT", Duration::from_millis(5));
+    let more = wait_until(secs(5), || {
+        let n = account.executions().len();
+        async move { (n >= 21).then_some(n) }
+    })
+    .await;
+    trading.stop();
+    assert!(more.is_some(), "ten more orders traded");
 }
 
 #[tokio::test]
