@@ -358,7 +358,7 @@ impl Account {
                     () = tokio::time::sleep(every) => {}
                 }
                 n += 1;
-                let side = if n % 2 == 0 { "Sell" } else { "Buy" };
+                let side = if n.is_multiple_of(2) { "Sell" } else { "Buy" };
                 let id = account.place_order(&category, &symbol, side, 0.002, 100.0);
                 account.fill(&id, 0.001);
                 account.fill(&id, 0.001);
@@ -448,7 +448,7 @@ impl Trades {
             let id = tape.next_id;
             tape.next_id += 1;
             tape.seq += 1;
-            let side = if k % 2 == 0 { "Buy" } else { "Sell" };
+            let side = if k.is_multiple_of(2) { "Buy" } else { "Sell" };
             let price = fmt(100.0 + (id % 100) as f64 / 10.0);
             items.push(json!({"T": now, "s": self.symbol, "S": side, "v": "0.001",
                 "p": price, "L": "ZeroPlusTick", "i": id.to_string(), "BT": false,
