@@ -26,6 +26,8 @@ const SEVEN_DAYS_MS: u64 = 7 * 24 * 3600 * 1000;
 pub enum RestFailure {
     /// HTTP 500 with a plain-text body.
     Http500,
+    /// HTTP 429 with a plain-text body (an IP-level limit).
+    Http429,
     /// HTTP 200 with `retCode` 10006 ("Too many visits!"), Bybit's rate-limit answer.
     RateLimited,
 }
@@ -153,6 +155,7 @@ fn answer(
         };
         match f {
             RestFailure::Http500 => (500, "Internal Server Error".to_owned()),
+            RestFailure::Http429 => (429, "Too Many Requests".to_owned()),
             RestFailure::RateLimited => (200, envelope(10006, "Too many visits!", json!({}), now)),
         }
     } else if method != "GET" {

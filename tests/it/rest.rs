@@ -267,6 +267,8 @@ async fn rate_limits_and_server_errors_are_retried_then_succeed() {
     rest.wallet_balance("UNIFIED").await.unwrap();
     fake.fail_rest(RestFailure::Http500, Some(3));
     rest.wallet_balance("UNIFIED").await.unwrap();
+    fake.fail_rest(RestFailure::Http429, Some(1));
+    rest.wallet_balance("UNIFIED").await.unwrap();
     let codes: Vec<_> = fake
         .rest_requests()
         .iter()
@@ -281,6 +283,8 @@ async fn rate_limits_and_server_errors_are_retried_then_succeed() {
             (500, None),
             (500, None),
             (500, None),
+            (200, Some(0)),
+            (429, None),
             (200, Some(0)),
         ]
     );
