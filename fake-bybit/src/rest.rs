@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::{FAKE_API_KEY, FAKE_API_SECRET, State, account::Record};
 
 const SEVEN_DAYS_MS: u64 = 7 * 24 * 3600 * 1000;
+/// When a rate-limited answer says the limit resets (`X-Bapi-Limit-Reset-Timestamp`), from now.
+const RATE_LIMIT_RESET_MS: u64 = 100;
 
 /// What a REST failure control answers instead of the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +118,7 @@ async fn serve(tcp: TcpStream, state: Arc<Mutex<State>>) {
             return;
         }
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let (status, text) = answer(&state, &method, path, query, &headers);
+        let (status, text, extra) = answer(&state, &method, path, query, &headers);
         let reason = if status == 200 { "OK" } else { "Error" };
         let kind = if status == 200 {
             "application/json"
@@ -124,7 +126,7 @@ async fn serve(tcp: TcpStream, state: Arc<Mutex<State>>) {
             "text/plain"
         };
         let head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\n{extra}Content-Length: {}\r\n\r\n",
             text.len()
         );
         let tcp = reader.get_mut();
@@ -143,16 +145,24 @@ fn answer(
     path: &str,
     query: &str,
     headers: &HashMap<String, String>,
-) -> (u16, String) {
+) -> (u16, String, String) {
     let mut st = lock(state);
     let now = st.rules.now_ms();
     let failure = st.rest.failure;
+    let mut extra = String::new();
     let (status, text) = if let Some((f, left)) = failure {
         st.rest.failure = match left {
             Some(n) if n <= 1 => None,
             Some(n) => Some((f, Some(n - 1))),
             None => Some((f, None)),
         };
+        if f != RestFailure::Http500 {
+            // Bybit's rate-limit headers: none left, the limit resets in 100 ms.
+            extra = format!(
+                "X-Bapi-Limit: 10\r\nX-Bapi-Limit-Status: 0\r\nX-Bapi-Limit-Reset-Timestamp: {}\r\n",
+                now + RATE_LIMIT_RESET_MS
+            );
+        }
         match f {
             RestFailure::Http500 => (500, "Internal Server Error".to_owned()),
             RestFailure::Http429 => (429, "Too Many Requests".to_owned()),
@@ -172,7 +182,7 @@ fn answer(
         status,
         ret_code,
     });
-    (status, text)
+    (status, text, extra)
 }
 
 fn envelope(code: i64, msg: &str, result: Value, now: u64) -> String {

@@ -180,6 +180,8 @@ pub struct RestClient {
 enum Attempt {
     Done(Value),
     Retry(String),
+    /// Rate limited; Bybit's `X-Bapi-Limit-Reset-Timestamp` says when the limit resets.
+    RateLimited(String, Option<Duration>),
     ClockSkew(String),
     Fail(RestError),
 }
@@ -247,6 +249,7 @@ impl RestClient {
         let mut last = String::new();
         let mut resynced = false;
         for attempt in 1..=attempts {
+            let mut reset_in = None;
             match self.attempt(endpoint, &query, signed).await {
                 Attempt::Done(result) => return Ok(result),
                 Attempt::Fail(e) => return Err(e),
@@ -269,9 +272,19 @@ impl RestClient {
                     });
                 }
                 Attempt::Retry(msg) => last = msg,
+                Attempt::RateLimited(msg, hint) => {
+                    last = msg;
+                    reset_in = hint;
+                }
             }
             if attempt < attempts {
-                let delay = self.delay(attempt);
+                // Bybit's own reset time when it gave one (kept within the policy's bounds),
+                // else exponential backoff.
+                let p = &self.inner.policy;
+                let delay = reset_in.map_or_else(
+                    || self.delay(attempt),
+                    |d| d.clamp(p.base_delay, p.max_delay),
+                );
                 tracing::debug!(endpoint, attempt, ?delay, last, "Bybit REST retry.");
                 tokio::select! {
                     () = self.inner.stop.cancelled() => return Err(RestError::Cancelled { endpoint }),
@@ -333,10 +346,17 @@ impl RestClient {
             }
         };
         let status = resp.status();
+        let reset_in = resp
+            .headers()
+            .get("x-bapi-limit-reset-timestamp")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(|reset| Duration::from_millis(reset.saturating_sub(inner.clock.now_ms())));
         if !status.is_success() {
             count(format!("http_{}", status.as_u16()));
             let msg = format!("HTTP {status}");
-            return if status.as_u16() == 429 || status.is_server_error() {
+            return if status.as_u16() == 429 {
+                Attempt::RateLimited(msg, reset_in)
+            } else if status.is_server_error() {
                 Attempt::Retry(msg)
             } else {
                 Attempt::Fail(RestError::BadAnswer {
@@ -367,8 +387,9 @@ impl RestClient {
             .to_owned();
         match code {
             0 => Attempt::Done(body.get("result").cloned().unwrap_or(Value::Null)),
-            // Rate limit, server timeout, internal error: try again later.
-            10006 | 10000 | 10016 => Attempt::Retry(format!("retCode {code} ({msg})")),
+            10006 => Attempt::RateLimited(format!("retCode {code} ({msg})"), reset_in),
+            // Server timeout, internal error: try again later.
+            10000 | 10016 => Attempt::Retry(format!("retCode {code} ({msg})")),
             10002 => Attempt::ClockSkew(msg),
             _ => Attempt::Fail(RestError::Refused {
                 endpoint,
@@ -405,7 +426,7 @@ impl RestClient {
                     outcome = Err(e);
                     break;
                 }
-                Attempt::Retry(last) | Attempt::ClockSkew(last) => {
+                Attempt::Retry(last) | Attempt::RateLimited(last, _) | Attempt::ClockSkew(last) => {
                     outcome = Err(RestError::GaveUp {
                         endpoint: endpoints::TIME,
                         attempts: attempt,
