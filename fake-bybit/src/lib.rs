@@ -5,6 +5,12 @@
 //! subscribed" errors, private auth with [`FAKE_API_KEY`]/[`FAKE_API_SECRET`], replay of real
 //! frames, and fault controls (drop, refuse, stop answering pings).
 //!
+//! A second listener serves Bybit's v5 REST ([`FakeBybit::rest_url`]): server time, recent
+//! trades and the signed account endpoints, with signature/timestamp checks, cursors, the 7-day
+//! window rule, a clock offset ([`FakeBybit::set_clock_offset`]) and failures
+//! ([`FakeBybit::fail_rest`]). The account ([`FakeBybit::account`]) and trade tapes
+//! ([`FakeBybit::trades`]) feed the WebSocket and REST from one producer.
+//!
 //! ```text
 //! let fake = FakeBybit::start().await;
 //! // BYBIT_WS_URL = fake.base_url()
