@@ -19,6 +19,7 @@ use crate::{
     downstream,
     event::{Event, EventClass},
     health::HealthBoard,
+    rest::{self, RestClient, RestPolicy, ServerClock},
     shutdown::Supervisor,
     source::{self, SourceParams},
     state::AppState,
@@ -34,6 +35,7 @@ use crate::{
 #[derive(Debug)]
 pub struct App {
     api_addr: SocketAddr,
+    rest: RestClient,
     supervisor: Supervisor,
     /// Cancelled first on stop: the source closes its sockets and its stream ends.
     source_stop: CancellationToken,
@@ -77,6 +79,28 @@ impl App {
         subscriptions.hold_startup(&pipeline_file.subscriptions)?;
 
         let source_stop = CancellationToken::new();
+        // Bybit REST: server time for the private `auth` and REST signatures (synced at start
+        // and every few minutes when private streams are configured).
+        let clock = if settings.bybit.credentials.is_some() {
+            ServerClock::pending()
+        } else {
+            ServerClock::local()
+        };
+        let rest_client = RestClient::new(
+            &settings.bybit.rest_url,
+            settings.bybit.credentials.clone(),
+            clock.clone(),
+            RestPolicy::default(),
+            source_stop.clone(),
+        );
+        if settings.bybit.credentials.is_some() {
+            supervisor.spawn(
+                "rest-clock-sync",
+                rest_client
+                    .clone()
+                    .run_clock_sync(rest::CLOCK_SYNC_EVERY, source_stop.clone()),
+            );
+        }
         let frames = source::spawn(
             SourceParams {
                 bybit: settings.bybit.clone(),
@@ -84,6 +108,7 @@ impl App {
                 registry: registry.clone(),
                 health: health.clone(),
                 capacity: pipeline_file.stages.decode.capacity,
+                clock,
             },
             &supervisor,
             source_stop.clone(),
@@ -171,6 +196,7 @@ impl App {
 
         Ok(Self {
             api_addr,
+            rest: rest_client,
             supervisor,
             source_stop,
             shutdown_timeout: pipeline_file.process.shutdown_timeout,
@@ -183,6 +209,11 @@ impl App {
     /// The bound HTTP address (useful when the port was 0).
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// The Bybit REST client (its clock is the one the private `auth` uses).
+    pub fn rest(&self) -> &RestClient {
+        &self.rest
     }
 
     /// Cancelling this token stops the gateway as SIGTERM does.

@@ -27,19 +27,39 @@ pub enum ConfigError {
     Pipeline(#[from] PipelineFileError),
 }
 
-/// Bybit's two worlds.
+/// Bybit's worlds: mainnet, testnet, and demo trading (private stream and REST on Bybit's demo
+/// hosts, public data from mainnet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BybitEnvironment {
     Mainnet,
     Testnet,
+    Demo,
 }
 
 impl BybitEnvironment {
     /// The public WebSocket base URL of this environment.
     pub fn ws_url(self) -> &'static str {
         match self {
-            Self::Mainnet => "wss://stream.bybit.com",
+            Self::Mainnet | Self::Demo => "wss://stream.bybit.com",
             Self::Testnet => "wss://stream-testnet.bybit.com",
+        }
+    }
+
+    /// The private WebSocket base URL of this environment (demo: `wss://stream-demo.bybit.com`,
+    /// which serves only private streams).
+    pub fn private_ws_url(self) -> &'static str {
+        match self {
+            Self::Demo => "wss://stream-demo.bybit.com",
+            other => other.ws_url(),
+        }
+    }
+
+    /// The name used in log lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Mainnet => "mainnet",
+            Self::Testnet => "testnet",
+            Self::Demo => "demo",
         }
     }
 
@@ -48,6 +68,7 @@ impl BybitEnvironment {
         match self {
             Self::Mainnet => "https://api.bybit.com",
             Self::Testnet => "https://api-testnet.bybit.com",
+            Self::Demo => "https://api-demo.bybit.com",
         }
     }
 }
@@ -58,8 +79,9 @@ impl FromStr for BybitEnvironment {
         match s.to_ascii_lowercase().as_str() {
             "mainnet" => Ok(Self::Mainnet),
             "testnet" => Ok(Self::Testnet),
+            "demo" => Ok(Self::Demo),
             other => Err(format!(
-                "unknown environment {other:?}; expected mainnet or testnet"
+                "unknown environment {other:?}; expected mainnet, testnet or demo"
             )),
         }
     }
@@ -116,7 +138,7 @@ pub struct LogSettings {
 /// Bybit endpoints and credentials.
 #[derive(Debug, Clone)]
 pub struct BybitSettings {
-    /// Mainnet or testnet; chooses the default URLs.
+    /// Mainnet, testnet or demo; chooses the default URLs.
     pub environment: BybitEnvironment,
     /// WebSocket base URL; the `/v5/...` paths are appended.
     pub ws_url: Url,

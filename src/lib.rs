@@ -27,6 +27,7 @@ pub mod event;
 pub mod health;
 pub mod pipeline;
 pub mod pipeline_file;
+pub mod rest;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

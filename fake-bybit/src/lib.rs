@@ -1,8 +1,15 @@
+#![recursion_limit = "256"]
 //! Dev-only (never published): an in-process fake Bybit v5 WebSocket server on `127.0.0.1:0`,
 //! speaking the real protocol on `/v5/public/{spot,linear,inverse,option}` and `/v5/private`:
 //! per-endpoint ack and pong shapes, the spot 10-args rule, invalid-topic and "already
 //! subscribed" errors, private auth with [`FAKE_API_KEY`]/[`FAKE_API_SECRET`], replay of real
 //! frames, and fault controls (drop, refuse, stop answering pings, go offline and online).
+//!
+//! A second listener serves Bybit's v5 REST ([`FakeBybit::rest_url`]): server time, recent
+//! trades and the signed account endpoints, with signature/timestamp checks, cursors, the 7-day
+//! window rule, a clock offset ([`FakeBybit::set_clock_offset`]) and failures
+//! ([`FakeBybit::fail_rest`]). The account ([`FakeBybit::account`]) and trade tapes
+//! ([`FakeBybit::trades`]) feed the WebSocket and REST from one producer.
 //!
 //! ```text
 //! let fake = FakeBybit::start().await;
@@ -14,8 +21,13 @@
 //! The recorded frames it is tested with stay in the gateway's `tests/fixtures/bybit/`
 //! ([`fixture`], [`FIXTURES`]); the ack and pong shapes it answers with are copied from there.
 
+mod account;
 mod protocol;
+mod rest;
 mod server;
+
+pub use account::{Account, TRADES_KEPT, Trades, Trading};
+pub use rest::{RestFailure, RestRequest, rest_signature};
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -86,11 +98,17 @@ struct State {
     closes: HashMap<String, usize>,
     refuse: bool,
     rules: Rules,
+    rest: rest::RestState,
+    account: account::AccountState,
+    tapes: account::Tapes,
+    /// Private frames pushed (for their ids).
+    frame_seq: u64,
 }
 
 #[derive(Debug)]
 struct Inner {
     addr: SocketAddr,
+    rest_addr: SocketAddr,
     state: Arc<Mutex<State>>,
     stop: CancellationToken,
     /// Stops the current accept loop (and closes its listener), for [`FakeBybit::go_offline`].
@@ -119,6 +137,10 @@ impl FakeBybit {
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State::default()));
         state.lock().unwrap().rules.answer_pings = true;
+        let rest_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake bybit rest");
+        let rest_addr = rest_listener.local_addr().expect("local addr");
         let stop = CancellationToken::new();
         let listening = stop.child_token();
         tokio::spawn(server::accept_loop(
@@ -127,9 +149,15 @@ impl FakeBybit {
             listening.clone(),
             stop.clone(),
         ));
+        tokio::spawn(rest::accept_loop(
+            rest_listener,
+            state.clone(),
+            stop.clone(),
+        ));
         Self {
             inner: Arc::new(Inner {
                 addr,
+                rest_addr,
                 state,
                 stop,
                 listening: Mutex::new(Some(listening)),
@@ -200,6 +228,59 @@ impl FakeBybit {
     /// `ws://127.0.0.1:<port>`, for `BYBIT_WS_URL`.
     pub fn base_url(&self) -> String {
         format!("ws://{}", self.inner.addr)
+    }
+
+    /// `http://127.0.0.1:<port>` of the REST listener, for `BYBIT_REST_URL`.
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.inner.rest_addr)
+    }
+
+    /// The trading account behind the private WebSocket and the private REST endpoints.
+    pub fn account(&self) -> Account {
+        Account {
+            state: self.inner.state.clone(),
+        }
+    }
+
+    /// The public trade tape of `symbol` in `category` (`"linear"`, `"spot"`, ...).
+    pub fn trades(&self, category: &str, symbol: &str) -> Trades {
+        Trades {
+            state: self.inner.state.clone(),
+            category: category.to_owned(),
+            symbol: symbol.to_owned(),
+        }
+    }
+
+    /// Puts the fake's clock `offset` ahead of the machine's: server time, WebSocket `auth`
+    /// `expires` checks and REST timestamp checks all use it.
+    pub fn set_clock_offset(&self, offset: Duration) {
+        self.set_clock_offset_ms(i64::try_from(offset.as_millis()).unwrap_or(i64::MAX));
+    }
+
+    /// As [`FakeBybit::set_clock_offset`], in ms; negative puts the fake behind.
+    pub fn set_clock_offset_ms(&self, offset_ms: i64) {
+        self.state().rules.clock_offset_ms = offset_ms;
+    }
+
+    /// The fake's current server time in ms.
+    pub fn server_time_ms(&self) -> u64 {
+        self.state().rules.now_ms()
+    }
+
+    /// Answers every REST request with `failure` for the next `count` requests (`None`: until
+    /// [`FakeBybit::clear_rest_failure`]).
+    pub fn fail_rest(&self, failure: RestFailure, count: Option<usize>) {
+        self.state().rest.failure = Some((failure, count));
+    }
+
+    /// Ends a failure set with [`FakeBybit::fail_rest`].
+    pub fn clear_rest_failure(&self) {
+        self.state().rest.failure = None;
+    }
+
+    /// Every REST request answered so far, in order.
+    pub fn rest_requests(&self) -> Vec<RestRequest> {
+        self.state().rest.log.clone()
     }
 
     /// Stops the server and closes every connection.

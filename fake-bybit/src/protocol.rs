@@ -47,14 +47,20 @@ pub struct Rules {
     /// When true, subscribe/unsubscribe ops are swallowed (no ack, nothing subscribed).
     pub ignore_subscribes: bool,
     pub invalid: BTreeSet<String>,
+    /// How far the fake's clock is ahead of the machine's (negative: behind), in ms.
+    pub clock_offset_ms: i64,
+}
+
+impl Rules {
+    /// The fake's "server time" in ms: the machine's clock plus the offset.
+    pub fn now_ms(&self) -> u64 {
+        let local = chrono::Utc::now().timestamp_millis();
+        u64::try_from(local.saturating_add(self.clock_offset_ms)).unwrap_or(0)
+    }
 }
 
 fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
 const PUBLIC_PREFIXES: &[&str] = &[
@@ -101,24 +107,21 @@ pub fn answer(conn: &mut ConnState, rules: &Rules, req: &Value) -> Option<String
         })
         .unwrap_or_default();
     match op {
-        "ping" if rules.answer_pings => Some(pong(conn, req_id)),
+        "ping" if rules.answer_pings => Some(pong(conn, req_id, rules.now_ms())),
         "ping" => None,
-        "auth" => Some(auth(conn, req_id, &args)),
+        "auth" => Some(auth(conn, req_id, &args, rules.now_ms())),
         "subscribe" | "unsubscribe" if rules.ignore_subscribes => None,
         "subscribe" | "unsubscribe" => Some(topics(conn, rules, op, req_id, &args)),
         _ => Some(ack(conn, req_id, op, false, "error:unknown op")),
     }
 }
 
-fn pong(conn: &ConnState, req_id: Option<&str>) -> String {
+fn pong(conn: &ConnState, req_id: Option<&str>, now: u64) -> String {
     let cid = q(&conn.conn_id);
     match conn.flavor {
         Flavor::Private | Flavor::Option => {
             let rid = req_id.map_or(String::new(), |r| format!(r#""req_id":{},"#, q(r)));
-            format!(
-                r#"{{{rid}"op":"pong","args":["{}"],"conn_id":{cid}}}"#,
-                now_ms()
-            )
+            format!(r#"{{{rid}"op":"pong","args":["{}"],"conn_id":{cid}}}"#, now)
         }
         Flavor::Spot | Flavor::Linear => {
             let rid = req_id.map_or(String::new(), |r| format!(r#""req_id":{},"#, q(r)));
@@ -127,11 +130,10 @@ fn pong(conn: &ConnState, req_id: Option<&str>) -> String {
     }
 }
 
-fn auth(conn: &mut ConnState, req_id: Option<&str>, args: &[String]) -> String {
+fn auth(conn: &mut ConnState, req_id: Option<&str>, args: &[String], now: u64) -> String {
     let rid = req_id.map_or(String::new(), |r| format!(r#""req_id":{},"#, q(r)));
     let cid = q(&conn.conn_id);
     let expires = args.get(1).and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
-    let now = now_ms();
     let ok = conn.flavor == Flavor::Private
         && args.len() == 3
         && args[0] == FAKE_API_KEY

@@ -23,10 +23,7 @@ use super::{
     session::{Session, SessionEnd},
 };
 use crate::subscriptions::{TopicKey, TopicStatus};
-use crate::{
-    backoff::Backoff, config::BybitEnvironment, health::ComponentState,
-    pipeline_file::SourceConfig, telemetry,
-};
+use crate::{backoff::Backoff, health::ComponentState, pipeline_file::SourceConfig, telemetry};
 
 /// The socket type of a client connection.
 pub(super) type WsStream = WebSocketStream<ConnectStream>;
@@ -47,14 +44,14 @@ impl ConnCtx {
 
     fn log_connecting(&self) {
         let (endpoint, shard, url) = (self.endpoint.label(), self.shard, self.url.as_str());
-        match self.environment {
-            BybitEnvironment::Mainnet => {
-                tracing::info!(endpoint, shard, url, "Connecting to Bybit mainnet.");
-            }
-            BybitEnvironment::Testnet => {
-                tracing::info!(endpoint, shard, url, "Connecting to Bybit testnet.");
-            }
-        }
+        let environment = self.environment.label();
+        tracing::info!(
+            endpoint,
+            shard,
+            url,
+            environment,
+            "Connecting to Bybit {environment}."
+        );
     }
 }
 

@@ -46,7 +46,8 @@ fn ctx() -> (
         endpoint: Endpoint::Public(Category::Linear),
         shard: 0,
         url: "ws://test/v5/public/linear".into(),
-        environment: BybitEnvironment::Mainnet,
+        environment: crate::config::BybitEnvironment::Mainnet,
+        clock: crate::rest::ServerClock::local(),
         bucket: Arc::new(TokenBucket::new(
             config.connect_burst,
             config.connect_refill,

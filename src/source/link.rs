@@ -100,6 +100,8 @@ pub(super) struct ConnCtx {
     pub shard: usize,
     pub url: String,
     pub environment: BybitEnvironment,
+    /// Bybit's server time (the private `auth` `expires`).
+    pub clock: crate::rest::ServerClock,
     pub config: SourceConfig,
     pub credentials: Option<BybitCredentials>,
     pub registry: SubscriptionHandle,

@@ -32,6 +32,7 @@ use crate::{
     event::{Category, Endpoint, RawFrame},
     health::HealthBoard,
     pipeline_file::SourceConfig,
+    rest::ServerClock,
     shutdown::Supervisor,
     subscriptions::{SubscriptionHandle, TopicKey, TopicStatus},
 };
@@ -52,6 +53,18 @@ pub struct SourceParams {
     pub health: Arc<HealthBoard>,
     /// Capacity of the output channel (the decode stage's buffer).
     pub capacity: usize,
+    /// Bybit's server time, for the private `auth` `expires`.
+    pub clock: ServerClock,
+}
+
+/// The URL of `endpoint` for these settings: under `ws_url`, except the private endpoint of the
+/// demo environment when `BYBIT_WS_URL` is not overridden (`wss://stream-demo.bybit.com`).
+pub fn endpoint_url_for(bybit: &BybitSettings, endpoint: Endpoint) -> String {
+    let default_base = bybit.ws_url.as_str().trim_end_matches('/') == bybit.environment.ws_url();
+    if endpoint == Endpoint::Private && default_base {
+        return format!("{}{}", bybit.environment.private_ws_url(), endpoint.path());
+    }
+    endpoint_url(&bybit.ws_url, endpoint)
 }
 
 /// The URL of `endpoint` under the base `ws_url` (`wss://stream.bybit.com/v5/public/linear`).
@@ -147,7 +160,8 @@ impl Manager {
         let ctx = ConnCtx {
             endpoint,
             shard: shards.senders.len(),
-            url: endpoint_url(&self.params.bybit.ws_url, endpoint),
+            url: endpoint_url_for(&self.params.bybit, endpoint),
+            clock: self.params.clock.clone(),
             environment: self.params.bybit.environment,
             config: self.params.config.clone(),
             credentials: self.params.bybit.credentials.clone(),
@@ -252,6 +266,31 @@ mod tests {
         assert_eq!(
             endpoint_url(&local, Endpoint::Public(Category::Spot)),
             "ws://127.0.0.1:9100/v5/public/spot"
+        );
+    }
+
+    #[test]
+    fn demo_takes_private_from_the_demo_host_and_public_from_mainnet() {
+        let vars = HashMap::from([("BYBIT_ENVIRONMENT".to_owned(), "demo".to_owned())]);
+        let settings = crate::config::Settings::from_vars(&vars).unwrap();
+        assert_eq!(
+            endpoint_url_for(&settings.bybit, Endpoint::Private),
+            "wss://stream-demo.bybit.com/v5/private"
+        );
+        assert_eq!(
+            endpoint_url_for(&settings.bybit, Endpoint::Public(Category::Linear)),
+            "wss://stream.bybit.com/v5/public/linear"
+        );
+        assert_eq!(
+            settings.bybit.rest_url.as_str(),
+            "https://api-demo.bybit.com/"
+        );
+        let mut vars = vars;
+        vars.insert("BYBIT_WS_URL".into(), "ws://127.0.0.1:9100".into());
+        let settings = crate::config::Settings::from_vars(&vars).unwrap();
+        assert_eq!(
+            endpoint_url_for(&settings.bybit, Endpoint::Private),
+            "ws://127.0.0.1:9100/v5/private"
         );
     }
 }

@@ -85,6 +85,13 @@ pub const HTTP_REQUESTS: &str = "ws_gateway_http_requests_total";
 /// HTTP request latency, by `method`, `route`.
 pub const HTTP_LATENCY: &str = "ws_gateway_http_request_duration_seconds";
 
+// --- Bybit REST ---
+/// Bybit REST requests, by `endpoint` and `ret_code` (Bybit's `retCode`, `http_<status>`, or
+/// `transport`).
+pub const REST_REQUESTS: &str = "ws_gateway_rest_requests_total";
+/// Bybit server time − local time, in seconds (last measurement).
+pub const SERVER_TIME_OFFSET: &str = "ws_gateway_server_time_offset_seconds";
+
 /// What a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -372,6 +379,20 @@ pub const METRICS: &[MetricDef] = &[
         labels: &["method", "route"],
         zero: Zero::Unlabelled,
         help: "HTTP request latency",
+    },
+    MetricDef {
+        name: REST_REQUESTS,
+        kind: Kind::Counter,
+        labels: &["endpoint", "ret_code"],
+        zero: Zero::Unlabelled,
+        help: "Bybit REST requests by endpoint and `retCode` (`http_<status>`, `transport` when there is none)",
+    },
+    MetricDef {
+        name: SERVER_TIME_OFFSET,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "Bybit server time minus local time (last `/v5/market/time` measurement)",
     },
 ];
 

@@ -10,6 +10,7 @@ mod metrics;
 mod packaging;
 mod persistence;
 mod publish;
+mod rest;
 mod smoke;
 mod source;
 mod support;

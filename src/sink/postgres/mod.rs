@@ -211,6 +211,10 @@ async fn write(
             .unzip();
         if rows.is_empty() {
             if closed {
+                if shared.file.pending() && !failing {
+                    // Rows evicted to the row file after this pass's replay: write them too.
+                    continue;
+                }
                 tracing::info!("Persistence sink drained and stopped.");
                 return;
             }

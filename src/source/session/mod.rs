@@ -137,8 +137,11 @@ impl<'a> Session<'a> {
             .clone()
             .filter(|_| self.ctx.endpoint == Endpoint::Private)
         {
-            let expires =
-                now_ms() + u64::try_from(cfg.auth_expiry_window.as_millis()).unwrap_or(10_000);
+            // Bybit checks `expires` against its own clock: wait (bounded) for the first
+            // server-time sync, then take the time from it.
+            self.ctx.clock.wait_first_sync(AUTH_CLOCK_WAIT).await;
+            let expires = self.ctx.clock.now_ms()
+                + u64::try_from(cfg.auth_expiry_window.as_millis()).unwrap_or(10_000);
             let req_id = self.ledger.next_req_id();
             let text = wire::auth_request(
                 &req_id,
@@ -357,7 +360,6 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
-}
+/// How long the private `auth` waits for the first server-time sync (then it signs with the
+/// last known offset, 0 if none).
+const AUTH_CLOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);

@@ -14,6 +14,7 @@ use super::{TEST_API_KEY, http, metrics, secs, wait_until};
 pub fn gateway_vars(fake: &FakeBybit, amqp: String, prefix: &str) -> Vec<(&'static str, String)> {
     vec![
         ("BYBIT_WS_URL", fake.base_url()),
+        ("BYBIT_REST_URL", fake.rest_url()),
         ("BYBIT_API_KEY", FAKE_API_KEY.into()),
         ("BYBIT_API_SECRET", FAKE_API_SECRET.into()),
         ("AMQP_URL", amqp),

@@ -54,6 +54,7 @@ impl Harness {
                 registry: registry.clone(),
                 health: health.clone(),
                 capacity: 1024,
+                clock: ws_gateway::rest::ServerClock::local(),
             },
             &supervisor,
             stop.clone(),

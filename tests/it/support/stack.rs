@@ -15,6 +15,7 @@ use super::{
 pub fn against(fake: &FakeBybit, database_url: &str) -> TestConfig {
     let mut config = TestConfig::default()
         .var("BYBIT_WS_URL", fake.base_url())
+        .var("BYBIT_REST_URL", fake.rest_url())
         .var("DATABASE_URL", database_url)
         .var("BYBIT_API_KEY", FAKE_API_KEY)
         .var("BYBIT_API_SECRET", FAKE_API_SECRET);
