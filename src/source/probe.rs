@@ -8,9 +8,10 @@
 //!
 //! One probe per host at a time, shared by every connection to it: a result younger than half
 //! the interval is reused, so N connections waiting on one host cost about one TCP connect per
-//! interval. Only a transition counts (the probe itself saw the host unreachable, then
-//! reachable): a host that takes TCP connections but fails the WebSocket handshake never
-//! shortcuts the backoff, so there is no hot loop.
+//! interval, and the first probe that sees the host come back wakes every connection waiting on
+//! it. Only a transition counts (a probe saw the host unreachable, then a later one reachable):
+//! a host that takes TCP connections but fails the WebSocket handshake never shortcuts the
+//! backoff, so there is no hot loop.
 
 use std::{
     collections::HashMap,
@@ -18,10 +19,26 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 
-/// The last probe of one host: when it finished and whether it connected.
-type Slot = Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>;
+/// One host's probes: the last result (when it finished, whether it connected) and a counter
+/// of unreachable → reachable transitions that waiters watch.
+#[derive(Debug)]
+struct Host {
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    back: watch::Sender<u64>,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Self {
+            last: tokio::sync::Mutex::new(None),
+            back: watch::channel(0).0,
+        }
+    }
+}
+
+type Slot = Arc<Host>;
 
 /// Paced, shared TCP probes; `interval` zero disables them.
 #[derive(Debug)]
@@ -53,11 +70,8 @@ impl Prober {
     /// Whether `addr` takes a TCP connection now (one shared probe per host; a result younger
     /// than half the interval is reused).
     pub(super) async fn reachable(&self, addr: &str) -> bool {
-        let slot = {
-            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-            hosts.entry(addr.to_owned()).or_default().clone()
-        };
-        let mut last = slot.lock().await;
+        let host = self.host(addr);
+        let mut last = host.last.lock().await;
         if let Some((at, ok)) = *last
             && at.elapsed() < self.interval / 2
         {
@@ -70,8 +84,16 @@ impl Prober {
             tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await,
             Ok(Ok(_))
         );
+        if ok && matches!(*last, Some((_, false))) {
+            host.back.send_modify(|n| *n += 1);
+        }
         *last = Some((Instant::now(), ok));
         ok
+    }
+
+    fn host(&self, addr: &str) -> Slot {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.entry(addr.to_owned()).or_default().clone()
     }
 
     /// Resolves once the probe, every interval, has seen `addr` unreachable and then reachable
@@ -82,9 +104,14 @@ impl Prober {
         let Some(addr) = addr else {
             return std::future::pending().await;
         };
+        let mut back = self.host(&addr).back.subscribe();
         let mut seen_down = false;
         loop {
-            tokio::time::sleep(self.interval).await;
+            tokio::select! {
+                // Another connection's probe saw the host come back.
+                changed = back.changed() => if changed.is_ok() { return },
+                () = tokio::time::sleep(self.interval) => {}
+            }
             let ok = self.reachable(&addr).await;
             if ok && seen_down {
                 tracing::info!(host = %addr, "Bybit host reachable again; reconnecting now.");
