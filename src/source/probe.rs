@@ -6,9 +6,10 @@
 //! an attempt due while the probe still sees the host down is skipped (at most for
 //! `reconnect_max`), so an outage costs few attempts and leaves the connect tokens for the end.
 //!
-//! One probe per host at a time, shared by every connection to it: a result younger than half
-//! the interval is reused, so N connections waiting on one host cost about one TCP connect per
-//! interval, and the first probe that sees the host come back wakes every connection waiting on
+//! Probes are shared by every connection to a host: a result younger than half the interval
+//! is reused, so N connections waiting on one host cost about one TCP connect per interval (no
+//! lock is held across the connect: a waiter dropped or parked mid-probe blocks no one), and
+//! the first probe that sees the host come back wakes every connection waiting on
 //! it. Only a transition counts (a probe saw the host unreachable, then a later one reachable):
 //! a host that takes TCP connections but fails the WebSocket handshake never shortcuts the
 //! backoff, so there is no hot loop.
@@ -25,16 +26,22 @@ use tokio::{sync::watch, time::Instant};
 /// of unreachable → reachable transitions that waiters watch.
 #[derive(Debug)]
 struct Host {
-    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    last: Mutex<Option<(Instant, bool)>>,
     back: watch::Sender<u64>,
 }
 
 impl Default for Host {
     fn default() -> Self {
         Self {
-            last: tokio::sync::Mutex::new(None),
+            last: Mutex::new(None),
             back: watch::channel(0).0,
         }
+    }
+}
+
+impl Host {
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<(Instant, bool)>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -67,12 +74,11 @@ impl Prober {
         })
     }
 
-    /// Whether `addr` takes a TCP connection now (one shared probe per host; a result younger
+    /// Whether `addr` takes a TCP connection now (a result of any connection's probe younger
     /// than half the interval is reused).
     pub(super) async fn reachable(&self, addr: &str) -> bool {
         let host = self.host(addr);
-        let mut last = host.last.lock().await;
-        if let Some((at, ok)) = *last
+        if let Some((at, ok)) = *host.last()
             && at.elapsed() < self.interval / 2
         {
             return ok;
@@ -84,10 +90,15 @@ impl Prober {
             tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await,
             Ok(Ok(_))
         );
-        if ok && matches!(*last, Some((_, false))) {
+        let came_back = {
+            let mut last = host.last();
+            let came_back = ok && matches!(*last, Some((_, false)));
+            *last = Some((Instant::now(), ok));
+            came_back
+        };
+        if came_back {
             host.back.send_modify(|n| *n += 1);
         }
-        *last = Some((Instant::now(), ok));
         ok
     }
 
