@@ -82,6 +82,8 @@ impl Retry {
 /// Runs one connection until `stop` or retirement; reconnects forever in between.
 pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
     let mut retry = Retry::new(&ctx.config);
+    // The last wait was ended by the probe (cleared once a connect gets through).
+    let mut probe_woke = false;
     let label = ctx.endpoint.label();
     loop {
         // A shard retired while we were down is not reconnected.
@@ -97,7 +99,10 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
             .update_connection(label, ctx.shard, |row| row.connect_attempts += 1);
         ctx.log_connecting();
         let end = match connect(&ctx, &stop).await {
-            Ok(Some(ws)) => Session::new(&mut ctx).run(ws, &stop).await,
+            Ok(Some(ws)) => {
+                probe_woke = false;
+                Session::new(&mut ctx).run(ws, &stop).await
+            }
             Ok(None) => SessionEnd::Stopped,
             Err(error) => SessionEnd::Failed {
                 error,
@@ -116,7 +121,8 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
                 ctx.mark_pending();
                 tracing::warn!(endpoint = label, shard = ctx.shard, url = %ctx.url, %error,
                     reason, retry_in = ?delay, "Bybit connection failed; reconnecting.");
-                if !pause(&ctx, &mut retry, delay, error.unreachable(), &stop).await {
+                let unreachable = error.unreachable();
+                if !pause(&ctx, &mut retry, delay, unreachable, &mut probe_woke, &stop).await {
                     break;
                 }
             }
@@ -131,15 +137,18 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
 }
 
 /// Waits before the next attempt; false when stopped. After any failure: `delay`. After a
-/// network-level one (`unreachable`) the reachability probe also runs: the wait ends as soon as
-/// it sees the host back, and while it still sees the host down when a delay is over, the
-/// attempt is skipped (no connect token spent) and the next delay drawn, for at most
-/// `reconnect_max` since the failure, so a real attempt still happens at least that often.
+/// network-level one (`unreachable`, itself recorded as a probe result) the reachability probe
+/// also runs: the wait ends as soon as it sees the host back (not twice in a row without a
+/// connect getting through, so a flapping host cannot pace attempts at the probe interval), and
+/// while it still sees the host down when a delay is over, the attempt is skipped (no connect
+/// token spent) and the next delay drawn, for at most `reconnect_max` since the failure, so a
+/// real attempt still happens at least that often.
 async fn pause(
     ctx: &ConnCtx,
     retry: &mut Retry,
     mut delay: Duration,
     unreachable: bool,
+    probe_woke: &mut bool,
     stop: &CancellationToken,
 ) -> bool {
     let address = Prober::address(&ctx.url).filter(|_| !ctx.config.reconnect_probe.is_zero());
@@ -150,12 +159,23 @@ async fn pause(
         };
     };
     let failed_at = tokio::time::Instant::now();
-    let recovered = ctx.prober.recovered(&ctx.url);
+    ctx.prober.observe(&address, false);
+    let may_wake = !std::mem::take(probe_woke);
+    let recovered = async {
+        if may_wake {
+            ctx.prober.recovered(&ctx.url).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::pin!(recovered);
     loop {
         tokio::select! {
             () = stop.cancelled() => return false,
-            () = &mut recovered => return true,
+            () = &mut recovered => {
+                *probe_woke = true;
+                return true;
+            }
             () = tokio::time::sleep(delay) => {}
         }
         if failed_at.elapsed() >= ctx.config.reconnect_max || ctx.prober.reachable(&address).await {

@@ -90,6 +90,17 @@ impl Prober {
             tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await,
             Ok(Ok(_))
         );
+        self.record(&host, ok);
+        ok
+    }
+
+    /// Records a connect result of `addr` seen elsewhere (a failed WebSocket connect is a
+    /// probe that saw the host down).
+    pub(super) fn observe(&self, addr: &str, ok: bool) {
+        self.record(&self.host(addr), ok);
+    }
+
+    fn record(&self, host: &Host, ok: bool) {
         let came_back = {
             let mut last = host.last();
             let came_back = ok && matches!(*last, Some((_, false)));
@@ -99,7 +110,6 @@ impl Prober {
         if came_back {
             host.back.send_modify(|n| *n += 1);
         }
-        ok
     }
 
     fn host(&self, addr: &str) -> Slot {
@@ -172,5 +182,24 @@ mod tests {
             .await
             .expect("recovered once the host listens")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_counts_as_the_host_seen_down() {
+        // The host listens already; the connection's own refused connect was the "down".
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let prober = Arc::new(Prober::new(Duration::from_millis(50)));
+        prober.observe(&addr, false);
+        let url = format!("ws://{addr}/v5/public/linear");
+        tokio::time::timeout(Duration::from_secs(5), prober.recovered(&url))
+            .await
+            .expect("recovered at the first probe that connects");
+        // Reachable with no failure recorded in between: no transition, no wake-up.
+        let again = tokio::time::timeout(Duration::from_millis(300), prober.recovered(&url));
+        assert!(
+            again.await.is_err(),
+            "an up host alone never shortcuts the backoff"
+        );
     }
 }
