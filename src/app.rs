@@ -109,6 +109,7 @@ impl App {
                 health: health.clone(),
                 capacity: pipeline_file.stages.decode.capacity,
                 clock,
+                rest: Some(rest_client.clone()),
             },
             &supervisor,
             source_stop.clone(),

@@ -155,6 +155,14 @@ pub struct SourceConfig {
     /// Cap of the doubling failed-topic retry backoff.
     #[serde(with = "humantime_serde")]
     pub failed_retry_max: Duration,
+    /// After a public reconnect, the live frames of a `publicTrade` topic are held at most
+    /// this long (from its subscribe ack) while the trades missed in the gap are fetched over
+    /// REST; then they flow and the gap is counted as lost. `0s` turns trade recovery off.
+    #[serde(with = "humantime_serde")]
+    pub trade_recovery_wait: Duration,
+    /// Most live frames held per `publicTrade` topic during its recovery; past it the recovery
+    /// is given up (the gap counted) and the frames flow.
+    pub trade_recovery_hold: usize,
 }
 
 impl Default for SourceConfig {
@@ -176,6 +184,8 @@ impl Default for SourceConfig {
             command_capacity: 256,
             failed_retry: Duration::from_secs(300),
             failed_retry_max: Duration::from_secs(3600),
+            trade_recovery_wait: Duration::from_secs(5),
+            trade_recovery_hold: 10_000,
         }
     }
 }

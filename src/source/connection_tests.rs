@@ -61,6 +61,8 @@ fn ctx() -> (
         supervisor: crate::shutdown::Supervisor::new(CancellationToken::new()),
         topics,
         failed_at: Default::default(),
+        trade_recovery: crate::source::trade_gap::TradeRecovery::new(None),
+        trade_marks: Default::default(),
     };
     (ctx, topics_tx, out_rx)
 }

@@ -14,6 +14,7 @@ mod probe;
 pub mod rate;
 pub mod reconcile;
 mod session;
+pub mod trade_gap;
 
 pub use link::SourceError;
 
@@ -32,7 +33,7 @@ use crate::{
     event::{Category, Endpoint, RawFrame},
     health::HealthBoard,
     pipeline_file::SourceConfig,
-    rest::ServerClock,
+    rest::{RestClient, ServerClock},
     shutdown::Supervisor,
     subscriptions::{SubscriptionHandle, TopicKey, TopicStatus},
 };
@@ -55,6 +56,8 @@ pub struct SourceParams {
     pub capacity: usize,
     /// Bybit's server time, for the private `auth` `expires`.
     pub clock: ServerClock,
+    /// Bybit REST, for public trade recovery after a reconnect (`None`: no recovery).
+    pub rest: Option<RestClient>,
 }
 
 /// The URL of `endpoint` for these settings: under `ws_url`, except the private endpoint of the
@@ -89,7 +92,9 @@ pub fn spawn(
         params.config.connect_refill,
     ));
     let prober = Arc::new(Prober::new(params.config.reconnect_probe));
+    let trade_recovery = trade_gap::TradeRecovery::new(params.rest.clone());
     let manager = Manager {
+        trade_recovery,
         params,
         out: tx,
         bucket,
@@ -120,6 +125,7 @@ struct Manager {
     out: mpsc::Sender<RawFrame>,
     bucket: Arc<TokenBucket>,
     prober: Arc<Prober>,
+    trade_recovery: trade_gap::TradeRecovery,
     supervisor: Supervisor,
     stop: CancellationToken,
     endpoints: BTreeMap<Endpoint, Shards>,
@@ -173,6 +179,8 @@ impl Manager {
             supervisor: self.supervisor.clone(),
             topics: rx,
             failed_at: Default::default(),
+            trade_recovery: self.trade_recovery.clone(),
+            trade_marks: Default::default(),
         };
         shards.senders.push(tx);
         self.supervisor

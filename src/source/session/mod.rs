@@ -17,11 +17,13 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 mod subscribe;
+mod trades;
 
 use super::{
     link::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
     orderbook::{BookVerdict, GapTracker},
     reconcile::Ledger,
+    trade_gap,
 };
 use crate::{
     backoff::Backoff,
@@ -49,6 +51,8 @@ pub(super) enum SessionEnd {
 enum Next {
     Continue,
     Emit(Utf8Bytes, DataHead),
+    /// Emit these frames in order (recovered trades, held live frames).
+    Release(Vec<RawFrame>),
     End(SessionEnd),
 }
 
@@ -71,6 +75,8 @@ pub(super) struct Session<'a> {
     stop: CancellationToken,
     /// The per-frame counter, resolved once (labels are not looked up per frame).
     frames_received: metrics::Counter,
+    /// Public trade recoveries in progress.
+    trades: trades::TradeGaps,
 }
 
 impl<'a> Session<'a> {
@@ -95,6 +101,7 @@ impl<'a> Session<'a> {
             stop: CancellationToken::new(),
             frames_received: metrics::counter!(telemetry::FRAMES_RECEIVED,
                 "endpoint" => ctx_label),
+            trades: trades::TradeGaps::default(),
         }
     }
 
@@ -170,10 +177,17 @@ impl<'a> Session<'a> {
                     Err(_) => Next::End(SessionEnd::Retired),
                 },
                 _ = ticker.tick() => self.housekeeping(window).await,
+                Some(fetched) = self.trades.results.recv() => self.trades_fetched(fetched),
             };
             match next {
                 Next::Continue => {}
                 Next::End(end) => break end,
+                Next::Release(frames) => {
+                    if !self.deliver(frames).await {
+                        break SessionEnd::Stopped;
+                    }
+                    self.last_frame = Instant::now();
+                }
                 Next::Emit(text, head) => {
                     let frame = RawFrame::new(
                         self.ctx.endpoint,
@@ -194,9 +208,24 @@ impl<'a> Session<'a> {
         if let Some(tx) = self.commands.take() {
             let _ = tx.try_send(Command::Close);
         }
+        let held = self.trades_release_all();
+        if !matches!(end, SessionEnd::Stopped) {
+            self.deliver(held).await;
+        }
         self.ledger.reset();
         self.books.clear();
         end
+    }
+
+    /// Emits `frames` in order; false when the source is stopping or its output is gone.
+    async fn deliver(&mut self, frames: Vec<RawFrame>) -> bool {
+        for frame in frames {
+            tokio::select! {
+                () = self.stop.cancelled() => return false,
+                sent = self.ctx.out.send(frame) => if sent.is_err() { return false },
+            }
+        }
+        true
     }
 
     async fn send(&mut self, text: String) {
@@ -247,7 +276,7 @@ impl<'a> Session<'a> {
             .unwrap_or_default();
         metrics::gauge!(telemetry::TOPIC_SILENCE, "endpoint" => self.label())
             .set(silence.as_secs_f64());
-        Next::Continue
+        self.trade_tick(now)
     }
 
     async fn on_message(
@@ -317,6 +346,9 @@ impl<'a> Session<'a> {
                             return Next::Continue;
                         }
                     }
+                }
+                if trade_gap::is_public_trade(topic) {
+                    return self.trade_frame(text, head);
                 }
                 return Next::Emit(text, head);
             }
