@@ -55,14 +55,14 @@ fn ctx() -> (
         prober: Arc::new(crate::source::probe::Prober::new(config.reconnect_probe)),
         config,
         credentials: None,
+        trade_recovery: crate::source::trade_gap::TradeRecovery::new(None),
+        trade_marks: Default::default(),
         registry: SubscriptionRegistry::new_handle(),
         health: Arc::new(HealthBoard::default()),
         out,
         supervisor: crate::shutdown::Supervisor::new(CancellationToken::new()),
         topics,
         failed_at: Default::default(),
-        trade_recovery: crate::source::trade_gap::TradeRecovery::new(None),
-        trade_marks: Default::default(),
     };
     (ctx, topics_tx, out_rx)
 }

@@ -109,16 +109,16 @@ pub(super) struct ConnCtx {
     pub bucket: Arc<TokenBucket>,
     /// The shared reachability probe (see [`super::probe`]).
     pub prober: Arc<Prober>,
+    /// REST and fetch permits for public trade recovery (shared by every connection).
+    pub trade_recovery: super::trade_gap::TradeRecovery,
+    /// The last trade emitted per `publicTrade` topic (survives reconnects).
+    pub trade_marks: super::trade_gap::TradeMarks,
     pub out: mpsc::Sender<RawFrame>,
     pub supervisor: Supervisor,
     /// The topics of this shard, from the manager; closed when the shard is retired.
     pub topics: watch::Receiver<BTreeSet<String>>,
     /// The topics of this shard Bybit rejected, with their retry backoff (survives reconnects).
     pub failed_at: std::collections::HashMap<String, FailedTopic>,
-    /// REST and fetch permits for public trade recovery (shared by every connection).
-    pub trade_recovery: super::trade_gap::TradeRecovery,
-    /// The last trade emitted per `publicTrade` topic (survives reconnects).
-    pub trade_marks: super::trade_gap::TradeMarks,
 }
 
 /// A topic Bybit rejected: when it last failed and how often in a row (the retry backoff

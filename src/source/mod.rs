@@ -50,14 +50,14 @@ pub struct SourceParams {
     pub config: SourceConfig,
     /// The desired topics.
     pub registry: SubscriptionHandle,
+    /// Bybit REST, for public trade recovery after a reconnect (`None`: no recovery).
+    pub rest: Option<RestClient>,
     /// Where connection states are shown.
     pub health: Arc<HealthBoard>,
     /// Capacity of the output channel (the decode stage's buffer).
     pub capacity: usize,
     /// Bybit's server time, for the private `auth` `expires`.
     pub clock: ServerClock,
-    /// Bybit REST, for public trade recovery after a reconnect (`None`: no recovery).
-    pub rest: Option<RestClient>,
 }
 
 /// The URL of `endpoint` for these settings: under `ws_url`, except the private endpoint of the
@@ -175,12 +175,12 @@ impl Manager {
             health: self.params.health.clone(),
             bucket: self.bucket.clone(),
             prober: self.prober.clone(),
+            trade_recovery: self.trade_recovery.clone(),
+            trade_marks: Default::default(),
             out: self.out.clone(),
             supervisor: self.supervisor.clone(),
             topics: rx,
             failed_at: Default::default(),
-            trade_recovery: self.trade_recovery.clone(),
-            trade_marks: Default::default(),
         };
         shards.senders.push(tx);
         self.supervisor

@@ -62,6 +62,8 @@ pub(super) struct Session<'a> {
     id: u64,
     ledger: Ledger,
     books: GapTracker,
+    /// Public trade recoveries in progress.
+    trades: trades::TradeGaps,
     commands: Option<mpsc::Sender<Command>>,
     clock: PingClock,
     authed: bool,
@@ -75,8 +77,6 @@ pub(super) struct Session<'a> {
     stop: CancellationToken,
     /// The per-frame counter, resolved once (labels are not looked up per frame).
     frames_received: metrics::Counter,
-    /// Public trade recoveries in progress.
-    trades: trades::TradeGaps,
 }
 
 impl<'a> Session<'a> {
@@ -89,6 +89,7 @@ impl<'a> Session<'a> {
             ctx,
             id,
             books: GapTracker::default(),
+            trades: trades::TradeGaps::default(),
             commands: None,
             clock: PingClock::default(),
             authed: false,
@@ -101,7 +102,6 @@ impl<'a> Session<'a> {
             stop: CancellationToken::new(),
             frames_received: metrics::counter!(telemetry::FRAMES_RECEIVED,
                 "endpoint" => ctx_label),
-            trades: trades::TradeGaps::default(),
         }
     }
 
@@ -171,13 +171,13 @@ impl<'a> Session<'a> {
             let next = tokio::select! {
                 biased;
                 () = stop.cancelled() => Next::End(SessionEnd::Stopped),
+                Some(fetched) = self.trades.results.recv() => self.trades_fetched(fetched),
                 msg = stream.next() => self.on_message(msg).await,
                 changed = self.ctx.topics.changed() => match changed {
                     Ok(()) => { self.reconcile().await; Next::Continue }
                     Err(_) => Next::End(SessionEnd::Retired),
                 },
                 _ = ticker.tick() => self.housekeeping(window).await,
-                Some(fetched) = self.trades.results.recv() => self.trades_fetched(fetched),
             };
             match next {
                 Next::Continue => {}
@@ -215,17 +215,6 @@ impl<'a> Session<'a> {
         self.ledger.reset();
         self.books.clear();
         end
-    }
-
-    /// Emits `frames` in order; false when the source is stopping or its output is gone.
-    async fn deliver(&mut self, frames: Vec<RawFrame>) -> bool {
-        for frame in frames {
-            tokio::select! {
-                () = self.stop.cancelled() => return false,
-                sent = self.ctx.out.send(frame) => if sent.is_err() { return false },
-            }
-        }
-        true
     }
 
     async fn send(&mut self, text: String) {

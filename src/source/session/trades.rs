@@ -317,6 +317,17 @@ impl Session<'_> {
         recovery.held
     }
 
+    /// Emits `frames` in order; false when the source is stopping or its output is gone.
+    pub(super) async fn deliver(&mut self, frames: Vec<RawFrame>) -> bool {
+        for frame in frames {
+            tokio::select! {
+                () = self.stop.cancelled() => return false,
+                sent = self.ctx.out.send(frame) => if sent.is_err() { return false },
+            }
+        }
+        true
+    }
+
     /// The session is ending: every held live frame, in order, so nothing received is lost
     /// (their gaps are counted).
     pub(super) fn trades_release_all(&mut self) -> Vec<RawFrame> {

@@ -29,8 +29,8 @@ use crate::support::{
 const SYMBOL: &str = "BTCUSDT";
 const TOPIC: &str = "publicTrade.BTCUSDT";
 
-/// Trade id → whether it came marked `recovered`, and how often it came.
-type Seen = Arc<Mutex<BTreeMap<u64, (bool, u32)>>>;
+/// Trade id → whether it came marked `recovered`, how often it came, when it first came.
+type Seen = Arc<Mutex<BTreeMap<u64, (bool, u32, Instant)>>>;
 
 struct Run {
     fake: FakeBybit,
@@ -73,7 +73,7 @@ impl Run {
                 let mut seen = collected.lock().unwrap();
                 for t in data {
                     let id: u64 = t["i"].as_str().unwrap().parse().unwrap();
-                    let e = seen.entry(id).or_insert((recovered, 0));
+                    let e = seen.entry(id).or_insert((recovered, 0, Instant::now()));
                     e.1 += 1;
                 }
             }
@@ -117,8 +117,8 @@ impl Run {
     }
 
     /// Lets trades flow, drops the exchange for 2 s, lets trades flow again, stops the
-    /// producer and waits until the last produced trade arrived.
-    async fn outage(&self) {
+    /// producer and waits until the last produced trade arrived; returns when it came back.
+    async fn outage(&self) -> Instant {
         let flowing = wait_until(secs(10), || async {
             (self.seen_count() >= 100).then_some(())
         })
@@ -143,10 +143,7 @@ impl Run {
         })
         .await;
         assert!(arrived.is_some(), "the last produced trade {last} arrived");
-        println!(
-            "trades: back {:?} after go_online (plus 3 s of live trades)",
-            back_at.elapsed()
-        );
+        back_at
     }
 
     /// Ids produced while no connection got them live.
@@ -173,7 +170,7 @@ impl Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trades_missed_in_a_public_drop_arrive_recovered_and_contiguous() {
     let run = Run::start(Category::Linear).await;
-    run.outage().await;
+    let back_at = run.outage().await;
     let seen = run.seen.lock().unwrap().clone();
     let produced = run.all_produced();
     let missed = run.missed();
@@ -188,22 +185,29 @@ async fn trades_missed_in_a_public_drop_arrive_recovered_and_contiguous() {
         ids, produced,
         "the consumer sees every trade id, in one run"
     );
-    let repeats: Vec<_> = seen.iter().filter(|(_, (_, n))| *n > 1).collect();
+    let repeats: Vec<_> = seen.iter().filter(|(_, (_, n, _))| *n > 1).collect();
     assert!(repeats.is_empty(), "no trade twice: {repeats:?}");
     // The missed ones came over REST, marked; the rest live.
     let recovered: Vec<u64> = seen
         .iter()
-        .filter(|(_, (r, _))| *r)
+        .filter(|(_, (r, _, _))| *r)
         .map(|(id, _)| *id)
         .collect();
     for id in &missed {
         assert!(recovered.contains(id), "missed trade {id} marked recovered");
     }
+    let closed = missed
+        .iter()
+        .filter_map(|id| seen.get(id).map(|(_, _, at)| *at))
+        .max()
+        .unwrap();
     println!(
-        "trades: {} produced, {} missed live, {} recovered over REST, 0 lost",
+        "trades: {} produced, {} missed live, {} recovered over REST, 0 lost; the gap was \
+         filled {:?} after the exchange came back (reconnect, resubscribe, REST included)",
         produced.len(),
         missed.len(),
-        recovered.len()
+        recovered.len(),
+        closed.saturating_duration_since(back_at)
     );
     run.app.shutdown().await.unwrap();
 }
@@ -212,7 +216,7 @@ async fn trades_missed_in_a_public_drop_arrive_recovered_and_contiguous() {
 async fn trades_rest_no_longer_has_are_counted_as_lost() {
     let lost_before = metric_sum("ws_gateway_trades_lost_total", "category=\"spot\"");
     let run = Run::start(Category::Spot).await;
-    run.outage().await;
+    let _back_at = run.outage().await;
     let seen = run.seen.lock().unwrap().clone();
     let produced = run.all_produced();
     let missing: Vec<u64> = produced
@@ -232,9 +236,9 @@ async fn trades_rest_no_longer_has_are_counted_as_lost() {
         missing.len() as u64,
         "one contiguous hole"
     );
-    let repeats: Vec<_> = seen.iter().filter(|(_, (_, n))| *n > 1).collect();
+    let repeats: Vec<_> = seen.iter().filter(|(_, (_, n, _))| *n > 1).collect();
     assert!(repeats.is_empty(), "no trade twice: {repeats:?}");
-    let recovered = seen.values().filter(|(r, _)| *r).count();
+    let recovered = seen.values().filter(|(r, _, _)| *r).count();
     assert!(recovered > 0, "what REST still had came recovered");
     let lost = metric_sum("ws_gateway_trades_lost_total", "category=\"spot\"") - lost_before;
     assert_eq!(
