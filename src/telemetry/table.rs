@@ -214,6 +214,13 @@ pub const METRICS: &[MetricDef] = &[
         help: "order-book `u` gaps detected",
     },
     MetricDef {
+        name: ORDERBOOK_RESYNCS,
+        kind: Kind::Counter,
+        labels: &["category"],
+        zero: Zero::Category,
+        help: "order-book topics resubscribed for a fresh snapshot",
+    },
+    MetricDef {
         name: TRADES_RECOVERED,
         kind: Kind::Counter,
         labels: &["category"],
@@ -233,13 +240,6 @@ pub const METRICS: &[MetricDef] = &[
         labels: &["category"],
         zero: Zero::Category,
         help: "public trade gaps not fully recovered (REST failed or too slow, or no longer had the oldest missed trades)",
-    },
-    MetricDef {
-        name: ORDERBOOK_RESYNCS,
-        kind: Kind::Counter,
-        labels: &["category"],
-        zero: Zero::Category,
-        help: "order-book topics resubscribed for a fresh snapshot",
     },
     MetricDef {
         name: TOPIC_SILENCE,
