@@ -298,11 +298,7 @@ mod tests {
                 "linear:insurance.USDT:1747722930000",
             ),
             // private: the frame id, else topic:creationTime
-            (
-                "execution.json",
-                Private,
-                "100401071-20000-1253141306",
-            ),
+            ("execution.json", Private, "100401071-20000-1253141306"),
             (
                 "order_spot_partially_filled_canceled.json",
                 Private,
@@ -313,9 +309,17 @@ mod tests {
                 Private,
                 "104183676_XRPUSDT_19371741293",
             ),
-            ("execution_fast.json", Private, "execution.fast:1774779351199"),
+            (
+                "execution_fast.json",
+                Private,
+                "execution.fast:1774779351199",
+            ),
             ("order.json", Private, "74199870_22004_157776604406"),
-            ("order_linear.json", Private, "140894896_BTCPERP_37449201146"),
+            (
+                "order_linear.json",
+                Private,
+                "140894896_BTCPERP_37449201146",
+            ),
             ("position.json", Private, "140894896_position_1774779351206"),
             (
                 "wallet.json",
@@ -439,7 +443,11 @@ mod tests {
             assert_eq!(v["exchange_ts"], 1_700_000_000_000_i64);
             assert!(ev.seq > first.seq);
         }
-        assert!(!RawFrame::parse(Endpoint::Private, 1, text).unwrap().is_recovered());
+        assert!(
+            !RawFrame::parse(Endpoint::Private, 1, text)
+                .unwrap()
+                .is_recovered()
+        );
         assert!(
             RawFrame::recovered(Endpoint::Private, 1, "{}".into(), "k".into()).is_err(),
             "not a data frame"
