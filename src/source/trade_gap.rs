@@ -17,7 +17,6 @@ use tokio::sync::Semaphore;
 use crate::{
     event::{Category, Endpoint, RawFrame},
     rest::{RestClient, shape::recent_trade_to_ws, time_field},
-    wire::NotData,
 };
 
 /// Trades per recovered event (Bybit's own frames carry fewer; a consumer handles any count).
@@ -297,7 +296,7 @@ pub fn recovered_frames(
             })
             .to_string();
             let key = format!("{category}:{topic}:{first}");
-            match recovered_frame(endpoint, connection_id, text, key) {
+            match RawFrame::recovered(endpoint, connection_id, text, key) {
                 Ok(frame) => Some(frame),
                 Err(error) => {
                     tracing::warn!(topic, ?error, "A recovered trade frame did not parse.");
@@ -306,18 +305,6 @@ pub fn recovered_frames(
             }
         })
         .collect()
-}
-
-/// A synthetic frame marked recovered, with its key. Until `RawFrame::recovered` (branch
-/// i11-key) is on main, a plain parsed frame.
-fn recovered_frame(
-    endpoint: Endpoint,
-    connection_id: u64,
-    text: String,
-    key: String,
-) -> Result<RawFrame, NotData> {
-    let _ = key;
-    RawFrame::parse(endpoint, connection_id, text)
 }
 
 #[cfg(test)]
@@ -450,5 +437,10 @@ mod tests {
         assert_eq!(data.len(), 50);
         assert_eq!(data[0]["i"], "201");
         assert_eq!(frames[2].head().ts, Some(250));
+        assert!(frames.iter().all(RawFrame::is_recovered));
+        assert_eq!(
+            frames[1].recovered_key(),
+            Some("linear:publicTrade.BTCUSDT:101")
+        );
     }
 }
