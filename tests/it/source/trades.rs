@@ -32,13 +32,16 @@ const TOPIC: &str = "publicTrade.BTCUSDT";
 /// Trade id → whether it came marked `recovered`, how often it came, when it first came.
 type Seen = Arc<Mutex<BTreeMap<u64, (bool, u32, Instant)>>>;
 
+/// Each `push` of the producer: the ids, and how many connections got them live.
+type Produced = Arc<Mutex<Vec<(std::ops::Range<u64>, usize)>>>;
+
 struct Run {
     fake: FakeBybit,
     app: TestApp,
     _dir: tempfile::TempDir,
     seen: Seen,
     /// Ids the fake produced, with whether a connection got them live.
-    produced: Arc<Mutex<Vec<(std::ops::Range<u64>, usize)>>>,
+    produced: Produced,
     stop: CancellationToken,
 }
 
@@ -86,7 +89,7 @@ impl Run {
             fake.wait_subscribed(&path, TOPIC, secs(10)).await,
             "{TOPIC} subscribed on {path}"
         );
-        let produced: Arc<Mutex<Vec<_>>> = Arc::default();
+        let produced: Produced = Arc::default();
         let stop = CancellationToken::new();
         let (tape, log, token) = (
             fake.trades(category.as_str(), SYMBOL),
