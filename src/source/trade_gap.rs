@@ -141,11 +141,10 @@ pub fn last_trade(data: &str) -> Option<(&str, u64)> {
 
 /// `i` (a string) and `T` (a number; 0 when absent) of one flat trade item.
 fn item_mark(item: &str) -> Option<(&str, u64)> {
-    let id = match value_of(item, "\"i\"")? {
-        Scalar::Str(s) => s,
-        Scalar::Num(s) => s,
+    let id = match value_of(item, b'i')? {
+        Scalar::Str(s) | Scalar::Num(s) => s,
     };
-    let time = match value_of(item, "\"T\"") {
+    let time = match value_of(item, b'T') {
         Some(Scalar::Num(s) | Scalar::Str(s)) => s.parse().unwrap_or(0),
         None => 0,
     };
@@ -157,27 +156,37 @@ enum Scalar<'a> {
     Num(&'a str),
 }
 
-/// The scalar value of the quoted `key` in a flat JSON object's text: a key is a quoted string
-/// followed by `:` (a value is followed by `,` or `}`, so a value equal to the key's text is
-/// not taken for it). Strings with escapes are refused (ids and times have none).
-fn value_of<'a>(item: &'a str, key: &str) -> Option<Scalar<'a>> {
-    let mut from = 0;
-    while let Some(at) = item[from..].find(key) {
-        let after = from + at + key.len();
-        let rest = item[after..].trim_start();
-        if let Some(value) = rest.strip_prefix(':') {
-            let value = value.trim_start();
-            if let Some(s) = value.strip_prefix('"') {
-                let end = s.find('"')?;
-                let s = &s[..end];
-                return (!s.contains('\\')).then_some(Scalar::Str(s));
+/// The scalar value of the one-letter `key` in a flat JSON object's text: a key is a quoted
+/// string followed by `:` (a value is followed by `,` or `}`, so a value equal to the key's
+/// text is not taken for it). Strings with escapes are refused (ids and times have none). One
+/// pass over the bytes, no searcher set-up: this runs on every `publicTrade` frame.
+fn value_of(item: &str, key: u8) -> Option<Scalar<'_>> {
+    let b = item.as_bytes();
+    let mut i = 0;
+    while i + 2 < b.len() {
+        if b[i] == b'"' && b[i + 1] == key && b[i + 2] == b'"' {
+            let mut j = i + 3;
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
             }
-            let end = value
-                .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '.'))
-                .unwrap_or(value.len());
-            return (end > 0).then_some(Scalar::Num(&value[..end]));
+            if j < b.len() && b[j] == b':' {
+                j += 1;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                let value = item.get(j..)?;
+                if let Some(s) = value.strip_prefix('"') {
+                    let end = s.find('"')?;
+                    let s = &s[..end];
+                    return (!s.contains('\\')).then_some(Scalar::Str(s));
+                }
+                let end = value
+                    .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '.'))
+                    .unwrap_or(value.len());
+                return (end > 0).then_some(Scalar::Num(&value[..end]));
+            }
         }
-        from = after;
+        i += 1;
     }
     None
 }
