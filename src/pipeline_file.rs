@@ -43,6 +43,8 @@ pub struct PipelineFile {
     pub http: HttpConfig,
     /// General process behaviour.
     pub process: ProcessConfig,
+    /// The REST catch-up after private (re)connects and restarts, and the snapshots.
+    pub catchup: CatchupConfig,
     /// Subscriptions held from startup (requesting service `pipeline` unless named).
     pub subscriptions: Vec<StartupSubscription>,
 }
@@ -359,6 +361,58 @@ impl Default for DownstreamConfig {
             broadcast_capacity: 8192,
             max_clients: 256,
             max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The REST catch-up (spec section 10): after every private (re)connect and at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatchupConfig {
+    /// Whether the gateway catches up over REST at all (needs private credentials).
+    pub enabled: bool,
+    /// Longest time live private frames wait for the catch-up after a (re)connect.
+    #[serde(with = "humantime_serde")]
+    pub max_hold: Duration,
+    /// Most live private frames held meanwhile; past it they are released.
+    pub max_hold_frames: usize,
+    /// With no cursor in the database yet (first start), how far back the first catch-up
+    /// reaches; "0s": nothing from before the start.
+    #[serde(with = "humantime_serde")]
+    pub first_start_lookback: Duration,
+    /// Wallet account types of the wallet snapshot.
+    pub wallet_account_types: Vec<String>,
+    /// Categories an all-in-one private topic (`order`, `execution`, `position`) covers.
+    pub categories: Vec<Category>,
+    /// Settle coins asked for where Bybit requires one (linear positions and open orders).
+    pub settle_coins: Vec<String>,
+    /// How often confirmed progress is written to the cursor table.
+    #[serde(with = "humantime_serde")]
+    pub cursor_flush: Duration,
+    /// First wait before a failed catch-up is tried again; doubles up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest wait between two attempts of a failed catch-up.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Item identities remembered as published by this process (the oldest are forgotten).
+    pub seen_capacity: usize,
+}
+
+impl Default for CatchupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_hold: Duration::from_secs(5),
+            max_hold_frames: 10_000,
+            first_start_lookback: Duration::ZERO,
+            wallet_account_types: vec!["UNIFIED".to_owned()],
+            categories: Category::ALL.to_vec(),
+            settle_coins: vec!["USDT".to_owned(), "USDC".to_owned()],
+            cursor_flush: Duration::from_millis(500),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            seen_capacity: 100_000,
         }
     }
 }

@@ -92,6 +92,17 @@ pub const REST_REQUESTS: &str = "ws_gateway_rest_requests_total";
 /// Bybit server time − local time, in seconds (last measurement).
 pub const SERVER_TIME_OFFSET: &str = "ws_gateway_server_time_offset_seconds";
 
+// --- catch-up ---
+/// Items published as `recovered` events by the REST catch-up, by `topic` (execution, order,
+/// position, wallet).
+pub const CATCHUP_RECOVERED: &str = "ws_gateway_catchup_recovered_total";
+/// Private `auth` ack → recovered events handed to the pipeline.
+pub const CATCHUP_DURATION: &str = "ws_gateway_catchup_duration_seconds";
+/// Catch-ups whose REST calls failed (a gap), by `topic`.
+pub const CATCHUP_GAPS: &str = "ws_gateway_catchup_gaps_total";
+/// Gaps not recovered yet (their catch-up is being retried).
+pub const CATCHUP_GAPS_OPEN: &str = "ws_gateway_catchup_gaps_open";
+
 /// What a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -393,6 +404,34 @@ pub const METRICS: &[MetricDef] = &[
         labels: &[],
         zero: Zero::Unlabelled,
         help: "Bybit server time minus local time (last `/v5/market/time` measurement)",
+    },
+    MetricDef {
+        name: CATCHUP_RECOVERED,
+        kind: Kind::Counter,
+        labels: &["topic"],
+        zero: Zero::Unlabelled,
+        help: "items published as `recovered` events by the REST catch-up, by topic (`execution`, `order`, `position`, `wallet`)",
+    },
+    MetricDef {
+        name: CATCHUP_DURATION,
+        kind: Kind::Histogram,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "private `auth` ack → recovered events handed to the pipeline",
+    },
+    MetricDef {
+        name: CATCHUP_GAPS,
+        kind: Kind::Counter,
+        labels: &["topic"],
+        zero: Zero::Unlabelled,
+        help: "catch-ups whose REST calls failed, leaving a gap (retried in the background), by topic",
+    },
+    MetricDef {
+        name: CATCHUP_GAPS_OPEN,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "gaps not recovered yet (their catch-up is still being retried)",
     },
 ];
 

@@ -92,6 +92,8 @@ pub(crate) struct RabbitParams {
     pub health: Arc<HealthBoard>,
     /// In-process counters.
     pub stats: PipelineStats,
+    /// Confirmed private events go here (`try_send`: never waits; the catch-up cursor).
+    pub confirmed: Option<tokio::sync::mpsc::Sender<Arc<Event>>>,
 }
 
 /// The sink's input: events go into the outbox. Dropping it closes the outbox; the sink's

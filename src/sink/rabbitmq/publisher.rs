@@ -475,6 +475,10 @@ impl Publisher {
             by_class[f.event.class as usize] += 1;
             if f.event.class.is_private() {
                 private.push(f.event.id);
+                if let Some(hook) = &self.params.confirmed {
+                    // The catch-up cursor; a full channel only makes the cursor lag.
+                    let _ = hook.try_send(f.event.clone());
+                }
             }
             meters
                 .confirm_latency
