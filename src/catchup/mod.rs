@@ -71,8 +71,8 @@ pub struct Engine {
     seen: Mutex<Seen>,
     /// With no cursor: the start of the first catch-up (process start − lookback), ms.
     default_from: u64,
-    /// The catch-up in progress (a new connect replaces it).
-    current: Mutex<Option<CancellationToken>>,
+    /// The connection whose catch-ups run, and their parent token (a new connect replaces it).
+    current: Mutex<Option<(u64, CancellationToken)>>,
     supervisor: Supervisor,
     stop: CancellationToken,
     me: Weak<Engine>,
@@ -263,15 +263,22 @@ impl PrivateHook for Engine {
         let Some(this) = self.me.upgrade() else {
             return;
         };
-        let token = self.stop.child_token();
-        if let Some(old) = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(token.clone())
-        {
-            old.cancel();
-        }
+        // A newer connection's catch-up replaces the older connection's (it covers the same
+        // range from the cursor); catch-ups of one session run side by side.
+        let token = {
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            match current.as_ref() {
+                Some((id, parent)) if *id == request.connection_id => parent.child_token(),
+                _ => {
+                    let parent = self.stop.child_token();
+                    if let Some((_, old)) = current.replace((request.connection_id, parent.clone()))
+                    {
+                        old.cancel();
+                    }
+                    parent.child_token()
+                }
+            }
+        };
         self.supervisor.spawn("catchup", this.run(request, token));
     }
 

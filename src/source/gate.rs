@@ -4,7 +4,8 @@
 //!
 //! Once `auth` is acked the session closes its gate: live private data frames wait (at most
 //! [`GateConfig::max_hold`] and [`GateConfig::max_frames`]). When every private subscription
-//! is answered it calls [`PrivateHook::start`]; the hook's task sends the recovered frames into
+//! is answered it calls [`PrivateHook::start`] (and again for topics confirmed later in the
+//! session, without holding anything); the hook's task sends the recovered frames into
 //! the source's output itself, then signals `done`, and the session releases what it held, so
 //! per topic the recovered events go first. The session keeps reading and pinging meanwhile.
 
@@ -59,8 +60,8 @@ pub(super) struct Gate {
     /// Closed since (auth ack); `None` when open.
     closed_at: Option<Instant>,
     held: VecDeque<RawFrame>,
-    /// The catch-up of this session was asked for.
-    pub started: bool,
+    /// Topics of this session a catch-up was asked for.
+    pub caught_up: std::collections::BTreeSet<String>,
     /// Signalled by the hook when the recovered frames are out.
     pub done: Option<oneshot::Receiver<()>>,
 }

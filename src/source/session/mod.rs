@@ -269,26 +269,34 @@ impl<'a> Session<'a> {
         true
     }
 
-    /// Asks for the catch-up of this private session once `auth` is acked and every
-    /// subscription request has been answered (once per session).
+    /// Asks for the catch-up of the private topics Bybit confirmed on this session that have
+    /// not had one yet, once `auth` is acked and no subscription request is in flight. The
+    /// first one (right after the (re)connect) opens the gate when it is done.
     pub(super) fn maybe_start_catchup(&mut self) {
         let Some(gate) = self.ctx.catchup.as_ref() else {
             return;
         };
-        if self.ctx.endpoint != Endpoint::Private
-            || !self.authed
-            || self.gate.started
-            || self.ledger.has_in_flight()
-            || self.ledger.confirmed().is_empty()
-        {
+        if self.ctx.endpoint != Endpoint::Private || !self.authed || self.ledger.has_in_flight() {
             return;
         }
+        let topics: Vec<String> = self
+            .ledger
+            .confirmed()
+            .iter()
+            .filter(|t| !self.gate.caught_up.contains(*t))
+            .cloned()
+            .collect();
+        if topics.is_empty() {
+            return;
+        }
+        self.gate.caught_up.extend(topics.iter().cloned());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.gate.started = true;
-        self.gate.done = Some(rx);
+        if self.gate.is_closed() && self.gate.done.is_none() {
+            self.gate.done = Some(rx);
+        }
         gate.hook.start(CatchupStart {
             connection_id: self.id,
-            topics: self.ledger.confirmed().iter().cloned().collect(),
+            topics,
             out: self.ctx.out.clone(),
             done: tx,
             authed_at: self.authed_at.unwrap_or_else(std::time::Instant::now),
