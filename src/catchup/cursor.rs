@@ -20,7 +20,60 @@ use crate::{
 };
 
 /// Confirmed progress per topic, shared by the writer and the catch-up.
-pub type Cursors = Arc<Mutex<BTreeMap<String, Cursor>>>;
+pub type Cursors = Arc<Mutex<CursorState>>;
+
+/// The cursors in memory, and the catch-ups not finished yet.
+#[derive(Debug, Default)]
+pub struct CursorState {
+    /// Advanced by broker confirms only, never back.
+    pub confirmed: BTreeMap<String, Cursor>,
+    /// Per topic, a catch-up not finished yet (connection id, the time it fetches from): what
+    /// is persisted stays at that time until it succeeds, so a crash during a gap (REST down)
+    /// fetches the gap again at the next start instead of skipping it.
+    holds: BTreeMap<String, (u64, i64)>,
+}
+
+impl CursorState {
+    /// The start of a catch-up of `topic` for connection `conn`: the confirmed cursor (or
+    /// `default_from` when there is none), or an unfinished catch-up's start when older.
+    /// Holds the persisted cursor there until [`CursorState::release`].
+    pub fn begin(&mut self, topic: &str, conn: u64, default_from: i64) -> Cursor {
+        let mut start = self.confirmed.get(topic).cloned().unwrap_or(Cursor {
+            ts: default_from,
+            ids: BTreeSet::new(),
+        });
+        if let Some((_, held)) = self.holds.get(topic)
+            && *held < start.ts
+        {
+            start = Cursor {
+                ts: *held,
+                ids: BTreeSet::new(),
+            };
+        }
+        self.holds.insert(topic.to_owned(), (conn, start.ts));
+        start
+    }
+
+    /// The catch-up of `topic` for `conn` succeeded.
+    pub fn release(&mut self, topic: &str, conn: u64) {
+        if self.holds.get(topic).is_some_and(|(c, _)| *c == conn) {
+            self.holds.remove(topic);
+        }
+    }
+
+    /// What may be written for `topic` now: the confirmed cursor, kept at an unfinished
+    /// catch-up's start.
+    pub fn persistable(&self, topic: &str) -> Option<Cursor> {
+        let c = self.confirmed.get(topic)?;
+        match self.holds.get(topic) {
+            Some((_, held)) if c.ts > *held => Some(Cursor {
+                ts: *held,
+                ids: BTreeSet::new(),
+            }),
+            _ => Some(c.clone()),
+        }
+    }
+}
 
 /// Confirmed events waiting for the writer, at most.
 pub const CHANNEL_CAPACITY: usize = 8192;
@@ -37,15 +90,18 @@ pub async fn load(db: &DatabaseConnection) -> Cursors {
     for (topic, c) in &map {
         tracing::info!(topic, exchange_ts = c.ts, "Catch-up cursor loaded.");
     }
-    Arc::new(Mutex::new(map))
+    Arc::new(Mutex::new(CursorState {
+        confirmed: map,
+        holds: BTreeMap::new(),
+    }))
 }
 
 /// Advances `cursors` with the items of a confirmed event; returns the topic when it moved.
 pub fn advance(cursors: &Cursors, event: &Event) -> Option<String> {
     let family = Family::of(&event.topic).filter(|f| f.has_cursor())?;
     let items: Vec<Value> = serde_json::from_slice(event.data()).ok()?;
-    let mut map = cursors.lock().unwrap_or_else(|e| e.into_inner());
-    let cursor = map.entry(event.topic.to_string()).or_default();
+    let mut state = cursors.lock().unwrap_or_else(|e| e.into_inner());
+    let cursor = state.confirmed.entry(event.topic.to_string()).or_default();
     let mut moved = false;
     for item in &items {
         if let Some(id) = item_id(family, item) {
@@ -62,43 +118,44 @@ pub async fn run_writer(
     mut rx: mpsc::Receiver<Arc<Event>>,
     every: Duration,
 ) {
-    let mut dirty = BTreeSet::new();
+    let mut written: BTreeMap<String, Cursor> = {
+        let state = cursors.lock().unwrap_or_else(|e| e.into_inner());
+        state.confirmed.clone()
+    };
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => {
-                    if let Some(topic) = advance(&cursors, &ev) {
-                        dirty.insert(topic);
-                    }
+                    advance(&cursors, &ev);
                 }
                 None => break,
             },
-            _ = tick.tick() => flush(&db, &cursors, &mut dirty).await,
+            _ = tick.tick() => flush(&db, &cursors, &mut written).await,
         }
     }
-    flush(&db, &cursors, &mut dirty).await;
+    flush(&db, &cursors, &mut written).await;
 }
 
-async fn flush(db: &DatabaseConnection, cursors: &Cursors, dirty: &mut BTreeSet<String>) {
-    if dirty.is_empty() {
-        return;
-    }
+/// Writes every cursor whose persistable value changed since it was last written.
+async fn flush(db: &DatabaseConnection, cursors: &Cursors, written: &mut BTreeMap<String, Cursor>) {
     let todo: Vec<(String, Cursor)> = {
-        let map = cursors.lock().unwrap_or_else(|e| e.into_inner());
-        dirty
-            .iter()
-            .filter_map(|t| Some((t.clone(), map.get(t)?.clone())))
+        let state = cursors.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .confirmed
+            .keys()
+            .filter_map(|t| Some((t.clone(), state.persistable(t)?)))
+            .filter(|(t, c)| written.get(t) != Some(c))
             .collect()
     };
     for (topic, cursor) in todo {
         match cursors::save(db, &topic, &cursor).await {
             Ok(()) => {
-                dirty.remove(&topic);
+                written.insert(topic, cursor);
             }
             Err(error) => {
-                // Kept dirty: written at the next flush.
+                // Written at the next flush.
                 tracing::warn!(%error, topic, "Cannot write the catch-up cursor; retrying.");
             }
         }

@@ -105,27 +105,19 @@ impl Engine {
         })
     }
 
-    fn cursor_of(&self, topic: &str) -> Option<Cursor> {
-        self.cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-            .cloned()
-    }
-
-    /// Keeps the items not published yet (cursor, seen set) and marks them published, in one
-    /// step under the lock, so a live frame of the same item arriving meanwhile is dropped.
+    /// Keeps the items not published yet (behind `start`, the cursor the catch-up began
+    /// from, or in the seen set) and marks them published, in one step under the lock, so a
+    /// live frame of the same item arriving meanwhile is dropped.
     fn take_new(
         &self,
-        topic: &str,
+        start: Option<&Cursor>,
         family: Family,
         items: Vec<(ItemId, fetch::Item)>,
     ) -> Vec<fetch::Item> {
-        let cursor = self.cursor_of(topic);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         items
             .into_iter()
-            .filter(|(id, _)| !cursor.as_ref().is_some_and(|c| c.covers(id.ts, &id.id)))
+            .filter(|(id, _)| !start.is_some_and(|c| c.covers(id.ts, &id.id)))
             .filter(|(id, _)| seen.insert(family, &id.id))
             .map(|(_, item)| item)
             .collect()
@@ -150,15 +142,17 @@ impl Engine {
             }
             return;
         }
-        let from: BTreeMap<String, u64> = plan
+        let starts: BTreeMap<String, Cursor> = {
+            let mut state = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+            let default_from = i64::try_from(self.default_from).unwrap_or(i64::MAX);
+            plan.iter()
+                .filter(|(_, f)| f.has_cursor())
+                .map(|(t, _)| (t.clone(), state.begin(t, connection_id, default_from)))
+                .collect()
+        };
+        let from: BTreeMap<String, u64> = starts
             .iter()
-            .filter(|(_, f)| f.has_cursor())
-            .map(|(t, _)| {
-                let from = self
-                    .cursor_of(t)
-                    .map_or(self.default_from, |c| u64::try_from(c.ts).unwrap_or(0));
-                (t.clone(), from)
-            })
+            .map(|(t, c)| (t.clone(), u64::try_from(c.ts).unwrap_or(0)))
             .collect();
         let mut delay = self.config.retry_initial;
         let mut gap: Option<u64> = None;
@@ -174,7 +168,7 @@ impl Engine {
                     let mut frames = Vec::new();
                     for batch in batches {
                         let new = if batch.family.has_cursor() {
-                            self.take_new(&batch.topic, batch.family, batch.items)
+                            self.take_new(starts.get(&batch.topic), batch.family, batch.items)
                         } else {
                             batch.items.into_iter().map(|(_, i)| i).collect()
                         };
@@ -198,6 +192,12 @@ impl Engine {
                         tokio::select! {
                             () = self.stop.cancelled() => return,
                             sent = out.send(frame) => if sent.is_err() { return },
+                        }
+                    }
+                    {
+                        let mut state = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+                        for topic in starts.keys() {
+                            state.release(topic, connection_id);
                         }
                     }
                     let took = authed_at.elapsed();

@@ -2,6 +2,7 @@
 //! private frames meanwhile, snapshots, and REST failures. Shared helpers here.
 
 mod gap;
+mod rest_down;
 mod snapshot;
 
 use std::collections::HashMap;
