@@ -3,6 +3,7 @@
 
 mod gap;
 mod rest_down;
+mod restart;
 mod snapshot;
 
 use std::collections::HashMap;
