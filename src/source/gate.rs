@@ -1,6 +1,6 @@
 //! The private session's catch-up gate: the small interface through which the source asks for
 //! a REST catch-up after a private (re)connect without importing the catch-up wing (`app.rs`
-//! wires [`crate::catchup`] in as a [`PrivateHook`]).
+//! wires the catch-up engine in as a [`PrivateHook`]).
 //!
 //! Once `auth` is acked the session closes its gate: live private data frames wait (at most
 //! [`GateConfig::max_hold`] and [`GateConfig::max_frames`]). When every private subscription
