@@ -287,6 +287,13 @@ impl<'a> Session<'a> {
             .cloned()
             .collect();
         if topics.is_empty() {
+            if self.ledger.confirmed().is_empty()
+                && self.gate.done.is_none()
+                && self.gate.held() == 0
+            {
+                // No private topic on this session: nothing to catch up, nothing to hold.
+                let _ = self.gate.open();
+            }
             return;
         }
         self.gate.caught_up.extend(topics.iter().cloned());
@@ -464,6 +471,7 @@ impl<'a> Session<'a> {
             "Authenticated on the private stream."
         );
         self.up().await;
+        self.maybe_start_catchup();
         Next::Continue
     }
 }
