@@ -15,7 +15,7 @@ mod fetch;
 pub mod items;
 
 use std::{
-    collections::{BTreeMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex, Weak},
 };
 
@@ -32,29 +32,37 @@ use crate::{
 };
 use items::{Family, ItemId};
 
-/// Item identities this process published (live or recovered), bounded: the oldest are
-/// forgotten first (the cursor covers them once confirmed).
+/// Item identities this process published (live or recovered: the flag), bounded: the oldest
+/// are forgotten first (the cursor covers them once confirmed).
 #[derive(Debug, Default)]
 struct Seen {
-    set: HashSet<(Family, String)>,
+    map: HashMap<(Family, String), bool>,
     order: VecDeque<(Family, String)>,
     capacity: usize,
 }
 
 impl Seen {
-    fn contains(&self, family: Family, id: &str) -> bool {
-        self.set.contains(&(family, id.to_owned()))
+    /// Whether `id` was published by a catch-up.
+    fn recovered(&self, family: Family, id: &str) -> bool {
+        self.map
+            .get(&(family, id.to_owned()))
+            .copied()
+            .unwrap_or(false)
     }
 
-    fn insert(&mut self, family: Family, id: &str) -> bool {
+    /// Records `id` as published (`recovered` by a catch-up, else live); `false` when it was
+    /// already recorded.
+    fn insert(&mut self, family: Family, id: &str, recovered: bool) -> bool {
         let key = (family, id.to_owned());
-        if !self.set.insert(key.clone()) {
+        if let Some(r) = self.map.get_mut(&key) {
+            *r |= recovered;
             return false;
         }
+        self.map.insert(key.clone(), recovered);
         self.order.push_back(key);
         while self.order.len() > self.capacity.max(1) {
             if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+                self.map.remove(&old);
             }
         }
         true
@@ -118,7 +126,7 @@ impl Engine {
         items
             .into_iter()
             .filter(|(id, _)| !start.is_some_and(|c| c.covers(id.ts, &id.id)))
-            .filter(|(id, _)| seen.insert(family, &id.id))
+            .filter(|(id, _)| seen.insert(family, &id.id, true))
             .map(|(_, item)| item)
             .collect()
     }
@@ -159,7 +167,13 @@ impl Engine {
         loop {
             let to = self.rest.clock().now_ms();
             let fetched = tokio::select! {
-                () = token.cancelled() => return,
+                () = token.cancelled() => {
+                    if gap.is_some() {
+                        // The next catch-up (a newer connect) covers this range.
+                        metrics::gauge!(telemetry::CATCHUP_GAPS_OPEN).decrement(1.0);
+                    }
+                    return;
+                }
                 () = self.stop.cancelled() => return,
                 r = fetch::fetch(&self.rest, &self.config, &plan, &from, to) => r,
             };
@@ -291,13 +305,12 @@ impl PrivateHook for Engine {
             return true;
         }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = ids
-            .iter()
-            .filter(|id| !seen.contains(family, &id.id))
-            .count();
+        // Dropped only when a catch-up already published every item (Bybit does not send an
+        // item twice live; a repeated live frame passes as it came).
+        let all_recovered = ids.iter().all(|id| seen.recovered(family, &id.id));
         for id in &ids {
-            seen.insert(family, &id.id);
+            seen.insert(family, &id.id, false);
         }
-        fresh > 0
+        !all_recovered
     }
 }
