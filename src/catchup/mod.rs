@@ -267,9 +267,10 @@ impl Engine {
     }
 }
 
-/// A recovered item's frame, through the same decode → classify → enrich as a live frame.
-fn recovered_frame(connection_id: u64, text: String, _key: String) -> Result<RawFrame, ()> {
-    RawFrame::parse(crate::event::Endpoint::Private, connection_id, text).map_err(drop)
+/// A recovered item's frame, through the same decode → classify → enrich as a live frame; it
+/// comes out with `recovered: true` and `key`.
+fn recovered_frame(connection_id: u64, text: String, key: String) -> Result<RawFrame, ()> {
+    RawFrame::recovered(crate::event::Endpoint::Private, connection_id, text, key).map_err(drop)
 }
 
 impl PrivateHook for Engine {

@@ -87,6 +87,29 @@ async fn a_five_second_private_drop_loses_and_repeats_nothing() {
     assert!(missing.is_empty(), "missing executions: {missing:?}");
     assert!(repeated.is_empty(), "repeated executions: {repeated:?}");
     assert!(recovered > 0, "some executions came over REST");
+    for e in execs.iter().filter(|e| e["type"] == "recovery") {
+        assert_eq!(e["recovered"], true, "{e}");
+        assert_eq!(
+            e["key"],
+            format!("execution:{}", e["data"][0]["execId"].as_str().unwrap())
+        );
+        assert_eq!(e["data"].as_array().map(Vec::len), Some(1), "{e}");
+    }
+    for e in execs.iter().filter(|e| e["type"] != "recovery") {
+        assert_eq!(e["recovered"], false, "{e}");
+    }
+    for e in orders.iter().filter(|e| e["type"] == "recovery") {
+        let item = &e["data"][0];
+        let key = format!(
+            "order:{}:{}",
+            item["orderId"].as_str().unwrap(),
+            item["updatedTime"].as_str().unwrap()
+        );
+        assert_eq!(
+            (e["recovered"].clone(), e["key"].clone()),
+            (json!(true), json!(key))
+        );
+    }
     assert!(
         recovery <= secs(5),
         "recovered {recovery:?} after the auth ack"

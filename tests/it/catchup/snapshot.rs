@@ -61,6 +61,15 @@ async fn the_wallet_and_positions_come_from_rest_before_any_frame() {
         .collect();
     assert_eq!(recovered.len(), 1, "{balances:?}");
     assert_eq!(recovered[0]["data"][0], wallet);
+    assert_eq!(recovered[0]["recovered"], true);
+    assert!(
+        recovered[0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("wallet:UNIFIED:"),
+        "{}",
+        recovered[0]
+    );
     let positions = drain(&stack.amqp, &stack.queue("positions"), secs(3)).await;
     let pos: Vec<_> = positions
         .iter()
@@ -69,6 +78,11 @@ async fn the_wallet_and_positions_come_from_rest_before_any_frame() {
     assert_eq!(pos.len(), 1, "{positions:?}");
     assert_eq!(pos[0]["data"][0]["symbol"], "ETHUSDT");
     assert_eq!(pos[0]["data"][0]["size"], "0.5");
+    let key = format!(
+        "position:linear:ETHUSDT:{}",
+        pos[0]["data"][0]["updatedTime"].as_str().unwrap()
+    );
+    assert_eq!(pos[0]["key"], key.as_str());
     let extra = [stack.queue("balances.risk"), stack.queue("positions.risk")];
     stack.finish(&extra).await;
 }
