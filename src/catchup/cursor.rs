@@ -161,3 +161,31 @@ async fn flush(db: &DatabaseConnection, cursors: &Cursors, written: &mut BTreeMa
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_catch_up_keeps_the_persisted_cursor_at_its_start() {
+        let mut state = CursorState::default();
+        // No cursor yet: the catch-up starts at the default.
+        assert_eq!(state.begin("execution", 1, 100).ts, 100);
+        state
+            .confirmed
+            .entry("execution".into())
+            .or_default()
+            .advance(150, "x");
+        assert_eq!(state.persistable("execution").unwrap().ts, 100, "held");
+        // A newer connection starts no later than the unfinished one.
+        assert_eq!(state.begin("execution", 2, 100).ts, 100);
+        state.release("execution", 1);
+        assert_eq!(state.persistable("execution").unwrap().ts, 100, "not ours");
+        state.release("execution", 2);
+        let c = state.persistable("execution").unwrap();
+        assert_eq!((c.ts, c.ids.len()), (150, 1));
+        // With a cursor, a catch-up starts there (ids included).
+        let start = state.begin("execution", 3, 100);
+        assert_eq!((start.ts, start.ids.len()), (150, 1));
+    }
+}

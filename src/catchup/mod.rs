@@ -315,3 +315,29 @@ impl PrivateHook for Engine {
         !all_recovered
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_remembers_the_newest_ids_and_whether_a_catch_up_published_them() {
+        let mut seen = Seen {
+            capacity: 2,
+            ..Seen::default()
+        };
+        assert!(seen.insert(Family::Execution, "a", false));
+        assert!(!seen.recovered(Family::Execution, "a"));
+        assert!(!seen.insert(Family::Execution, "a", true), "known already");
+        assert!(
+            seen.recovered(Family::Execution, "a"),
+            "now known as recovered"
+        );
+        assert!(seen.insert(Family::Order, "a", false), "families differ");
+        assert!(seen.insert(Family::Execution, "b", true));
+        assert!(
+            seen.insert(Family::Execution, "a", false),
+            "the oldest was forgotten past the capacity"
+        );
+    }
+}

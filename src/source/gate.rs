@@ -99,3 +99,35 @@ impl Gate {
         self.held.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Endpoint;
+
+    fn frame(n: u64) -> RawFrame {
+        let text = format!(r#"{{"id":"f{n}","topic":"execution","creationTime":{n},"data":[]}}"#);
+        RawFrame::parse(Endpoint::Private, 1, text).unwrap()
+    }
+
+    #[test]
+    fn the_gate_holds_in_order_up_to_its_bound_and_opens_with_everything() {
+        let mut gate = Gate::default();
+        assert!(!gate.is_closed());
+        gate.close();
+        assert!(gate.is_closed() && !gate.overdue(Duration::from_secs(5)));
+        assert!(gate.hold(frame(1), 3));
+        assert!(gate.hold(frame(2), 3));
+        assert!(!gate.hold(frame(3), 3), "the third reaches the bound");
+        let held: Vec<String> = gate.open().iter().map(|f| f.text().to_owned()).collect();
+        assert_eq!(held.len(), 3);
+        assert!(held[0].contains("f1") && held[2].contains("f3"));
+        assert!(!gate.is_closed() && gate.held() == 0);
+        assert!(
+            !gate.overdue(Duration::ZERO),
+            "an open gate is never overdue"
+        );
+        gate.close();
+        assert!(gate.overdue(Duration::ZERO));
+    }
+}
