@@ -85,6 +85,7 @@ where
                 bindings: params.bindings,
                 health: params.health.clone(),
                 stats: params.stats,
+                fault: supervisor.config_fault(),
             },
             supervisor,
         )),
