@@ -3,6 +3,7 @@
 //! test). One folder or file per level; every helper lives once, in [`support`].
 
 mod api;
+mod cluster;
 mod config;
 mod downstream;
 mod e2e;
