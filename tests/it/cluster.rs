@@ -84,6 +84,9 @@ async fn cluster_failover_loses_no_private_event_and_market_loss_equals_the_drop
     let failovers_before = metric_sum("ws_gateway_broker_failovers_total", "");
     let mut h = PipelineHarness::start(Some(cluster.urls()), |f| {
         quorum_private(f);
+        // Transient messages in a classic queue do not survive its node's restart; persistent
+        // ones do, so what the trades queue lacks afterwards is what the gateway dropped.
+        f.publish.persistent_market_data = true;
         f.publish.reconnect_initial = Duration::from_millis(50);
         f.publish.reconnect_max = Duration::from_millis(500);
     })

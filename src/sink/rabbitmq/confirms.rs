@@ -2,11 +2,12 @@
 //! returns, and the in-flight window keyed by delivery tag.
 //!
 //! amqprs delivers confirms only through [`ChannelCallback`]; tags are counted here (1, 2, …
-//! per channel after `confirm.select`). A NACK of a private event or a return re-queues the
+//! per channel after `confirm.select`). A NACK or a return of a private event re-queues the
 //! message *and every later unconfirmed one*, in tag order, ahead of anything new, so per-topic
-//! order holds across retries (the later ones may arrive twice: at-least-once). A NACKed market
-//! event is not retried: it goes to [`Window::refused`] (dropped and counted by the publisher),
-//! so a classic market queue whose node is down never holds back private events.
+//! order holds across retries (the later ones may arrive twice: at-least-once). A NACKed or
+//! returned market event is not retried: it goes to [`Window::refused`] (dropped and counted by
+//! the publisher), so a classic market queue whose node is down (RabbitMQ 3.10 returns what is
+//! routed to it) never holds back private events.
 
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},
@@ -141,7 +142,17 @@ impl Window {
                 };
                 for t in settled {
                     if self.returned.contains(&t) {
-                        return self.requeue_from(t);
+                        let keep = self.inflight.get(&t).is_some_and(|f| f.event.must_keep());
+                        if keep {
+                            return self.requeue_from(t);
+                        }
+                        // A returned market event (on a cluster: its classic queue's node is
+                        // down) is refused like a NACKed one.
+                        self.returned.remove(&t);
+                        if let Some(f) = self.inflight.remove(&t) {
+                            self.refused.push(f.event);
+                        }
+                        continue;
                     }
                     if let Some(f) = self.inflight.remove(&t) {
                         confirmed(f);
