@@ -153,7 +153,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         "tib" => 1 << 40,
-        _ => return Err(format!("invalid size unit in {s:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
@@ -552,14 +556,23 @@ mod tests {
         let stream = ex.stream.unwrap();
         assert_eq!(stream.max_age, Some(Duration::from_secs(86_400)));
         assert_eq!(stream.max_bytes, Some(10_000_000_000));
-        assert_eq!(file.class(EventClass::Trades).queue_type, QueueType::Classic);
+        assert_eq!(
+            file.class(EventClass::Trades).queue_type,
+            QueueType::Classic
+        );
         assert_eq!(file.class(EventClass::Klines), ClassConfig::default());
         for (bad, named) in [
             ("[classes.order]\nqueue_type = \"quorum\"\n", "order"),
             ("[classes.orders]\nqueue_type = \"stream\"\n", "stream"),
             ("[classes.orders]\nqueu_type = \"quorum\"\n", "queu_type"),
-            ("[classes.orders]\nstream = { max_bytes = \"10XB\" }\n", "10XB"),
-            ("[classes.orders]\nstream = { max_age = \"forever\" }\n", "forever"),
+            (
+                "[classes.orders]\nstream = { max_bytes = \"10XB\" }\n",
+                "10XB",
+            ),
+            (
+                "[classes.orders]\nstream = { max_age = \"forever\" }\n",
+                "forever",
+            ),
         ] {
             let err = PipelineFile::parse(bad).unwrap_err();
             assert!(err.contains(named), "{bad}: {err}");

@@ -57,8 +57,7 @@ pub const BROKER_NODE: &str = "ws_gateway_broker_node";
 /// Connections made to another RabbitMQ node than the one last in use.
 pub const BROKER_FAILOVERS: &str = "ws_gateway_broker_failovers_total";
 /// Publish → confirm latency by the `queue_type` of the event's class queue.
-pub const PUBLISH_CONFIRM_BY_QUEUE_TYPE: &str =
-    "ws_gateway_publish_confirm_by_queue_type_seconds";
+pub const PUBLISH_CONFIRM_BY_QUEUE_TYPE: &str = "ws_gateway_publish_confirm_by_queue_type_seconds";
 /// Private events written to the on-disk spool.
 pub const SPOOLED: &str = "ws_gateway_spooled_events_total";
 /// Spool records (or damaged stretches) that could not be read back: private events lost.

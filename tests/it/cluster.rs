@@ -80,7 +80,10 @@ fn node_in_use(cluster: &RabbitCluster) -> Option<usize> {
 async fn cluster_failover_loses_no_private_event_and_market_loss_equals_the_drop_counter() {
     // Arrange: a cluster of our own, the gateway given all three nodes, private classes quorum.
     let cluster = RabbitCluster::start().await;
-    eprintln!("cluster of 3 nodes up and joined in {:?}", cluster.started_in);
+    eprintln!(
+        "cluster of 3 nodes up and joined in {:?}",
+        cluster.started_in
+    );
     let failovers_before = metric_sum("ws_gateway_broker_failovers_total", "");
     let mut h = PipelineHarness::start(Some(cluster.urls()), |f| {
         quorum_private(f);
@@ -94,9 +97,11 @@ async fn cluster_failover_loses_no_private_event_and_market_loss_equals_the_drop
     let order = fixture("order.json");
     let trade = trade_text("BTCUSDT");
     assert!(
-        wait_until(LONG, || async { (node_in_use(&cluster) == Some(0)).then_some(()) })
-            .await
-            .is_some(),
+        wait_until(LONG, || async {
+            (node_in_use(&cluster) == Some(0)).then_some(())
+        })
+        .await
+        .is_some(),
         "the gateway connects to the first node given"
     );
     let (mut orders_sent, mut trades_sent) = (0u64, 0u64);
@@ -107,7 +112,10 @@ async fn cluster_failover_loses_no_private_event_and_market_loss_equals_the_drop
         trades_sent += 1;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!(h.wait_confirmed(400, LONG).await, "flowing before the fault");
+    assert!(
+        h.wait_confirmed(400, LONG).await,
+        "flowing before the fault"
+    );
 
     // Act: stop the node the gateway is connected to while traffic keeps flowing.
     let stopped_at = std::time::Instant::now();
@@ -288,7 +296,10 @@ async fn cluster_queue_types_and_streams_are_declared_as_the_pipeline_file_says(
         s.contains("x-max-age") && s.contains("3600s") && s.contains("x-max-length-bytes"),
         "{s}"
     );
-    assert!(!s.contains("x-overflow") && !s.contains("x-message-ttl"), "{s}");
+    assert!(
+        !s.contains("x-overflow") && !s.contains("x-message-ttl"),
+        "{s}"
+    );
     assert!(h.finish(LONG).await);
     cleanup(&url, &h.prefix, &[stream]).await;
 }
@@ -314,7 +325,8 @@ async fn read_stream(url: &str, stream: &str, offset: FieldValue, wait: Duration
     let end = tokio::time::Instant::now() + wait;
     while let Ok(Some(m)) = tokio::time::timeout_at(end, rx.recv()).await {
         let tag = m.deliver.as_ref().map(|d| d.delivery_tag()).unwrap_or(0);
-        let body: serde_json::Value = serde_json::from_slice(&m.content.unwrap_or_default()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&m.content.unwrap_or_default()).unwrap();
         out.push(body["seq"].as_u64().unwrap());
         let _ = ch.basic_ack(BasicAckArguments::new(tag, false)).await;
     }
@@ -356,10 +368,18 @@ async fn cluster_a_stream_replays_every_execution_from_a_timestamp_in_order() {
     // From ten minutes back: every execution, in order.
     let ten_minutes_back = between - 600;
     let all = read_stream(&url, &stream, FieldValue::T(ten_minutes_back), secs(5)).await;
-    assert_eq!(all, (1..=50).collect::<Vec<u64>>(), "every execution since then, in order");
+    assert_eq!(
+        all,
+        (1..=50).collect::<Vec<u64>>(),
+        "every execution since then, in order"
+    );
     // From a moment between the two batches: the second batch, in order.
     let later = read_stream(&url, &stream, FieldValue::T(between), secs(5)).await;
-    assert_eq!(later, (31..=50).collect::<Vec<u64>>(), "only what came after it");
+    assert_eq!(
+        later,
+        (31..=50).collect::<Vec<u64>>(),
+        "only what came after it"
+    );
     // From the first offset, as a consumer that was never there would.
     let first = read_stream(&url, &stream, FieldValue::from("first"), secs(5)).await;
     assert_eq!(first.len(), 50);

@@ -119,7 +119,10 @@ fn compose_file_has_every_service_with_healthchecks_and_ordered_startup() {
 fn the_cluster_profile_runs_three_rabbitmq_nodes_and_a_gateway_on_all_three() {
     let compose = yaml("docker-compose.yml");
     let services = &compose["services"];
-    assert_eq!(services["rabbitmq-1"]["profiles"][0].as_str(), Some("cluster"));
+    assert_eq!(
+        services["rabbitmq-1"]["profiles"][0].as_str(),
+        Some("cluster")
+    );
     let gateway = &services["ws-gateway-cluster"];
     assert_eq!(gateway["profiles"][0].as_str(), Some("cluster"));
     let url = gateway["environment"]["AMQP_URL"].as_str().unwrap();
@@ -133,12 +136,14 @@ fn the_cluster_profile_runs_three_rabbitmq_nodes_and_a_gateway_on_all_three() {
         );
     }
     let conf = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rabbitmq-cluster/rabbitmq.conf"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/rabbitmq-cluster/rabbitmq.conf"),
     )
     .unwrap();
     assert!(conf.contains("peer_discovery_backend = classic_config"));
     let pipeline = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rabbitmq-cluster/pipeline.toml"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/rabbitmq-cluster/pipeline.toml"),
     )
     .unwrap();
     let file = ws_gateway::pipeline_file::PipelineFile::parse(&pipeline).unwrap();

@@ -275,7 +275,10 @@ mod tests {
         let text = include_str!("../../../tests/fixtures/bybit/linear_publicTrade.json").trim_end();
         let mut w = window_of(3);
         for tag in 4..=5 {
-            let event = Arc::new(e.enrich(classify(decode(frame(Endpoint::Linear, text)))));
+            let event = Arc::new(e.enrich(classify(decode(frame(
+                Endpoint::Public(crate::event::Category::Linear),
+                text,
+            )))));
             assert!(!event.must_keep());
             w.inflight.insert(
                 tag,

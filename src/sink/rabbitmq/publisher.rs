@@ -28,8 +28,8 @@ use crate::{
     buffer::Droppable,
     event::{Event, EventClass},
     health::ComponentState,
-    subscriptions::Binding,
     pipeline_file::{PublishConfig, QueueType},
+    subscriptions::Binding,
     telemetry::{
         BROKER_UP, EVENTS_CONFIRMED, EVENTS_PUBLISHED, PUBLISH_CONFIRM_BY_QUEUE_TYPE,
         PUBLISH_CONFIRM_LATENCY, PUBLISH_RETRIES, RECEIVE_TO_CONFIRM_LATENCY, STAGE_DROPPED,

@@ -22,6 +22,8 @@ pub struct RabbitCluster {
     dir: tempfile::TempDir,
     /// How long start and join took.
     pub started_in: Duration,
+    /// The `rabbitmq-server` processes (reaped when the guard drops).
+    children: Vec<std::process::Child>,
 }
 
 fn ctl(cookie: &str, node: &str, args: &[&str]) -> Result<String, String> {
@@ -56,7 +58,11 @@ impl RabbitCluster {
 
     fn start_blocking() -> Self {
         let started = Instant::now();
-        let run = format!("{}{}", std::process::id(), started.elapsed().subsec_nanos() % 10_000);
+        let run = format!(
+            "{}{}",
+            std::process::id(),
+            started.elapsed().subsec_nanos() % 10_000
+        );
         let cookie = format!("wsgwcluster{run}");
         let dir = tempfile::Builder::new()
             .prefix("wsgw-cluster")
@@ -72,15 +78,14 @@ impl RabbitCluster {
             }
             port += 1;
         }
-        let nodes: Vec<String> = (0..3)
-            .map(|i| format!("wsgw{run}n{i}@localhost"))
-            .collect();
+        let nodes: Vec<String> = (0..3).map(|i| format!("wsgw{run}n{i}@localhost")).collect();
         let mut cluster = Self {
             nodes: nodes.clone(),
             ports: ports.clone(),
             cookie: cookie.clone(),
             dir,
             started_in: Duration::ZERO,
+            children: Vec::new(),
         };
         for (i, (node, port)) in nodes.iter().zip(&ports).enumerate() {
             let d = cluster.node_dir(i);
@@ -103,7 +108,7 @@ impl RabbitCluster {
                 .arg(cluster.dir.path())
                 .status();
             let log = std::fs::File::create(d.join("out.log")).unwrap();
-            Command::new("rabbitmq-server")
+            let child = Command::new("rabbitmq-server")
                 .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
                 .env("RABBITMQ_NODENAME", node)
                 .env("RABBITMQ_DIST_PORT", (port + 20_000).to_string())
@@ -121,19 +126,23 @@ impl RabbitCluster {
                 .stderr(log)
                 .spawn()
                 .expect("spawn rabbitmq-server");
+            cluster.children.push(child);
         }
         // await_startup fails at once until the node has registered with epmd.
         std::thread::sleep(Duration::from_secs(3));
         for node in &nodes {
             let mut last = String::new();
-            let ok = (0..5).any(|_| match ctl(&cookie, node, &["await_startup", "--timeout", "60"]) {
-                Ok(_) => true,
-                Err(e) => {
-                    last = e;
-                    std::thread::sleep(Duration::from_secs(2));
-                    false
-                }
-            });
+            let ok =
+                (0..5).any(
+                    |_| match ctl(&cookie, node, &["await_startup", "--timeout", "60"]) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            last = e;
+                            std::thread::sleep(Duration::from_secs(2));
+                            false
+                        }
+                    },
+                );
             assert!(ok, "node {node} did not start: {last}");
         }
         for node in &nodes[1..] {
@@ -141,9 +150,17 @@ impl RabbitCluster {
             ctl(&cookie, node, &["join_cluster", &nodes[0]]).unwrap();
             ctl(&cookie, node, &["start_app"]).unwrap();
         }
-        let status = ctl(&cookie, &nodes[0], &["cluster_status", "--formatter", "json"]).unwrap();
+        let status = ctl(
+            &cookie,
+            &nodes[0],
+            &["cluster_status", "--formatter", "json"],
+        )
+        .unwrap();
         for node in &nodes {
-            assert!(status.contains(node.as_str()), "{node} in the cluster: {status}");
+            assert!(
+                status.contains(node.as_str()),
+                "{node} in the cluster: {status}"
+            );
         }
         cluster.started_in = started.elapsed();
         cluster
@@ -201,6 +218,16 @@ impl Drop for RabbitCluster {
                     let _ = Command::new("kill").args(["-9", pid]).status();
                 }
             }
+        }
+        for child in &mut self.children {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
         }
     }
 }
