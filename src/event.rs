@@ -133,6 +133,8 @@ pub struct RawFrame {
     text: Utf8Bytes,
     /// Where the parse found the head fields in `text`.
     head: DataHead,
+    /// The key of a frame recovered over REST (section 10); `None` for a live frame.
+    recovered: Option<Box<str>>,
 }
 
 impl RawFrame {
@@ -152,6 +154,7 @@ impl RawFrame {
             received_mono,
             text,
             head,
+            recovered: None,
         }
     }
 
@@ -171,6 +174,33 @@ impl RawFrame {
             text,
             head,
         ))
+    }
+
+    /// A frame recovered over REST after a gap (spec section 10): `text` is a synthetic frame
+    /// in the WebSocket shape (`{"id":"r1","topic":"execution","type":"recovery",
+    /// "creationTime":…,"data":[…]}`), parsed once like a live one, and `key` is its envelope
+    /// `key` (the items' identity, e.g. `execution:<execId>`). It goes through decode →
+    /// classify → enrich like a live frame (same seq counter per topic); its envelope carries
+    /// `"key":<key>,"recovered":true`.
+    pub fn recovered(
+        endpoint: Endpoint,
+        connection_id: u64,
+        text: String,
+        key: String,
+    ) -> Result<RawFrame, NotData> {
+        let mut frame = Self::parse(endpoint, connection_id, text)?;
+        frame.recovered = Some(key.into_boxed_str());
+        Ok(frame)
+    }
+
+    /// Whether the frame was recovered over REST ([`RawFrame::recovered`]).
+    pub fn is_recovered(&self) -> bool {
+        self.recovered.is_some()
+    }
+
+    /// The key given to a recovered frame; `None` for a live one (enrich computes its key).
+    pub fn recovered_key(&self) -> Option<&str> {
+        self.recovered.as_deref()
     }
 
     /// The frame's text, as received.
@@ -306,6 +336,11 @@ pub struct Event {
     pub received_mono: Instant,
     /// Per (category, topic) counter of this process, from 1.
     pub seq: u64,
+    /// The envelope `key` (section 5): where it sits in `json`, or its text when the envelope
+    /// had to escape it.
+    pub key: EventKey,
+    /// Fetched over REST after a gap (section 10) rather than received live.
+    pub recovered: bool,
     /// The envelope JSON: AMQP body and `/ws` payload.
     pub json: Bytes,
     /// Byte range of `data` inside `json` (the frame's data, byte for byte).
@@ -319,6 +354,34 @@ impl Event {
     pub fn data(&self) -> &[u8] {
         &self.json[self.data.clone()]
     }
+
+    /// The envelope `key`: deterministic per exchange event (section 5); AMQP header
+    /// `event_key`.
+    pub fn key(&self) -> &str {
+        match &self.key {
+            EventKey::InJson(range) => self
+                .json
+                .get(range.clone())
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .unwrap_or_default(),
+            EventKey::Text(k) => k,
+        }
+    }
+
+    /// Whether the event was recovered over REST (the envelope's `recovered`).
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+}
+
+/// Where an [`Event`]'s key is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKey {
+    /// The characters between the quotes of the envelope's `key`, in `Event::json` (a key
+    /// that needs no JSON escape: every key built from Bybit's ids and topics).
+    InJson(Range<usize>),
+    /// The key itself (a key the envelope escapes, or an event rebuilt without one).
+    Text(SharedStr),
 }
 
 /// Text that many events share (topic, symbol, `type`): a clone is a reference count, so

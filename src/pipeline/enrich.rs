@@ -21,8 +21,11 @@ use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use uuid::Uuid;
 
 use crate::{
-    event::{Category, Endpoint, Event, EventClass, SharedStr, TraceId},
-    pipeline::classify::Classified,
+    event::{Category, Endpoint, Event, EventClass, EventKey, SharedStr, TraceId},
+    pipeline::{
+        classify::Classified,
+        key::{Key, KeyNumbers},
+    },
 };
 
 /// FxHash (rustc's): topics are short and come from Bybit and our own subscriptions.
@@ -352,12 +355,40 @@ impl Enricher {
         };
         let mut seq_buf = itoa::Buffer::new();
         let seq_text = seq_buf.format(seq).as_bytes();
+        let mut key_numbers = KeyNumbers::default();
+        let recovered = frame.is_recovered();
+        let key = match frame.recovered_key() {
+            Some(given) => Key::given(given),
+            None => Key::live(
+                &mut key_numbers,
+                frame.endpoint,
+                class,
+                frame.text(),
+                head,
+                topic,
+                kind,
+                exchange_ts,
+            ),
+        };
+        // The rare key JSON must escape: its text, escaped once.
+        let escaped_key = (!key.is_plain()).then(|| {
+            let text = key.to_text();
+            let json = serde_json::to_string(&text).unwrap_or_default();
+            (text, json)
+        });
+        let key_json_len = match &escaped_key {
+            Some((_, json)) => json.len(),
+            None => key.len() + 2,
+        };
+        let recovered_text: &[u8] = if recovered { b"true" } else { b"false" };
 
         const ID: &[u8] = b"{\"id\":\"";
         const TRACE: &[u8] = b"\",\"trace_id\":\"";
         const EXCHANGE_TS: &[u8] = b",\"exchange_ts\":";
         const RECEIVED_AT: &[u8] = b",\"received_at\":\"";
         const SEQ: &[u8] = b"\",\"seq\":";
+        const KEY: &[u8] = b",\"key\":";
+        const RECOVERED: &[u8] = b",\"recovered\":";
         const DATA: &[u8] = b",\"data\":";
         // `2025-09-26T00:00:00.123456Z`.
         const RFC3339_MICROS: usize = 27;
@@ -373,6 +404,10 @@ impl Enricher {
             + RFC3339_MICROS
             + SEQ.len()
             + seq_text.len()
+            + KEY.len()
+            + key_json_len
+            + RECOVERED.len()
+            + recovered_text.len()
             + DATA.len()
             + raw.len()
             + 1;
@@ -393,6 +428,23 @@ impl Enricher {
         self.ids.write_rfc3339(&mut buf, received_at);
         buf.extend_from_slice(SEQ);
         buf.extend_from_slice(seq_text);
+        buf.extend_from_slice(KEY);
+        let event_key = match escaped_key {
+            Some((text, json)) => {
+                buf.extend_from_slice(json.as_bytes());
+                EventKey::Text(text.into())
+            }
+            None => {
+                buf.push(b'"');
+                let key_start = buf.len();
+                key.write(&mut buf);
+                let key_end = buf.len();
+                buf.push(b'"');
+                EventKey::InJson(key_start..key_end)
+            }
+        };
+        buf.extend_from_slice(RECOVERED);
+        buf.extend_from_slice(recovered_text);
         buf.extend_from_slice(DATA);
         let start = buf.len();
         buf.extend_from_slice(raw.as_bytes());
@@ -413,6 +465,8 @@ impl Enricher {
             received_at,
             received_mono: frame.received_mono,
             seq,
+            key: event_key,
+            recovered,
             json: Bytes::from(buf),
             data: start..end,
         }
@@ -451,6 +505,8 @@ mod tests {
             "\"exchange_ts\"",
             "\"received_at\"",
             "\"seq\"",
+            "\"key\"",
+            "\"recovered\"",
             "\"data\"",
         ];
         let positions: Vec<_> = keys.iter().map(|k| json.find(k).unwrap()).collect();
@@ -462,6 +518,11 @@ mod tests {
         assert_eq!(v["type"], "snapshot");
         assert_eq!(v["exchange_ts"], 1_758_841_135_824_i64);
         assert_eq!(v["seq"], 1);
+        assert_eq!(
+            v["key"],
+            "linear:publicTrade.BTCUSDT:2a74ac78-691c-5b54-9dbe-5aafe8364627"
+        );
+        assert_eq!(v["recovered"], false);
         assert_eq!(v["id"].as_str().unwrap(), ev.id.to_string());
         let start = text.find("\"data\":").unwrap() + 7;
         assert_eq!(ev.data(), &text.as_bytes()[start..text.len() - 1]);

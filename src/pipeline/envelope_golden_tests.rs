@@ -4,7 +4,8 @@
 //! The goldens in `tests/fixtures/envelopes/` were captured from the serde-based decode path
 //! before the single-parse rewrite; `id` and `trace_id` are replaced by fixed values, and
 //! `received_at` is a fixed instant, so the rest (class, topic, category, symbol, type,
-//! exchange_ts, the received_at format, seq, data) must match exactly.
+//! exchange_ts, the received_at format, seq, key, recovered, data) must match exactly (`key` and
+//! `recovered` were added to the goldens after the capture, nothing else changed).
 //! `UPDATE_ENVELOPE_GOLDENS=1 cargo test --lib envelope_golden` rewrites them.
 
 use std::path::{Path, PathBuf};

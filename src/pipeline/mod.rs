@@ -11,6 +11,7 @@ pub mod classify;
 pub mod decode;
 pub mod enrich;
 mod ext;
+pub mod key;
 
 use futures::Stream;
 

@@ -108,6 +108,43 @@ pub struct BybitBookData {
     pub u: u64,
 }
 
+/// The top-level fields the envelope `key` reads, as serde reads them (the fallback of
+/// [`parse`]); any JSON value, judged by [`string_of`] / [`int_of`].
+#[derive(Debug, Deserialize)]
+struct BybitKeyFields<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cs: Option<&'a RawValue>,
+}
+
+/// The fields of the first item of an array `data` the envelope `key` reads.
+#[derive(Debug, Deserialize)]
+struct BybitFirstItem<'a> {
+    #[serde(borrow, default)]
+    i: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    start: Option<&'a RawValue>,
+}
+
+/// A JSON string value of the frame (`raw` is a sub-slice of `text`) as [`Text`].
+fn string_of(text: &str, raw: &RawValue) -> Option<Text> {
+    let raw = raw.get();
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(raw)
+            .ok()
+            .map(|s| Text::Owned(s.into_boxed_str()))
+    } else {
+        Some(Text::At(offset(text, inner)))
+    }
+}
+
+/// A JSON integer that fits an `i64`.
+fn int_of(raw: &RawValue) -> Option<i64> {
+    serde_json::from_str::<i64>(raw.get()).ok()
+}
+
 /// A string of the frame: where it sits in the text, or (escaped in the frame) its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Text {
@@ -154,6 +191,14 @@ pub struct DataHead {
     data: Range<usize>,
     /// `data.u`, the order-book update id, when `data` is an object with an unsigned `u`.
     pub u: Option<u64>,
+    /// The top-level `id`, when a string: Bybit's frame id (private pushes, option pushes).
+    id: Option<Text>,
+    /// The top-level `cs` (tickers' cross sequence), when an integer.
+    pub cs: Option<i64>,
+    /// `i` of the first item of an array `data`, when a string (publicTrade's trade id).
+    first_i: Option<Text>,
+    /// `start` of the first item of an array `data`, when an integer (kline's start time).
+    pub first_start: Option<i64>,
 }
 
 impl DataHead {
@@ -165,6 +210,24 @@ impl DataHead {
     /// Bybit `type` (`snapshot`, `delta`) where present.
     pub fn kind<'a>(&'a self, text: &'a str) -> Option<&'a str> {
         self.kind.as_ref().map(|k| k.get(text))
+    }
+
+    /// Bybit's frame `id` (top level), when a string.
+    pub fn id<'a>(&'a self, text: &'a str) -> Option<&'a str> {
+        self.id.as_ref().map(|k| k.get(text))
+    }
+
+    /// `i` of the first item of an array `data` (publicTrade's first trade id), when a string.
+    pub fn first_trade_id<'a>(&'a self, text: &'a str) -> Option<&'a str> {
+        self.first_i.as_ref().map(|k| k.get(text))
+    }
+
+    /// Whether the topic, `id` and first trade id sit in the frame text as they are (no JSON
+    /// escape in the frame): then each can be written between quotes as is (a string the parse
+    /// locates in place has no `"`, `\` or control character).
+    pub fn strings_in_place(&self) -> bool {
+        let at = |t: &Option<Text>| !matches!(t, Some(Text::Owned(_)));
+        matches!(self.topic, Text::At(_)) && at(&self.id) && at(&self.first_i)
     }
 
     /// The byte range of `data` in the frame text.
@@ -179,6 +242,18 @@ impl DataHead {
 
     fn from_message(text: &str, msg: BybitMessage<'_>) -> Self {
         let raw = msg.data.get();
+        // The key markers (section 5): read leniently, a repeated key or another type gives
+        // `None`, as the scanner would have sent such a frame here.
+        let extra = serde_json::from_str::<BybitKeyFields<'_>>(text).ok();
+        let first = raw
+            .starts_with('[')
+            .then(|| serde_json::from_str::<Vec<&RawValue>>(raw).ok())
+            .flatten()
+            .and_then(|items| items.first().copied())
+            .filter(|item| item.get().starts_with('{'))
+            .and_then(|item| serde_json::from_str::<BybitFirstItem<'_>>(item.get()).ok());
+        let (id, cs) = extra.map_or((None, None), |e| (e.id, e.cs));
+        let (first_i, first_start) = first.map_or((None, None), |f| (f.i, f.start));
         Self {
             topic: Text::of(text, msg.topic),
             kind: msg.kind.map(|k| Text::of(text, k)),
@@ -186,6 +261,10 @@ impl DataHead {
             creation_time: msg.creation_time,
             data: offset(text, raw),
             u: serde_json::from_str::<BybitBookData>(raw).ok().map(|d| d.u),
+            id: id.and_then(|v| string_of(text, v)),
+            cs: cs.and_then(int_of),
+            first_i: first_i.and_then(|v| string_of(text, v)),
+            first_start: first_start.and_then(int_of),
         }
     }
 }
@@ -236,6 +315,10 @@ pub fn parse(text: &str) -> Frame {
             creation_time: l.creation_time,
             data: l.data,
             u: l.u,
+            id: l.id.map(Text::At),
+            cs: l.cs,
+            first_i: l.first_i.map(Text::At),
+            first_start: l.first_start,
         }),
         scan::Scan::Other => parse_with_serde(text),
     }

@@ -36,6 +36,22 @@ pub(super) struct Located {
     pub data: Range<usize>,
     /// `data.u` when `data` is an object with one unsigned integer `u`.
     pub u: Option<u64>,
+    /// The top-level `id`'s characters, when a string (private frames, option pushes).
+    pub id: Option<Range<usize>>,
+    /// The top-level `cs` (tickers' cross sequence).
+    pub cs: Option<i64>,
+    /// When `data` is an array whose first item is an object: that item's `i`'s characters,
+    /// when a string (publicTrade's trade id).
+    pub first_i: Option<Range<usize>>,
+    /// The same item's `start` (kline's start time).
+    pub first_start: Option<i64>,
+}
+
+/// What the scan located in the first item of an array `data`.
+#[derive(Debug, Default)]
+struct FirstItem {
+    i: Option<Range<usize>>,
+    start: Option<i64>,
 }
 
 /// Not a plain data push (or not JSON): the caller asks serde.
@@ -370,10 +386,15 @@ impl Cursor<'_> {
 
     /// The `data` value; when it is an object, its one unsigned integer `u` (as serde would read
     /// `{"u": u64}`: absent, repeated or of another type gives `None`).
-    fn data(&mut self) -> Step<(Range<usize>, Option<u64>)> {
+    fn data(&mut self) -> Step<(Range<usize>, Option<u64>, FirstItem)> {
         let start = self.i;
         if self.peek()? != b'{' {
-            self.value(1)?;
+            let first = if self.peek()? == b'[' {
+                self.array_data()?
+            } else {
+                self.value(1)?;
+                FirstItem::default()
+            };
             // serde reads a struct from an array too: `[u]`.
             let u = self.b[start..self.i]
                 .strip_prefix(b"[")
@@ -381,7 +402,7 @@ impl Cursor<'_> {
                 .map(|v| v.trim_ascii())
                 .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
                 .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
-            return Ok((start..self.i, u));
+            return Ok((start..self.i, u, first));
         }
         self.i += 1;
         self.ws();
@@ -389,7 +410,7 @@ impl Cursor<'_> {
         let mut valid = true;
         if self.peek()? == b'}' {
             self.i += 1;
-            return Ok((start..self.i, None));
+            return Ok((start..self.i, None, FirstItem::default()));
         }
         loop {
             let (key, escaped) = self.key()?;
@@ -428,7 +449,97 @@ impl Cursor<'_> {
                 _ => return Err(Bail),
             }
         }
-        Ok((start..self.i, u.flatten().filter(|_| valid)))
+        Ok((
+            start..self.i,
+            u.flatten().filter(|_| valid),
+            FirstItem::default(),
+        ))
+    }
+
+    /// At the `[` of an array `data`: skips it (cursor after the `]`), locating `i` and `start`
+    /// in its first item when that is an object. The same nesting limits as [`Self::value`]`(1)`.
+    fn array_data(&mut self) -> Step<FirstItem> {
+        self.i += 1;
+        self.ws();
+        let mut first = FirstItem::default();
+        match self.peek()? {
+            b']' => {
+                self.i += 1;
+                return Ok(first);
+            }
+            b'{' => first = self.first_item()?,
+            _ => self.value(2)?,
+        }
+        loop {
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                    self.value(2)?;
+                }
+                b']' => {
+                    self.i += 1;
+                    return Ok(first);
+                }
+                _ => return Err(Bail),
+            }
+        }
+    }
+
+    /// At the `{` of the first item of an array `data`: skips it, locating a string `i` and an
+    /// integer `start` (a repeated or escaped key, an escaped `i` or a `start` that is not an
+    /// integer or null: serde decides).
+    fn first_item(&mut self) -> Step<FirstItem> {
+        self.i += 1;
+        self.ws();
+        let mut out = FirstItem::default();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Ok(out);
+        }
+        let (mut seen_i, mut seen_start) = (false, false);
+        loop {
+            let (key, escaped) = self.key()?;
+            if escaped {
+                return Err(Bail);
+            }
+            match &self.b[key] {
+                b"i" => {
+                    if std::mem::replace(&mut seen_i, true) {
+                        return Err(Bail);
+                    }
+                    if self.peek()? == b'"' {
+                        let (range, escaped) = self.string()?;
+                        if escaped {
+                            return Err(Bail);
+                        }
+                        out.i = Some(range);
+                    } else {
+                        self.value(3)?;
+                    }
+                }
+                b"start" => {
+                    if std::mem::replace(&mut seen_start, true) {
+                        return Err(Bail);
+                    }
+                    out.start = self.int_or_null()?;
+                }
+                _ => self.value(3)?,
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b'}' => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                _ => return Err(Bail),
+            }
+        }
     }
 }
 
@@ -448,6 +559,7 @@ fn scan_object(b: &[u8]) -> Step<Option<Located>> {
     c.ws();
     let mut out = Located::default();
     let (mut topic, mut kind, mut ts, mut created, mut data) = (false, false, false, false, false);
+    let (mut id, mut cs) = (false, false);
     if c.peek()? == b'}' {
         return Ok(None);
     }
@@ -499,7 +611,29 @@ fn scan_object(b: &[u8]) -> Step<Option<Located>> {
                 if std::mem::replace(&mut data, true) {
                     return Err(Bail);
                 }
-                (out.data, out.u) = c.data()?;
+                let first;
+                (out.data, out.u, first) = c.data()?;
+                (out.first_i, out.first_start) = (first.i, first.start);
+            }
+            b"id" => {
+                if std::mem::replace(&mut id, true) {
+                    return Err(Bail);
+                }
+                if c.peek()? == b'"' {
+                    let (range, escaped) = c.string()?;
+                    if escaped {
+                        return Err(Bail);
+                    }
+                    out.id = Some(range);
+                } else {
+                    c.value(1)?;
+                }
+            }
+            b"cs" => {
+                if std::mem::replace(&mut cs, true) {
+                    return Err(Bail);
+                }
+                out.cs = c.int_or_null()?;
             }
             // Keys of control frames: serde reads them.
             b"op" | b"success" | b"ret_msg" | b"req_id" => return Err(Bail),

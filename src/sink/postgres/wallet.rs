@@ -155,6 +155,13 @@ pub fn event_from_frame(frame: &str) -> Option<Event> {
         received_at: chrono::Utc::now(),
         received_mono: std::time::Instant::now(),
         seq: 1,
+        key: crate::event::EventKey::Text(
+            v.get("id")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .into(),
+        ),
+        recovered: false,
         json: bytes::Bytes::from(json),
         data: start..start + data.len(),
     })

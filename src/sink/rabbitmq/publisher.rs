@@ -618,6 +618,7 @@ pub fn properties(event: &Event, persistent: bool) -> BasicProperties {
         ("trace_id", event.trace_id.as_str()),
         ("topic", event.topic.as_str()),
         ("class", event.class.as_str()),
+        ("event_key", event.key()),
     ] {
         if let Ok(k) = k.try_into() {
             headers.insert(k, FieldValue::from(v));

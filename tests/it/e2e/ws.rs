@@ -44,6 +44,11 @@ fn assert_trade_envelope(text: &str, seq: u64) {
     assert_eq!(v["symbol"], "BTCUSDT");
     assert_eq!(v["type"], "snapshot");
     assert_eq!(v["seq"], seq);
+    assert_eq!(
+        v["key"],
+        "linear:publicTrade.BTCUSDT:2a74ac78-691c-5b54-9dbe-5aafe8364627"
+    );
+    assert_eq!(v["recovered"], false);
     assert_eq!(v["trace_id"].as_str().unwrap().len(), 32);
     assert!(uuid::Uuid::parse_str(v["id"].as_str().unwrap()).is_ok());
     assert_eq!(raw_data(text), raw_data(&input), "data byte for byte");

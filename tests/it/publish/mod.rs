@@ -97,7 +97,7 @@ async fn fixture_frames_land_in_their_class_queues_with_the_spec_envelope_and_pr
     // Assert
     assert_eq!(h.stats.confirmed(), cases.len() as u64);
     let (conn, ch) = open(&url).await;
-    for (_, name, class, key) in &cases {
+    for (endpoint, name, class, key) in &cases {
         let queue = format!("{}.{class}", h.prefix);
         let mut rx = consume(&ch, &queue).await;
         let got = collect(&mut rx, 1, Duration::from_secs(10)).await;
@@ -143,6 +143,31 @@ async fn fixture_frames_land_in_their_class_queues_with_the_spec_envelope_and_pr
         assert_eq!(m.header("trace_id").as_deref(), v["trace_id"].as_str());
         assert_eq!(m.header("topic").as_deref(), v["topic"].as_str());
         assert_eq!(m.header("class").as_deref(), Some(class.as_str()));
+        // The envelope key (section 5), deterministic, and its header.
+        let want_key = match (input["id"].as_str(), *endpoint) {
+            (Some(id), Endpoint::Private) => id.to_owned(),
+            (None, Endpoint::Private) => format!(
+                "{}:{}",
+                input["topic"].as_str().unwrap(),
+                input["creationTime"]
+            ),
+            _ => v["key"].as_str().unwrap().to_owned(),
+        };
+        assert_eq!(v["key"], want_key.as_str(), "{name}");
+        assert!(
+            v["key"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("linear:{}:", input["topic"].as_str().unwrap()))
+                || class.is_private(),
+            "{name}"
+        );
+        assert_eq!(v["recovered"], false, "{name}");
+        assert_eq!(
+            m.header("event_key").as_deref(),
+            v["key"].as_str(),
+            "{name}"
+        );
     }
     let _ = conn.close().await;
     cleanup(&url, &h.prefix, &[]).await;

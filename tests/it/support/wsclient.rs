@@ -150,7 +150,8 @@ pub fn event(
         "category": category, "symbol": symbol, "type": "snapshot",
         "exchange_ts": received_at.timestamp_millis(),
         "received_at": received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "seq": seq,
+        "seq": seq, "key": format!("{}:{topic}:{seq}", category.map_or("", |c| c.as_str())),
+        "recovered": false,
     })
     .to_string();
     let data = data.to_string();
@@ -169,6 +170,10 @@ pub fn event(
         received_at,
         received_mono: std::time::Instant::now(),
         seq,
+        key: ws_gateway::event::EventKey::Text(
+            format!("{}:{topic}:{seq}", category.map_or("", |c| c.as_str())).into(),
+        ),
+        recovered: false,
         data: prefix.len()..prefix.len() + data.len(),
         json: json.into(),
     })

@@ -3,6 +3,7 @@
 //! earlier versions. Documented in the parent module.
 
 use std::{
+    borrow::Cow,
     fs::{self, File},
     io::{self, BufReader, BufWriter, Read, Write},
     os::unix::fs::FileExt,
@@ -17,7 +18,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::{
-    event::{Category, Endpoint, Event, EventClass},
+    event::{Category, Endpoint, Event, EventClass, EventKey},
     telemetry::SPOOL_UNREADABLE,
 };
 
@@ -46,6 +47,11 @@ pub(super) struct Envelope<'a> {
     exchange_ts: Option<i64>,
     received_at: DateTime<Utc>,
     seq: u64,
+    /// Absent in records spooled before envelopes had a key.
+    #[serde(borrow, default)]
+    key: Option<Cow<'a, str>>,
+    #[serde(default)]
+    recovered: bool,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -70,6 +76,14 @@ pub(super) fn event_of(code: u8, json: Vec<u8>) -> Option<Event> {
     let raw = env.data.get();
     let start = (raw.as_ptr() as usize).wrapping_sub(json.as_ptr() as usize);
     let data = start..start + raw.len();
+    let key = match env.key {
+        Some(Cow::Borrowed(k)) => {
+            let start = (k.as_ptr() as usize).wrapping_sub(json.as_ptr() as usize);
+            EventKey::InJson(start..start + k.len())
+        }
+        Some(Cow::Owned(k)) => EventKey::Text(k.into()),
+        None => EventKey::Text("".into()),
+    };
     let event = Event {
         id: env.id,
         trace_id: env.trace_id.as_str().try_into().ok()?,
@@ -83,6 +97,8 @@ pub(super) fn event_of(code: u8, json: Vec<u8>) -> Option<Event> {
         received_at: env.received_at,
         received_mono: Instant::now(),
         seq: env.seq,
+        key,
+        recovered: env.recovered,
         json: Bytes::new(),
         data,
     };
