@@ -278,6 +278,9 @@ impl App {
             tracing::error!(?unfinished, timeout = ?self.shutdown_timeout, "Shutdown timed out.");
             anyhow::bail!("shutdown timed out; unfinished tasks: {unfinished:?}");
         }
+        if let Some(message) = self.supervisor.config_error() {
+            return Err(crate::shutdown::ConfigFailure(message).into());
+        }
         let failures = self.supervisor.failures();
         if !failures.is_empty() {
             anyhow::bail!("critical tasks failed: {failures:?}");

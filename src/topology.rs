@@ -88,6 +88,7 @@ where
                 health: params.health.clone(),
                 stats: params.stats,
                 confirmed: params.confirmed,
+                fault: supervisor.config_fault(),
             },
             supervisor,
         )),

@@ -52,6 +52,12 @@ pub const PUBLISH_CONFIRM_LATENCY: &str = "ws_gateway_publish_confirm_seconds";
 pub const RECEIVE_TO_CONFIRM_LATENCY: &str = "ws_gateway_receive_to_confirm_seconds";
 /// 1 while the broker connection is open.
 pub const BROKER_UP: &str = "ws_gateway_broker_up";
+/// 1 for the RabbitMQ node in use, 0 for the others of `AMQP_URL`, by `node` (`host:port`).
+pub const BROKER_NODE: &str = "ws_gateway_broker_node";
+/// Connections made to another RabbitMQ node than the one last in use.
+pub const BROKER_FAILOVERS: &str = "ws_gateway_broker_failovers_total";
+/// Publish → confirm latency by the `queue_type` of the event's class queue.
+pub const PUBLISH_CONFIRM_BY_QUEUE_TYPE: &str = "ws_gateway_publish_confirm_by_queue_type_seconds";
 /// Private events written to the on-disk spool.
 pub const SPOOLED: &str = "ws_gateway_spooled_events_total";
 /// Spool records (or damaged stretches) that could not be read back: private events lost.
@@ -299,6 +305,27 @@ pub const METRICS: &[MetricDef] = &[
         labels: &[],
         zero: Zero::Unlabelled,
         help: "1 while the RabbitMQ connection is open",
+    },
+    MetricDef {
+        name: BROKER_NODE,
+        kind: Kind::Gauge,
+        labels: &["node"],
+        zero: Zero::Unlabelled,
+        help: "1 for the RabbitMQ node of `AMQP_URL` in use (`node` = `host:port`), 0 for the others",
+    },
+    MetricDef {
+        name: BROKER_FAILOVERS,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "connections made to another RabbitMQ node than the one last in use",
+    },
+    MetricDef {
+        name: PUBLISH_CONFIRM_BY_QUEUE_TYPE,
+        kind: Kind::Histogram,
+        labels: &["queue_type"],
+        zero: Zero::Unlabelled,
+        help: "publish → broker confirm by the queue type of the event's class (`classic`, `quorum`)",
     },
     MetricDef {
         name: SPOOLED,

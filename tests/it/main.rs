@@ -4,6 +4,7 @@
 
 mod api;
 mod catchup;
+mod cluster;
 mod config;
 mod downstream;
 mod e2e;
