@@ -301,7 +301,7 @@ pub fn recovered_frames(
             let first = chunk.first()?.get("i")?.as_str()?;
             let ts = chunk.iter().filter_map(|t| t.get("T")?.as_u64()).max();
             let text = serde_json::json!({
-                "topic": topic, "type": "snapshot", "ts": ts.unwrap_or(0), "data": chunk,
+                "topic": topic, "type": "recovery", "ts": ts.unwrap_or(0), "data": chunk,
             })
             .to_string();
             let key = format!("{category}:{topic}:{first}");
