@@ -516,6 +516,10 @@ pub struct CatchupConfig {
     pub retry_max: Duration,
     /// Item identities remembered as published by this process (the oldest are forgotten).
     pub seen_capacity: usize,
+    /// How far back Bybit's REST history reaches (`/v5/execution/list` and order history keep
+    /// 2 years): a range older than this is not fetched (nor retried) but counted as a gap.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 impl Default for CatchupConfig {
@@ -532,6 +536,7 @@ impl Default for CatchupConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             seen_capacity: 100_000,
+            retention: Duration::from_secs(730 * 24 * 3600),
         }
     }
 }
