@@ -31,6 +31,10 @@ pub struct CursorState {
     /// is persisted stays at that time until it succeeds, so a crash during a gap (REST down)
     /// fetches the gap again at the next start instead of skipping it.
     holds: BTreeMap<String, (u64, i64)>,
+    /// Per held topic whose catch-up has published its recovered events, the keys of those not
+    /// yet confirmed: the hold ends with the last confirm, so live confirms cannot carry the
+    /// persisted cursor past recovered events the broker does not have yet.
+    waiting: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl CursorState {
@@ -51,13 +55,36 @@ impl CursorState {
             };
         }
         self.holds.insert(topic.to_owned(), (conn, start.ts));
+        self.waiting.remove(topic);
         start
+    }
+
+    /// The catch-up of `topic` for `conn` published the recovered events `keys`: the hold ends
+    /// once the broker confirmed all of them (at once when there are none).
+    pub fn release_when_confirmed(&mut self, topic: &str, conn: u64, keys: BTreeSet<String>) {
+        if keys.is_empty() {
+            self.release(topic, conn);
+        } else if self.holds.get(topic).is_some_and(|(c, _)| *c == conn) {
+            self.waiting.insert(topic.to_owned(), keys);
+        }
+    }
+
+    /// A recovered event of `topic` with `key` was confirmed.
+    fn confirmed_recovered(&mut self, topic: &str, key: &str) {
+        if let Some(keys) = self.waiting.get_mut(topic) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.waiting.remove(topic);
+                self.holds.remove(topic);
+            }
+        }
     }
 
     /// The catch-up of `topic` for `conn` succeeded.
     pub fn release(&mut self, topic: &str, conn: u64) {
         if self.holds.get(topic).is_some_and(|(c, _)| *c == conn) {
             self.holds.remove(topic);
+            self.waiting.remove(topic);
         }
     }
 
@@ -92,7 +119,7 @@ pub async fn load(db: &DatabaseConnection) -> Cursors {
     }
     Arc::new(Mutex::new(CursorState {
         confirmed: map,
-        holds: BTreeMap::new(),
+        ..CursorState::default()
     }))
 }
 
@@ -101,6 +128,9 @@ pub fn advance(cursors: &Cursors, event: &Event) -> Option<String> {
     let family = Family::of(&event.topic).filter(|f| f.has_cursor())?;
     let items: Vec<Value> = serde_json::from_slice(event.data()).ok()?;
     let mut state = cursors.lock().unwrap_or_else(|e| e.into_inner());
+    if event.recovered() {
+        state.confirmed_recovered(&event.topic, event.key());
+    }
     let cursor = state.confirmed.entry(event.topic.to_string()).or_default();
     let mut moved = false;
     for item in &items {
@@ -187,5 +217,30 @@ mod tests {
         // With a cursor, a catch-up starts there (ids included).
         let start = state.begin("execution", 3, 100);
         assert_eq!((start.ts, start.ids.len()), (150, 1));
+    }
+
+    #[test]
+    fn a_hold_ends_only_when_every_recovered_event_is_confirmed() {
+        let mut state = CursorState::default();
+        state.begin("execution", 1, 100);
+        let keys = ["execution:a", "execution:b"].map(String::from).into();
+        state.release_when_confirmed("execution", 1, keys);
+        state
+            .confirmed
+            .entry("execution".into())
+            .or_default()
+            .advance(300, "live");
+        state.confirmed_recovered("execution", "execution:a");
+        assert_eq!(
+            state.persistable("execution").unwrap().ts,
+            100,
+            "b unconfirmed"
+        );
+        state.confirmed_recovered("execution", "execution:b");
+        assert_eq!(state.persistable("execution").unwrap().ts, 300);
+        // Nothing recovered: released at once.
+        state.begin("order", 2, 50);
+        state.release_when_confirmed("order", 2, BTreeSet::new());
+        assert!(state.holds.is_empty() && state.waiting.is_empty());
     }
 }

@@ -15,7 +15,7 @@ mod fetch;
 pub mod items;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{Arc, Mutex, Weak},
 };
 
@@ -181,6 +181,7 @@ impl Engine {
             match fetched {
                 Ok(batches) => {
                     let mut frames = Vec::new();
+                    let mut published: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
                     for batch in batches {
                         let new = if batch.family.has_cursor() {
                             self.take_new(starts.get(&batch.topic), batch.family, batch.items)
@@ -195,8 +196,17 @@ impl Engine {
                         for item in new {
                             let text =
                                 items::frame_text(&item.key, &batch.topic, item.ts, &item.value);
+                            let key = item.key.clone();
                             match recovered_frame(connection_id, text, item.key) {
-                                Ok(frame) => frames.push(frame),
+                                Ok(frame) => {
+                                    if batch.family.has_cursor() {
+                                        published
+                                            .entry(batch.topic.clone())
+                                            .or_default()
+                                            .insert(key);
+                                    }
+                                    frames.push(frame);
+                                }
                                 Err(()) => tracing::warn!(topic = %batch.topic,
                                     "A recovered item did not make a frame; skipped."),
                             }
@@ -211,8 +221,11 @@ impl Engine {
                     }
                     {
                         let mut state = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+                        // The persisted cursor stays at the catch-up's start until the
+                        // broker confirmed every recovered event of the topic.
                         for topic in starts.keys() {
-                            state.release(topic, connection_id);
+                            let keys = published.remove(topic).unwrap_or_default();
+                            state.release_when_confirmed(topic, connection_id, keys);
                         }
                     }
                     let took = authed_at.elapsed();
