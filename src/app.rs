@@ -14,14 +14,14 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api,
+    api, catchup,
     config::Settings,
     downstream,
     event::{Event, EventClass},
     health::HealthBoard,
     rest::{self, RestClient, RestPolicy, ServerClock},
     shutdown::Supervisor,
-    source::{self, SourceParams},
+    source::{self, SourceParams, gate::GateConfig},
     state::AppState,
     store,
     subscriptions::{
@@ -101,6 +101,32 @@ impl App {
                     .run_clock_sync(rest::CLOCK_SYNC_EVERY, source_stop.clone()),
             );
         }
+        // The REST catch-up after every private (re)connect, with its broker-confirmed cursor.
+        let (catchup, confirmed) =
+            if settings.bybit.credentials.is_some() && pipeline_file.catchup.enabled {
+                let cfg = pipeline_file.catchup.clone();
+                let cursors = catchup::cursor::load(&db).await;
+                let (tx, rx) = tokio::sync::mpsc::channel(catchup::cursor::CHANNEL_CAPACITY);
+                supervisor.spawn(
+                    "catchup-cursor",
+                    catchup::cursor::run_writer(db.clone(), cursors.clone(), rx, cfg.cursor_flush),
+                );
+                let engine = catchup::Engine::new(
+                    rest_client.clone(),
+                    cfg.clone(),
+                    cursors,
+                    supervisor.clone(),
+                    source_stop.clone(),
+                );
+                let gate = GateConfig {
+                    hook: engine,
+                    max_hold: cfg.max_hold,
+                    max_frames: cfg.max_hold_frames,
+                };
+                (Some(gate), Some(tx))
+            } else {
+                (None, None)
+            };
         let frames = source::spawn(
             SourceParams {
                 bybit: settings.bybit.clone(),
@@ -109,6 +135,7 @@ impl App {
                 health: health.clone(),
                 capacity: pipeline_file.stages.decode.capacity,
                 clock,
+                catchup,
             },
             &supervisor,
             source_stop.clone(),
@@ -138,6 +165,7 @@ impl App {
                 broadcast: broadcast_tx.clone(),
                 health: health.clone(),
                 stats: Default::default(),
+                confirmed,
             },
             &supervisor,
         );
@@ -249,6 +277,9 @@ impl App {
             let unfinished = self.supervisor.unfinished();
             tracing::error!(?unfinished, timeout = ?self.shutdown_timeout, "Shutdown timed out.");
             anyhow::bail!("shutdown timed out; unfinished tasks: {unfinished:?}");
+        }
+        if let Some(message) = self.supervisor.config_error() {
+            return Err(crate::shutdown::ConfigFailure(message).into());
         }
         let failures = self.supervisor.failures();
         if !failures.is_empty() {

@@ -21,6 +21,7 @@ pub mod api;
 pub mod app;
 pub mod backoff;
 pub(crate) mod buffer;
+pub mod catchup;
 pub mod config;
 pub mod downstream;
 pub mod event;

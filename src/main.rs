@@ -67,6 +67,11 @@ async fn main() -> ExitCode {
     });
     match app.run().await {
         Ok(()) => ExitCode::SUCCESS,
+        // Logged once (at ERROR) where it was found.
+        Err(error) if error.downcast_ref::<shutdown::ConfigFailure>().is_some() => {
+            tracing::info!("Stopped on a configuration error (exit code 2).");
+            ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "Exited with failure.");
             ExitCode::FAILURE

@@ -4,11 +4,11 @@
 //! and the built-in defaults equal the shipped `pipelines/default.toml`. Unknown keys are an
 //! error naming the key (`deny_unknown_fields`), so a typo never silently means "default".
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::event::Category;
+use crate::event::{Category, EventClass};
 
 /// Why the pipeline file cannot be used; `Display` names the file (and the key).
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +43,13 @@ pub struct PipelineFile {
     pub http: HttpConfig,
     /// General process behaviour.
     pub process: ProcessConfig,
+    /// The REST catch-up after private (re)connects and restarts, and the snapshots.
+    pub catchup: CatchupConfig,
     /// Subscriptions held from startup (requesting service `pipeline` unless named).
     pub subscriptions: Vec<StartupSubscription>,
+    /// Per event class: RabbitMQ queue type and optional stream (`[classes.orders]`); a class
+    /// not named here gets a classic queue and no stream.
+    pub classes: BTreeMap<EventClass, ClassConfig>,
 }
 
 impl PipelineFile {
@@ -61,8 +66,103 @@ impl PipelineFile {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut file: Self = toml::from_str(text).map_err(|e| e.message().trim().to_owned())?;
         file.publish.shutdown_timeout = file.process.shutdown_timeout;
+        file.publish.classes = file.classes.clone();
         Ok(file)
     }
+
+    /// The RabbitMQ settings of one class (defaults when the file does not name it).
+    pub fn class(&self, class: EventClass) -> ClassConfig {
+        self.classes.get(&class).cloned().unwrap_or_default()
+    }
+}
+
+/// The RabbitMQ queue type of a class queue (and of the class's per-service queues).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueType {
+    /// One node holds the queue (fast; unavailable while that node is down).
+    #[default]
+    Classic,
+    /// Replicated over the cluster (Raft); the recommended type for private classes on a
+    /// cluster.
+    Quorum,
+}
+
+impl QueueType {
+    /// `classic` / `quorum`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
+/// `[classes.<class>]`: how a class is kept on RabbitMQ.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassConfig {
+    /// Type of `<prefix>.<class>` and of `<prefix>.<class>.<service>`.
+    pub queue_type: QueueType,
+    /// An optional stream `<prefix>.<class>.stream` bound like the class queue.
+    pub stream: Option<StreamConfig>,
+}
+
+/// `stream = { max_age = "24h", max_bytes = "10GB" }`: a stream's retention (whichever is hit
+/// first; RabbitMQ removes whole segments).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Age past which segments are removed (`x-max-age`); none when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Size past which the oldest segments are removed (`x-max-length-bytes`): bytes, or a
+    /// number with `KB`, `MB`, `GB`, `TB` (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB`.
+    #[serde(default, deserialize_with = "de_bytes")]
+    pub max_bytes: Option<u64>,
+}
+
+/// `"10GB"`, `"512MiB"`, `"1000"` or a TOML integer → bytes.
+fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::N(n)) => Ok(Some(n)),
+        Some(Raw::S(s)) => parse_bytes(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses a byte size: `"10GB"`, `"512 MiB"`, `"1000"`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (expected e.g. \"10GB\" or \"512MiB\")"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// What a bounded buffer does when it is full.
@@ -234,6 +334,16 @@ pub struct PublishConfig {
     /// half of it to confirm, then spools what is left.
     #[serde(skip)]
     pub shutdown_timeout: Duration,
+    /// The `[classes.*]` tables (copied when the file is parsed): queue types and streams.
+    #[serde(skip)]
+    pub classes: BTreeMap<EventClass, ClassConfig>,
+}
+
+impl PublishConfig {
+    /// The RabbitMQ settings of one class (defaults when the file does not name it).
+    pub fn class(&self, class: EventClass) -> ClassConfig {
+        self.classes.get(&class).cloned().unwrap_or_default()
+    }
 }
 
 impl Default for PublishConfig {
@@ -247,6 +357,7 @@ impl Default for PublishConfig {
             reconnect_initial: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(15),
+            classes: BTreeMap::new(),
         }
     }
 }
@@ -363,6 +474,58 @@ impl Default for DownstreamConfig {
     }
 }
 
+/// The REST catch-up (spec section 10): after every private (re)connect and at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatchupConfig {
+    /// Whether the gateway catches up over REST at all (needs private credentials).
+    pub enabled: bool,
+    /// Longest time live private frames wait for the catch-up after a (re)connect.
+    #[serde(with = "humantime_serde")]
+    pub max_hold: Duration,
+    /// Most live private frames held meanwhile; past it they are released.
+    pub max_hold_frames: usize,
+    /// With no cursor in the database yet (first start), how far back the first catch-up
+    /// reaches; "0s": nothing from before the start.
+    #[serde(with = "humantime_serde")]
+    pub first_start_lookback: Duration,
+    /// Wallet account types of the wallet snapshot.
+    pub wallet_account_types: Vec<String>,
+    /// Categories an all-in-one private topic (`order`, `execution`, `position`) covers.
+    pub categories: Vec<Category>,
+    /// Settle coins asked for where Bybit requires one (linear positions and open orders).
+    pub settle_coins: Vec<String>,
+    /// How often confirmed progress is written to the cursor table.
+    #[serde(with = "humantime_serde")]
+    pub cursor_flush: Duration,
+    /// First wait before a failed catch-up is tried again; doubles up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest wait between two attempts of a failed catch-up.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Item identities remembered as published by this process (the oldest are forgotten).
+    pub seen_capacity: usize,
+}
+
+impl Default for CatchupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_hold: Duration::from_secs(5),
+            max_hold_frames: 10_000,
+            first_start_lookback: Duration::ZERO,
+            wallet_account_types: vec!["UNIFIED".to_owned()],
+            categories: Category::ALL.to_vec(),
+            settle_coins: vec!["USDT".to_owned(), "USDC".to_owned()],
+            cursor_flush: Duration::from_millis(500),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            seen_capacity: 100_000,
+        }
+    }
+}
+
 /// Process-wide behaviour.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -431,6 +594,45 @@ mod tests {
             let err = PipelineFile::parse(&text).unwrap_err();
             assert!(err.contains("when_full"), "{stage}: {err}");
         }
+    }
+
+    #[test]
+    fn classes_take_a_queue_type_and_an_optional_stream() {
+        let text = "[classes.orders]\nqueue_type = \"quorum\"\n\
+                    [classes.executions]\nqueue_type = \"quorum\"\n\
+                    stream = { max_age = \"24h\", max_bytes = \"10GB\" }\n\
+                    [classes.trades]\nqueue_type = \"classic\"\n";
+        let file = PipelineFile::parse(text).unwrap();
+        assert_eq!(file.class(EventClass::Orders).queue_type, QueueType::Quorum);
+        assert_eq!(file.class(EventClass::Orders).stream, None);
+        let ex = file.publish.class(EventClass::Executions);
+        assert_eq!(ex.queue_type, QueueType::Quorum);
+        let stream = ex.stream.unwrap();
+        assert_eq!(stream.max_age, Some(Duration::from_secs(86_400)));
+        assert_eq!(stream.max_bytes, Some(10_000_000_000));
+        assert_eq!(
+            file.class(EventClass::Trades).queue_type,
+            QueueType::Classic
+        );
+        assert_eq!(file.class(EventClass::Klines), ClassConfig::default());
+        for (bad, named) in [
+            ("[classes.order]\nqueue_type = \"quorum\"\n", "order"),
+            ("[classes.orders]\nqueue_type = \"stream\"\n", "stream"),
+            ("[classes.orders]\nqueu_type = \"quorum\"\n", "queu_type"),
+            (
+                "[classes.orders]\nstream = { max_bytes = \"10XB\" }\n",
+                "10XB",
+            ),
+            (
+                "[classes.orders]\nstream = { max_age = \"forever\" }\n",
+                "forever",
+            ),
+        ] {
+            let err = PipelineFile::parse(bad).unwrap_err();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
     }
 
     #[test]

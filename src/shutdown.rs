@@ -59,7 +59,35 @@ pub struct Supervisor {
     failures: Arc<Mutex<Vec<String>>>,
     /// Names of tasks still running, to report the unfinished ones on a slow stop.
     running: Arc<Mutex<Vec<String>>>,
+    /// A configuration fault found after startup (exit code 2).
+    config_fault: Arc<Mutex<Option<String>>>,
 }
+
+/// A configuration fault that shows only once the gateway talks to a service (a RabbitMQ queue
+/// declared with other arguments): stops the process, which exits with code 2 as for a bad
+/// setting at startup.
+#[derive(Debug, Clone)]
+pub struct ConfigFault {
+    slot: Arc<Mutex<Option<String>>>,
+    shutdown: CancellationToken,
+}
+
+impl ConfigFault {
+    /// Records the fault (the first one is kept) and stops the process. The caller has logged
+    /// it (one ERROR line).
+    pub fn raise(&self, message: String) {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(message);
+        }
+        self.shutdown.cancel();
+    }
+}
+
+/// The error `App::run` returns after a [`ConfigFault`]; `main` maps it to exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigFailure(pub String);
 
 impl Supervisor {
     /// A supervisor whose tasks stop when `shutdown` is cancelled.
@@ -69,7 +97,24 @@ impl Supervisor {
             tracker: TaskTracker::new(),
             failures: Arc::default(),
             running: Arc::default(),
+            config_fault: Arc::default(),
         }
+    }
+
+    /// A handle that stops the process as a configuration error (exit code 2).
+    pub fn config_fault(&self) -> ConfigFault {
+        ConfigFault {
+            slot: self.config_fault.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    /// The configuration fault raised, if any.
+    pub fn config_error(&self) -> Option<String> {
+        self.config_fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Spawns a task that is expected to run until shutdown. If it returns (or errors) while the

@@ -49,6 +49,8 @@ pub struct TopologyParams {
     pub health: Arc<HealthBoard>,
     /// Counters of this instance (tests and the load program read them).
     pub stats: PipelineStats,
+    /// Private events the broker confirmed are offered here (the catch-up cursor).
+    pub confirmed: Option<tokio::sync::mpsc::Sender<Arc<Event>>>,
 }
 
 /// Runs the pipeline over `frames` and attaches every sink; the tasks end when the frames have
@@ -85,6 +87,8 @@ where
                 bindings: params.bindings,
                 health: params.health.clone(),
                 stats: params.stats,
+                confirmed: params.confirmed,
+                fault: supervisor.config_fault(),
             },
             supervisor,
         )),

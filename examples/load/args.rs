@@ -21,6 +21,30 @@ pub fn num<T: std::str::FromStr>(name: &str, default: &str) -> T {
         .unwrap_or_else(|_| panic!("{name} takes a number"))
 }
 
+/// `--queue-type classic|quorum`: the type of the `trades` queues (both publishers, the
+/// consumer's declare, and the gateway's `[classes.trades]`).
+pub fn queue_type() -> ws_gateway::pipeline_file::QueueType {
+    match arg("--queue-type", "classic").as_str() {
+        "quorum" => ws_gateway::pipeline_file::QueueType::Quorum,
+        "classic" => ws_gateway::pipeline_file::QueueType::Classic,
+        other => panic!("--queue-type takes classic or quorum, not {other:?}"),
+    }
+}
+
+/// `--persistent`: messages with `delivery_mode=2` (as private events are) in both publishers.
+pub fn persistent() -> bool {
+    std::env::args().any(|a| a == "--persistent")
+}
+
+/// The queue options as passed on to the raw publisher.
+pub fn queue_flags() -> Vec<String> {
+    let mut out = vec!["--queue-type".to_owned(), queue_type().as_str().to_owned()];
+    if persistent() {
+        out.push("--persistent".to_owned());
+    }
+    out
+}
+
 /// Whether this process is the raw publisher (`--role raw`).
 pub fn is_raw_role() -> bool {
     arg("--role", "run") == "raw"

@@ -82,7 +82,9 @@ impl Consumer {
         for q in [&class_queue, &service_queue] {
             ch.queue_declare(
                 QueueDeclareArguments::durable_client_named(q)
-                    .arguments(topology::queue_arguments())
+                    .arguments(topology::queue_arguments_for(topology::QueueKind::of(
+                        crate::args::queue_type(),
+                    )))
                     .finish(),
             )
             .await

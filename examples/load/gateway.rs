@@ -17,8 +17,11 @@ pub fn write_pipeline(dir: &Path, symbols: &[String], capacity: usize, window: u
     let pipeline = dir.join("pipeline.toml");
     let mut toml = format!(
         "[stages.publish]\ncapacity = {capacity}\nwhen_full = \"block\"\n\n\
-         [publish]\nconfirm_window = {window}\nspool_dir = {:?}\n",
-        dir.join("spool")
+         [publish]\nconfirm_window = {window}\nspool_dir = {:?}\npersistent_market_data = {}\n\n\
+         [classes.trades]\nqueue_type = \"{}\"\n",
+        dir.join("spool"),
+        crate::args::persistent(),
+        crate::args::queue_type().as_str(),
     );
     for s in symbols.iter().map(String::as_str).chain([WARM_SYMBOL]) {
         toml.push_str(&format!(

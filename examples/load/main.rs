@@ -13,7 +13,10 @@
 //! of both publishers, 256), `--publish-capacity N` (the gateway's market buffer, 10000),
 //! `--rounds N` (1), `--gateway PATH` (default `ws-gateway` next to `examples/`), `--per-service`
 //! (also subscribe each topic over REST for one service, so each event goes to the class queue
-//! and the per-service queue, both consumed). `TOKIO_WORKER_THREADS` is passed to the gateway;
+//! and the per-service queue, both consumed), `--queue-type classic|quorum` (the type of the
+//! `trades` queues, for both publishers; quorum measures what a quorum private class costs),
+//! `--persistent` (`delivery_mode=2` in both publishers, as private events are).
+//! `TOKIO_WORKER_THREADS` is passed to the gateway;
 //! `LOAD_GATEWAY_LOG=1` prints the gateway's log at the end.
 //!
 //! Three processes take part: this one (the fake Bybit and the consumer), the gateway, and the

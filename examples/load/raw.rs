@@ -50,6 +50,7 @@ pub async fn run(
         .args(["--window", &window.to_string()])
         .args(["--topics", &topics.to_string()])
         .args(["--rate", &rate.to_string()])
+        .args(crate::args::queue_flags())
         .stderr(Stdio::inherit())
         .output()
         .await
@@ -170,7 +171,7 @@ pub async fn publisher() {
             .expect("outstanding")
             .sent
             .insert(tag, Instant::now());
-        let mut props = properties(e, false);
+        let mut props = properties(e, crate::args::persistent());
         props.with_message_id(&uuid::Uuid::now_v7().to_string());
         let args = BasicPublishArguments::new(&exchange, &e.routing_key())
             .mandatory(true)

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_subscriptions;
 mod m20261123_000002_create_account_balances;
+mod m20261127_000003_create_catchup_cursors;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_subscriptions::Migration),
             Box::new(m20261123_000002_create_account_balances::Migration),
+            Box::new(m20261127_000003_create_catchup_cursors::Migration),
         ]
     }
 }

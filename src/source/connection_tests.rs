@@ -61,6 +61,7 @@ fn ctx() -> (
         supervisor: crate::shutdown::Supervisor::new(CancellationToken::new()),
         topics,
         failed_at: Default::default(),
+        catchup: None,
     };
     (ctx, topics_tx, out_rx)
 }

@@ -115,6 +115,8 @@ pub(super) struct ConnCtx {
     pub topics: watch::Receiver<BTreeSet<String>>,
     /// The topics of this shard Bybit rejected, with their retry backoff (survives reconnects).
     pub failed_at: std::collections::HashMap<String, FailedTopic>,
+    /// Private: the REST catch-up after every (re)connect and its gate.
+    pub catchup: Option<super::gate::GateConfig>,
 }
 
 /// A topic Bybit rejected: when it last failed and how often in a row (the retry backoff

@@ -8,6 +8,7 @@
 //! bucket ([`rate`]). Only data frames leave the source; control frames stay inside.
 
 mod connection;
+pub mod gate;
 mod link;
 pub mod orderbook;
 mod probe;
@@ -55,6 +56,8 @@ pub struct SourceParams {
     pub capacity: usize,
     /// Bybit's server time, for the private `auth` `expires`.
     pub clock: ServerClock,
+    /// The REST catch-up after every private (re)connect; `None` turns it off.
+    pub catchup: Option<gate::GateConfig>,
 }
 
 /// The URL of `endpoint` for these settings: under `ws_url`, except the private endpoint of the
@@ -173,6 +176,7 @@ impl Manager {
             supervisor: self.supervisor.clone(),
             topics: rx,
             failed_at: Default::default(),
+            catchup: self.params.catchup.clone(),
         };
         shards.senders.push(tx);
         self.supervisor

@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use migration::{Migrator, MigratorTrait};
 
 pub mod balances;
+pub mod cursors;
 pub mod entity;
 pub(crate) mod subscriptions;
 

@@ -52,6 +52,12 @@ pub const PUBLISH_CONFIRM_LATENCY: &str = "ws_gateway_publish_confirm_seconds";
 pub const RECEIVE_TO_CONFIRM_LATENCY: &str = "ws_gateway_receive_to_confirm_seconds";
 /// 1 while the broker connection is open.
 pub const BROKER_UP: &str = "ws_gateway_broker_up";
+/// 1 for the RabbitMQ node in use, 0 for the others of `AMQP_URL`, by `node` (`host:port`).
+pub const BROKER_NODE: &str = "ws_gateway_broker_node";
+/// Connections made to another RabbitMQ node than the one last in use.
+pub const BROKER_FAILOVERS: &str = "ws_gateway_broker_failovers_total";
+/// Publish → confirm latency by the `queue_type` of the event's class queue.
+pub const PUBLISH_CONFIRM_BY_QUEUE_TYPE: &str = "ws_gateway_publish_confirm_by_queue_type_seconds";
 /// Private events written to the on-disk spool.
 pub const SPOOLED: &str = "ws_gateway_spooled_events_total";
 /// Spool records (or damaged stretches) that could not be read back: private events lost.
@@ -91,6 +97,17 @@ pub const HTTP_LATENCY: &str = "ws_gateway_http_request_duration_seconds";
 pub const REST_REQUESTS: &str = "ws_gateway_rest_requests_total";
 /// Bybit server time − local time, in seconds (last measurement).
 pub const SERVER_TIME_OFFSET: &str = "ws_gateway_server_time_offset_seconds";
+
+// --- catch-up ---
+/// Items published as `recovered` events by the REST catch-up, by `topic` (execution, order,
+/// position, wallet).
+pub const CATCHUP_RECOVERED: &str = "ws_gateway_catchup_recovered_total";
+/// Private `auth` ack → recovered events handed to the pipeline.
+pub const CATCHUP_DURATION: &str = "ws_gateway_catchup_duration_seconds";
+/// Catch-ups whose REST calls failed (a gap), by `topic`.
+pub const CATCHUP_GAPS: &str = "ws_gateway_catchup_gaps_total";
+/// Gaps not recovered yet (their catch-up is being retried).
+pub const CATCHUP_GAPS_OPEN: &str = "ws_gateway_catchup_gaps_open";
 
 /// What a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,6 +307,27 @@ pub const METRICS: &[MetricDef] = &[
         help: "1 while the RabbitMQ connection is open",
     },
     MetricDef {
+        name: BROKER_NODE,
+        kind: Kind::Gauge,
+        labels: &["node"],
+        zero: Zero::Unlabelled,
+        help: "1 for the RabbitMQ node of `AMQP_URL` in use (`node` = `host:port`), 0 for the others",
+    },
+    MetricDef {
+        name: BROKER_FAILOVERS,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "connections made to another RabbitMQ node than the one last in use",
+    },
+    MetricDef {
+        name: PUBLISH_CONFIRM_BY_QUEUE_TYPE,
+        kind: Kind::Histogram,
+        labels: &["queue_type"],
+        zero: Zero::Unlabelled,
+        help: "publish → broker confirm by the queue type of the event's class (`classic`, `quorum`)",
+    },
+    MetricDef {
         name: SPOOLED,
         kind: Kind::Counter,
         labels: &[],
@@ -393,6 +431,34 @@ pub const METRICS: &[MetricDef] = &[
         labels: &[],
         zero: Zero::Unlabelled,
         help: "Bybit server time minus local time (last `/v5/market/time` measurement)",
+    },
+    MetricDef {
+        name: CATCHUP_RECOVERED,
+        kind: Kind::Counter,
+        labels: &["topic"],
+        zero: Zero::Unlabelled,
+        help: "items published as `recovered` events by the REST catch-up, by topic (`execution`, `order`, `position`, `wallet`)",
+    },
+    MetricDef {
+        name: CATCHUP_DURATION,
+        kind: Kind::Histogram,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "private `auth` ack → recovered events handed to the pipeline",
+    },
+    MetricDef {
+        name: CATCHUP_GAPS,
+        kind: Kind::Counter,
+        labels: &["topic"],
+        zero: Zero::Unlabelled,
+        help: "catch-ups whose REST calls failed, leaving a gap (retried in the background), by topic",
+    },
+    MetricDef {
+        name: CATCHUP_GAPS_OPEN,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "gaps not recovered yet (their catch-up is still being retried)",
     },
 ];
 

@@ -3,6 +3,8 @@
 //! test). One folder or file per level; every helper lives once, in [`support`].
 
 mod api;
+mod catchup;
+mod cluster;
 mod config;
 mod downstream;
 mod e2e;

@@ -116,6 +116,52 @@ fn compose_file_has_every_service_with_healthchecks_and_ordered_startup() {
 }
 
 #[test]
+fn the_cluster_profile_runs_three_rabbitmq_nodes_and_a_gateway_on_all_three() {
+    let compose = yaml("docker-compose.yml");
+    let services = &compose["services"];
+    assert_eq!(
+        services["rabbitmq-1"]["profiles"][0].as_str(),
+        Some("cluster")
+    );
+    let gateway = &services["ws-gateway-cluster"];
+    assert_eq!(gateway["profiles"][0].as_str(), Some("cluster"));
+    let url = gateway["environment"]["AMQP_URL"].as_str().unwrap();
+    assert_eq!(url.split(',').count(), 3, "{url}");
+    for node in ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"] {
+        assert!(services.get(node).is_some(), "service {node}");
+        assert!(url.contains(&format!("@{node}:5672/")), "{url}");
+        assert_eq!(
+            gateway["depends_on"][node]["condition"].as_str(),
+            Some("service_healthy")
+        );
+    }
+    let conf = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/rabbitmq-cluster/rabbitmq.conf"),
+    )
+    .unwrap();
+    assert!(conf.contains("peer_discovery_backend = classic_config"));
+    let pipeline = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/rabbitmq-cluster/pipeline.toml"),
+    )
+    .unwrap();
+    let file = ws_gateway::pipeline_file::PipelineFile::parse(&pipeline).unwrap();
+    for class in [
+        ws_gateway::event::EventClass::Orders,
+        ws_gateway::event::EventClass::Executions,
+        ws_gateway::event::EventClass::Positions,
+        ws_gateway::event::EventClass::Balances,
+    ] {
+        assert_eq!(
+            file.class(class).queue_type,
+            ws_gateway::pipeline_file::QueueType::Quorum,
+            "{class} quorum on the cluster"
+        );
+    }
+}
+
+#[test]
 fn prometheus_scrapes_the_gateway_and_grafana_is_provisioned() {
     let prometheus = yaml("deploy/prometheus/prometheus.yml");
     let job = &prometheus["scrape_configs"][0];

@@ -2,9 +2,12 @@
 //! returns, and the in-flight window keyed by delivery tag.
 //!
 //! amqprs delivers confirms only through [`ChannelCallback`]; tags are counted here (1, 2, …
-//! per channel after `confirm.select`). A NACK or a return re-queues the message *and every
-//! later unconfirmed one*, in tag order, ahead of anything new, so per-topic order holds across
-//! retries (the later ones may arrive twice: at-least-once).
+//! per channel after `confirm.select`). A NACK or a return of a private event re-queues the
+//! message *and every later unconfirmed one*, in tag order, ahead of anything new, so per-topic
+//! order holds across retries (the later ones may arrive twice: at-least-once). A NACKed or
+//! returned market event is not retried: it goes to [`Window::refused`] (dropped and counted by
+//! the publisher), so a classic market queue whose node is down (RabbitMQ 3.10 returns what is
+//! routed to it) never holds back private events.
 
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},
@@ -19,7 +22,7 @@ use amqprs::{
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::event::Event;
+use crate::{buffer::Droppable, event::Event};
 
 /// A confirm-related message from the broker.
 #[derive(Debug)]
@@ -107,6 +110,8 @@ pub struct Window {
     pub inflight: BTreeMap<u64, InFlight>,
     /// Messages to send again before anything new, oldest first.
     pub retry: VecDeque<Arc<Event>>,
+    /// Market events the broker NACKed, to be dropped and counted (taken by the publisher).
+    pub refused: Vec<Arc<Event>>,
     returned: HashSet<u64>,
 }
 
@@ -137,7 +142,17 @@ impl Window {
                 };
                 for t in settled {
                     if self.returned.contains(&t) {
-                        return self.requeue_from(t);
+                        let keep = self.inflight.get(&t).is_some_and(|f| f.event.must_keep());
+                        if keep {
+                            return self.requeue_from(t);
+                        }
+                        // A returned market event (on a cluster: its classic queue's node is
+                        // down) is refused like a NACKed one.
+                        self.returned.remove(&t);
+                        if let Some(f) = self.inflight.remove(&t) {
+                            self.refused.push(f.event);
+                        }
+                        continue;
                     }
                     if let Some(f) = self.inflight.remove(&t) {
                         confirmed(f);
@@ -146,12 +161,25 @@ impl Window {
                 0
             }
             Confirm::Nack { tag, multiple } => {
-                let first = if multiple {
-                    self.inflight.keys().next().copied().filter(|t| *t <= tag)
+                let nacked: Vec<u64> = if multiple {
+                    self.inflight.range(..=tag).map(|(t, _)| *t).collect()
+                } else if self.inflight.contains_key(&tag) {
+                    vec![tag]
                 } else {
-                    self.inflight.contains_key(&tag).then_some(tag)
+                    Vec::new()
                 };
-                first.map_or(0, |t| self.requeue_from(t))
+                for t in nacked {
+                    let keep = self.inflight.get(&t).is_some_and(|f| f.event.must_keep());
+                    if keep {
+                        // A private event: it and everything after it go again, in order.
+                        return self.requeue_from(t);
+                    }
+                    if let Some(f) = self.inflight.remove(&t) {
+                        self.returned.remove(&t);
+                        self.refused.push(f.event);
+                    }
+                }
+                0
             }
             Confirm::Return { message_id } => {
                 let tag = self
@@ -239,6 +267,50 @@ mod tests {
             |f| confirmed.push(f.event.seq),
         );
         assert_eq!(confirmed, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_nacked_market_event_is_refused_not_retried() {
+        let mut e = Enricher::default();
+        let text = include_str!("../../../tests/fixtures/bybit/linear_publicTrade.json").trim_end();
+        let mut w = window_of(3);
+        for tag in 4..=5 {
+            let event = Arc::new(e.enrich(classify(decode(frame(
+                Endpoint::Public(crate::event::Category::Linear),
+                text,
+            )))));
+            assert!(!event.must_keep());
+            w.inflight.insert(
+                tag,
+                InFlight {
+                    event,
+                    sent: Instant::now(),
+                },
+            );
+        }
+        // Market events 4 and 5 NACKed: refused, nothing re-queued.
+        let n = w.apply(
+            Confirm::Nack {
+                tag: 5,
+                multiple: false,
+            },
+            |_| {},
+        );
+        assert_eq!(n, 0);
+        assert_eq!(w.refused.len(), 1);
+        assert!(w.retry.is_empty());
+        // A multiple NACK over private 1-3 and market 4: the first private one and everything
+        // after it go again, in order.
+        let n = w.apply(
+            Confirm::Nack {
+                tag: 4,
+                multiple: true,
+            },
+            |_| {},
+        );
+        assert_eq!(n, 4, "private 1 comes first: 1, 2, 3 and 4 after them");
+        assert_eq!(w.retry.len(), 4);
+        assert_eq!(w.refused.len(), 1);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 mod confirms;
 mod loss;
+mod nodes;
 mod outbox;
 mod publisher;
 pub mod spool;
@@ -33,7 +34,7 @@ use crate::{
     event::Event,
     health::HealthBoard,
     pipeline_file::{BufferConfig, PublishConfig},
-    shutdown::Supervisor,
+    shutdown::{ConfigFault, Supervisor},
     sink::EventSink,
     subscriptions::QueueBindings,
     telemetry::{PipelineStats, STAGE_RECEIVED},
@@ -73,6 +74,10 @@ pub enum PublishError {
     /// A name past AMQP's 255-byte limit.
     #[error("name too long for AMQP: {0}")]
     NameTooLong(String),
+    /// A queue exists with another type or other arguments (`PRECONDITION_FAILED`): an
+    /// operator must act; the process stops with exit code 2.
+    #[error("{0}")]
+    Mismatch(Box<topology::Mismatch>),
 }
 
 /// What the sink needs.
@@ -92,6 +97,10 @@ pub(crate) struct RabbitParams {
     pub health: Arc<HealthBoard>,
     /// In-process counters.
     pub stats: PipelineStats,
+    /// Confirmed private events go here (`try_send`: never waits; the catch-up cursor).
+    pub confirmed: Option<tokio::sync::mpsc::Sender<Arc<Event>>>,
+    /// Raised on a topology mismatch: stops the process with exit code 2.
+    pub fault: ConfigFault,
 }
 
 /// The sink's input: events go into the outbox. Dropping it closes the outbox; the sink's

@@ -13,25 +13,27 @@ use amqprs::{
     connection::Connection,
 };
 use metrics::{Counter, Histogram};
-use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 
 use super::{
     PublishError, RabbitParams,
     confirms::{Confirm, ConfirmCallback, InFlight, Window},
     loss::LossLog,
+    nodes::Nodes,
     outbox::Outbox,
-    topology::{self, MAX_SHORT_STR},
+    topology::{self, Declarer, MAX_SHORT_STR, Mismatch},
 };
 use crate::{
     backoff::Backoff,
     buffer::Droppable,
     event::{Event, EventClass},
     health::ComponentState,
+    pipeline_file::{PublishConfig, QueueType},
     subscriptions::Binding,
     telemetry::{
-        BROKER_UP, EVENTS_CONFIRMED, EVENTS_PUBLISHED, PUBLISH_CONFIRM_LATENCY, PUBLISH_RETRIES,
-        RECEIVE_TO_CONFIRM_LATENCY, STAGE_DROPPED, STAGE_SENT,
+        BROKER_UP, EVENTS_CONFIRMED, EVENTS_PUBLISHED, PUBLISH_CONFIRM_BY_QUEUE_TYPE,
+        PUBLISH_CONFIRM_LATENCY, PUBLISH_RETRIES, RECEIVE_TO_CONFIRM_LATENCY, STAGE_DROPPED,
+        STAGE_SENT,
     },
 };
 
@@ -101,10 +103,14 @@ struct Meters {
     confirm_latency: Histogram,
     receive_latency: Histogram,
     sent: Counter,
+    /// Confirm latency per class, by the queue type of the class queue.
+    confirm_by_queue_type: Vec<Histogram>,
+    /// Market events the broker NACKed (dropped, not retried).
+    refused: Counter,
 }
 
 impl Meters {
-    fn new() -> Self {
+    fn new(config: &PublishConfig) -> Self {
         let by_class = |name: &'static str| {
             EventClass::ALL
                 .iter()
@@ -117,7 +123,22 @@ impl Meters {
             confirm_latency: metrics::histogram!(PUBLISH_CONFIRM_LATENCY),
             receive_latency: metrics::histogram!(RECEIVE_TO_CONFIRM_LATENCY),
             sent: metrics::counter!(STAGE_SENT, "stage" => "publish"),
+            confirm_by_queue_type: EventClass::ALL
+                .iter()
+                .map(|c| {
+                    let qt = config.class(*c).queue_type;
+                    metrics::histogram!(PUBLISH_CONFIRM_BY_QUEUE_TYPE, "queue_type" => qt.as_str())
+                })
+                .collect(),
+            refused: metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "refused"),
         }
+    }
+}
+
+/// Registers the per-queue-type confirm histograms of the types in use (so both show at zero).
+fn register_queue_types() {
+    for qt in [QueueType::Classic, QueueType::Quorum] {
+        let _ = metrics::histogram!(PUBLISH_CONFIRM_BY_QUEUE_TYPE, "queue_type" => qt.as_str());
     }
 }
 
@@ -136,17 +157,21 @@ pub struct Publisher {
     stop_by: Option<tokio::time::Instant>,
     /// Backoff of re-sends after a NACK or a return.
     refused: RefusedRetry,
+    /// The nodes of `AMQP_URL` and the one in use.
+    nodes: Nodes,
 }
 
 impl Publisher {
     pub fn new(params: RabbitParams, outbox: Arc<Outbox>) -> Self {
+        register_queue_types();
         Self {
             exchange: topology::exchange_name(&params.prefix),
+            nodes: Nodes::parse(&params.url),
+            meters: Meters::new(&params.config),
             params,
             outbox,
             window: Window::default(),
             applied: BTreeSet::new(),
-            meters: Meters::new(),
             outage: false,
             stop_by: None,
             refused: RefusedRetry::new(),
@@ -219,19 +244,44 @@ impl Publisher {
         loop {
             self.note_close();
             let closed_before = self.outbox.is_closed();
-            let limit = self.stop_by.map_or(CONNECT_TIMEOUT, |d| {
-                CONNECT_TIMEOUT.min(d.saturating_duration_since(tokio::time::Instant::now()))
-            });
-            let attempt = tokio::time::timeout(limit, self.connect()).await;
-            match attempt.unwrap_or(Err(PublishError::ConnectTimeout)) {
-                Ok((conn, channel, confirms)) => {
+            // One round over the nodes (from the current one, wrapping around) before a delay.
+            let mut connected = None;
+            let mut last_error = None;
+            for _ in 0..self.nodes.len() {
+                let limit = self.stop_by.map_or(CONNECT_TIMEOUT, |d| {
+                    CONNECT_TIMEOUT.min(d.saturating_duration_since(tokio::time::Instant::now()))
+                });
+                let attempt = tokio::time::timeout(limit, self.connect()).await;
+                match attempt.unwrap_or(Err(PublishError::ConnectTimeout)) {
+                    Ok(c) => {
+                        connected = Some(c);
+                        break;
+                    }
+                    Err(PublishError::Mismatch(m)) => return self.fatal(&m),
+                    Err(error) => {
+                        if self.nodes.len() > 1 {
+                            tracing::warn!(node = self.nodes.current().1, error = %error, cause = ?std::error::Error::source(&error), "Cannot reach this RabbitMQ node; trying the next.");
+                        }
+                        self.nodes.advance();
+                        last_error = Some(error);
+                        if self.past_deadline() {
+                            break;
+                        }
+                    }
+                }
+            }
+            match connected {
+                Some((conn, channel, confirms, mut declarer)) => {
                     backoff.reset();
+                    let failover = self.nodes.connected();
                     self.set_up(true);
                     self.leave_outage();
-                    tracing::info!(exchange = %self.exchange, "Connected to RabbitMQ; topology declared.");
-                    let outcome = self.session(&conn, &channel, confirms).await;
+                    tracing::info!(exchange = %self.exchange, node = self.nodes.current().1, failover, "Connected to RabbitMQ; topology declared.");
+                    let outcome = self.session(&conn, &channel, confirms, &mut declarer).await;
+                    self.nodes.disconnected();
                     match outcome {
                         Ok(()) => {
+                            declarer.close().await;
                             let _ = channel.close().await;
                             let _ = conn.close().await;
                             self.set_up(false);
@@ -248,18 +298,24 @@ impl Publisher {
                             self.set_up(false);
                             return;
                         }
+                        Err(PublishError::Mismatch(m)) => {
+                            let _ = conn.close().await;
+                            return self.fatal(&m);
+                        }
                         Err(error) => {
                             self.set_up(false);
                             let n = self.window.requeue_from(0);
                             self.count_retries(n, "connection_lost");
-                            tracing::warn!(%error, requeued = n, "Lost the RabbitMQ connection; reconnecting.");
+                            tracing::warn!(%error, requeued = n, node = self.nodes.current().1, "Lost the RabbitMQ connection; reconnecting (next node first).");
                             self.enter_outage();
-                            // Try once more at once: the broker may be back already.
+                            // Try the next node at once (the same one when there is one).
+                            self.nodes.advance();
                             continue;
                         }
                     }
                 }
-                Err(error) => {
+                None => {
+                    let error = last_error.unwrap_or(PublishError::ConnectTimeout);
                     self.set_up(false);
                     self.enter_outage();
                     if closed_before || self.past_deadline() {
@@ -324,6 +380,16 @@ impl Publisher {
         );
     }
 
+    /// A queue exists with another type or other arguments: one ERROR line saying what to do,
+    /// private events to the spool, and the process stops with exit code 2.
+    fn fatal(&mut self, m: &Mismatch) {
+        tracing::error!(queue = %m.queue, "{m}");
+        self.params.fault.raise(m.to_string());
+        self.set_up(false);
+        self.window.requeue_from(0);
+        self.give_up();
+    }
+
     fn count_retries(&self, n: usize, reason: &'static str) {
         if n > 0 {
             metrics::counter!(PUBLISH_RETRIES, "reason" => reason).increment(n as u64);
@@ -333,8 +399,8 @@ impl Publisher {
 
     async fn connect(
         &mut self,
-    ) -> Result<(Connection, Channel, mpsc::Receiver<Confirm>), PublishError> {
-        let args = super::connection_args(self.params.url.expose_secret())?;
+    ) -> Result<(Connection, Channel, mpsc::Receiver<Confirm>, Declarer), PublishError> {
+        let args = super::connection_args(self.nodes.current().0)?;
         let conn = Connection::open(&args)
             .await
             .map_err(PublishError::Connect)?;
@@ -351,8 +417,9 @@ impl Publisher {
             .confirm_select(ConfirmSelectArguments::default())
             .await
             .map_err(PublishError::Channel)?;
-        topology::declare(&channel, &self.params.prefix).await?;
-        Ok((conn, channel, rx))
+        let mut declarer = Declarer::new(&conn, &self.params.prefix, &self.params.config);
+        declarer.declare().await?;
+        Ok((conn, channel, rx, declarer))
     }
 
     /// One connection's life. `Ok` when everything is confirmed and the input has ended.
@@ -361,19 +428,13 @@ impl Publisher {
         conn: &Connection,
         channel: &Channel,
         mut confirms: mpsc::Receiver<Confirm>,
+        declarer: &mut Declarer,
     ) -> Result<(), PublishError> {
         let window = self.params.config.confirm_window.max(1);
         let mut changes = self.params.bindings.changes();
         self.applied.clear();
         let version = *changes.borrow_and_update();
-        topology::reconcile(
-            channel,
-            &self.params.prefix,
-            &self.params.bindings,
-            version,
-            &mut self.applied,
-        )
-        .await?;
+        topology::reconcile(declarer, &self.params.bindings, version, &mut self.applied).await?;
         let io_failure = conn.listen_network_io_failure();
         let mut io_failure = std::pin::pin!(io_failure);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -424,7 +485,7 @@ impl Publisher {
                 changed = changes.changed() => {
                     if changed.is_ok() {
                         let version = *changes.borrow_and_update();
-                        topology::reconcile(channel, &self.params.prefix, &self.params.bindings, version, &mut self.applied).await?;
+                        topology::reconcile(declarer, &self.params.bindings, version, &mut self.applied).await?;
                     }
                 }
                 () = self.outbox.ready(), if hold.is_none() && self.window.inflight.len() < window => {}
@@ -475,10 +536,14 @@ impl Publisher {
             by_class[f.event.class as usize] += 1;
             if f.event.class.is_private() {
                 private.push(f.event.id);
+                if let Some(hook) = &self.params.confirmed {
+                    // The catch-up cursor; a full channel only makes the cursor lag.
+                    let _ = hook.try_send(f.event.clone());
+                }
             }
-            meters
-                .confirm_latency
-                .record(now.saturating_duration_since(f.sent).as_secs_f64());
+            let took = now.saturating_duration_since(f.sent).as_secs_f64();
+            meters.confirm_latency.record(took);
+            meters.confirm_by_queue_type[f.event.class as usize].record(took);
             meters.receive_latency.record(
                 now.saturating_duration_since(f.event.received_mono)
                     .as_secs_f64(),
@@ -509,6 +574,23 @@ impl Publisher {
                 "The broker refused messages; sending them again after a delay."
             );
             self.count_retries(requeued, reason);
+        }
+        self.drop_refused();
+    }
+
+    /// Market events the broker NACKed (on a cluster: their classic queue's node is down) are
+    /// dropped and counted (`reason="refused"`), never retried: a retry would hold back every
+    /// later event, private ones too, for as long as that node is down.
+    fn drop_refused(&mut self) {
+        if self.window.refused.is_empty() {
+            return;
+        }
+        let refused = std::mem::take(&mut self.window.refused);
+        let n = refused.len() as u64;
+        self.meters.refused.increment(n);
+        self.params.stats.add_market_dropped(n);
+        if let Some((from, to)) = LossLog::range(&refused) {
+            self.outbox.loss().dropped(n, from, to, "refused");
         }
     }
 

@@ -2,21 +2,31 @@
 //! exchange `<prefix>.events` (topic, durable); class queues `<prefix>.<class>` bound with
 //! `<class>.#`; per-service queues `<prefix>.<class>.<service>` bound with exactly the routing
 //! keys of [`QueueBindings`]. Every queue is durable with `x-max-length=100000`,
-//! `x-message-ttl=86400000` (24 h) and `x-overflow=drop-head`.
+//! `x-message-ttl=86400000` (24 h) and `x-overflow=drop-head`, of the type the pipeline file
+//! gives its class (`[classes.<class>] queue_type`, classic by default); a class with a
+//! `stream` also gets `<prefix>.<class>.stream` bound like its class queue. Declares go over a
+//! channel of their own ([`Declarer`]) so a refusal never closes the publish channel.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+};
 
 use amqprs::{
-    FieldTable, FieldValue,
+    Ack, BasicProperties, Cancel, CloseChannel, FieldTable, FieldValue, Nack, Return,
+    callbacks::ChannelCallback,
     channel::{
         Channel, ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
         QueueUnbindArguments,
     },
+    connection::Connection,
 };
+use async_trait::async_trait;
 
 use super::PublishError;
 use crate::{
     event::EventClass,
+    pipeline_file::{PublishConfig, QueueType, StreamConfig},
     subscriptions::{Binding, QueueBindings, class_pattern},
 };
 
@@ -38,97 +48,498 @@ pub fn service_queue(prefix: &str, class: EventClass, service: &str) -> String {
     format!("{prefix}.{class}.{service}")
 }
 
-/// The queue arguments of every gateway queue.
-pub fn queue_arguments() -> FieldTable {
+/// What a queue is on the broker: the class's `queue_type`, or the class's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// A classic queue (lives on one node).
+    Classic,
+    /// A quorum queue (replicated).
+    Quorum,
+    /// A stream (append-only log, read from any offset), with its retention.
+    Stream {
+        /// `x-max-age` in seconds.
+        max_age_secs: Option<u64>,
+        /// `x-max-length-bytes`.
+        max_bytes: Option<u64>,
+    },
+}
+
+impl QueueKind {
+    /// The kind of a class's queues.
+    pub fn of(queue_type: QueueType) -> Self {
+        match queue_type {
+            QueueType::Classic => Self::Classic,
+            QueueType::Quorum => Self::Quorum,
+        }
+    }
+
+    /// The kind of a class's stream.
+    pub fn stream(config: &StreamConfig) -> Self {
+        Self::Stream {
+            max_age_secs: config.max_age.map(|d| d.as_secs().max(1)),
+            max_bytes: config.max_bytes,
+        }
+    }
+
+    /// `classic`, `quorum` or `stream`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+            Self::Stream { .. } => "stream",
+        }
+    }
+}
+
+/// The spec's queue limits and which queue types accept each (RabbitMQ 3.10+: quorum queues
+/// take `x-max-length`, `x-message-ttl` (since 3.10) and `x-overflow=drop-head`; streams take
+/// none of them, their retention is `x-max-age` / `x-max-length-bytes`).
+const LIMITS: [(&str, Limit, bool, bool); 3] = [
+    // (argument, value, classic, quorum)
+    ("x-max-length", Limit::Long(100_000), true, true),
+    ("x-message-ttl", Limit::Long(86_400_000), true, true),
+    ("x-overflow", Limit::Str("drop-head"), true, true),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Long(i32),
+    Str(&'static str),
+}
+
+/// The queue arguments of a queue of this kind, as `(name, value)` (also used in messages).
+pub fn queue_argument_list(kind: QueueKind) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    match kind {
+        QueueKind::Classic | QueueKind::Quorum => {
+            if kind == QueueKind::Quorum {
+                out.push(("x-queue-type", "quorum".to_owned()));
+            }
+            for (name, value, classic, quorum) in LIMITS {
+                let allowed = if kind == QueueKind::Quorum {
+                    quorum
+                } else {
+                    classic
+                };
+                if allowed {
+                    out.push((
+                        name,
+                        match value {
+                            Limit::Long(n) => n.to_string(),
+                            Limit::Str(s) => s.to_owned(),
+                        },
+                    ));
+                }
+            }
+        }
+        QueueKind::Stream {
+            max_age_secs,
+            max_bytes,
+        } => {
+            out.push(("x-queue-type", "stream".to_owned()));
+            if let Some(s) = max_age_secs {
+                out.push(("x-max-age", format!("{s}s")));
+            }
+            if let Some(b) = max_bytes {
+                out.push(("x-max-length-bytes", b.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The queue arguments of a queue of this kind.
+pub fn queue_arguments_for(kind: QueueKind) -> FieldTable {
     let mut args = FieldTable::new();
-    let entries = [
-        ("x-max-length", FieldValue::l(100_000)),
-        ("x-message-ttl", FieldValue::l(86_400_000)),
-        ("x-overflow", FieldValue::from("drop-head")),
-    ];
-    for (k, v) in entries {
-        if let Ok(k) = k.try_into() {
+    for (name, value) in queue_argument_list(kind) {
+        let v = match name {
+            "x-max-length" | "x-message-ttl" => value.parse().map(FieldValue::l).ok(),
+            "x-max-length-bytes" => value.parse::<i64>().map(FieldValue::l).ok(),
+            _ => Some(FieldValue::from(value.as_str())),
+        };
+        if let (Ok(k), Some(v)) = (name.try_into(), v) {
             args.insert(k, v);
         }
     }
     args
 }
 
-async fn declare_queue(channel: &Channel, name: &str) -> Result<(), PublishError> {
-    channel
-        .queue_declare(
-            QueueDeclareArguments::durable_client_named(name)
-                .arguments(queue_arguments())
-                .finish(),
-        )
-        .await
-        .map_err(PublishError::Declare)?;
-    Ok(())
+/// The queue arguments of a classic gateway queue (the spec's limits).
+pub fn queue_arguments() -> FieldTable {
+    queue_arguments_for(QueueKind::Classic)
 }
 
-/// Declares the exchange and the class queues with their bindings.
-pub async fn declare(channel: &Channel, prefix: &str) -> Result<(), PublishError> {
-    let exchange = exchange_name(prefix);
-    if exchange.len() > MAX_SHORT_STR {
-        return Err(PublishError::NameTooLong(exchange));
-    }
-    channel
-        .exchange_declare(
-            ExchangeDeclareArguments::new(&exchange, "topic")
-                .durable(true)
-                .finish(),
+/// `<prefix>.<class>.stream`.
+pub fn stream_name(prefix: &str, class: EventClass) -> String {
+    format!("{prefix}.{class}.stream")
+}
+
+/// Why a declare was refused in a way an operator must fix: the queue exists with another type
+/// or other arguments (`PRECONDITION_FAILED`).
+#[derive(Debug, Clone)]
+pub struct Mismatch {
+    /// The queue's name.
+    pub queue: String,
+    /// What the gateway asked for (type and arguments).
+    pub wanted: String,
+    /// The broker's reply text (names the argument, the existing and the received value).
+    pub reply: String,
+    /// The class, for the pipeline-file hint.
+    pub class: EventClass,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RabbitMQ queue {q:?} already exists with another type or other arguments than the \
+             pipeline file asks for ({reply}); wanted: {wanted}. Either delete the queue \
+             (`rabbitmqctl delete_queue {q}`; its messages are lost) so the gateway declares it \
+             again, or set `queue_type` in `[classes.{class}]` of the pipeline file to the \
+             existing queue's type.",
+            q = self.queue,
+            reply = self.reply,
+            wanted = self.wanted,
+            class = self.class,
         )
-        .await
-        .map_err(PublishError::Declare)?;
-    for class in EventClass::ALL {
-        let queue = class_queue(prefix, class);
-        declare_queue(channel, &queue).await?;
-        channel
-            .queue_bind(QueueBindArguments::new(
-                &queue,
-                &exchange,
-                &class_pattern(class),
-            ))
-            .await
-            .map_err(PublishError::Declare)?;
     }
-    Ok(())
+}
+
+/// How a queue declare ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    /// Declared (or already there, equivalent).
+    Ok,
+    /// A classic queue whose home node is down (`404 home node … is down`): left as is, its
+    /// bindings stay; what is routed to it is NACKed until the node is back.
+    NodeDown,
+}
+
+/// The channel-close reason the broker sent last, kept by [`CloseReason`].
+type CloseSlot = Arc<Mutex<Option<(u16, String)>>>;
+
+/// A channel callback that keeps the reason of a broker-side channel close.
+#[derive(Debug)]
+struct CloseReason(CloseSlot);
+
+#[async_trait]
+impl ChannelCallback for CloseReason {
+    async fn close(
+        &mut self,
+        _channel: &Channel,
+        close: CloseChannel,
+    ) -> Result<(), amqprs::error::Error> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((close.reply_code(), close.reply_text().clone()));
+        Ok(())
+    }
+    async fn cancel(
+        &mut self,
+        _channel: &Channel,
+        _cancel: Cancel,
+    ) -> Result<(), amqprs::error::Error> {
+        Ok(())
+    }
+    async fn flow(
+        &mut self,
+        _channel: &Channel,
+        active: bool,
+    ) -> Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+    async fn publish_ack(&mut self, _channel: &Channel, _ack: Ack) {}
+    async fn publish_nack(&mut self, _channel: &Channel, _nack: Nack) {}
+    async fn publish_return(
+        &mut self,
+        _channel: &Channel,
+        _ret: Return,
+        _props: BasicProperties,
+        _content: Vec<u8>,
+    ) {
+    }
+}
+
+/// Declares on a channel of its own (not the publish channel): a refused declare closes the
+/// channel, so the declarer reads the broker's reason, opens a new one and goes on (a classic
+/// queue on a node that is down is skipped) or stops with a [`Mismatch`].
+pub struct Declarer {
+    conn: Connection,
+    channel: Option<Channel>,
+    closed: CloseSlot,
+    prefix: String,
+    classes: PublishConfig,
+}
+
+impl std::fmt::Debug for Declarer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Declarer")
+            .field("prefix", &self.prefix)
+            .field("open", &self.channel.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Declarer {
+    /// A declarer on `conn` for the queues of `prefix`, typed per `classes`.
+    pub fn new(conn: &Connection, prefix: &str, classes: &PublishConfig) -> Self {
+        Self {
+            conn: conn.clone(),
+            channel: None,
+            closed: CloseSlot::default(),
+            prefix: prefix.to_owned(),
+            classes: classes.clone(),
+        }
+    }
+
+    /// The kind of the queues of `class`.
+    pub fn kind(&self, class: EventClass) -> QueueKind {
+        QueueKind::of(self.classes.class(class).queue_type)
+    }
+
+    async fn channel(&mut self) -> Result<&Channel, PublishError> {
+        if self.channel.as_ref().is_none_or(|c| !c.is_open()) {
+            *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let ch = self
+                .conn
+                .open_channel(None)
+                .await
+                .map_err(PublishError::Channel)?;
+            ch.register_callback(CloseReason(self.closed.clone()))
+                .await
+                .map_err(PublishError::Channel)?;
+            self.channel = Some(ch);
+        }
+        self.channel.as_ref().ok_or(PublishError::ConnectionLost)
+    }
+
+    /// The broker's reason for the last channel close (waits briefly: the close frame and the
+    /// failed call race).
+    async fn close_reason(&mut self) -> Option<(u16, String)> {
+        for _ in 0..20 {
+            if let Some(r) = self.closed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                self.channel = None;
+                return Some(r);
+            }
+            if !self.conn.is_open() {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    /// Declares queue `name` of `kind` for `class`.
+    pub async fn queue(
+        &mut self,
+        name: &str,
+        kind: QueueKind,
+        class: EventClass,
+    ) -> Result<Declared, PublishError> {
+        let args = QueueDeclareArguments::durable_client_named(name)
+            .arguments(queue_arguments_for(kind))
+            .finish();
+        let result = self.channel().await?.queue_declare(args).await;
+        let Err(error) = result else {
+            return Ok(Declared::Ok);
+        };
+        match self.close_reason().await {
+            Some((406, reply)) => Err(PublishError::Mismatch(Box::new(Mismatch {
+                queue: name.to_owned(),
+                wanted: describe(kind),
+                reply,
+                class,
+            }))),
+            Some((404, reply)) if reply.contains("home node") => {
+                tracing::warn!(
+                    queue = name,
+                    reply,
+                    "Queue's home node is down; skipped (what is routed to it is refused until the node is back)."
+                );
+                Ok(Declared::NodeDown)
+            }
+            _ => Err(PublishError::Declare(error)),
+        }
+    }
+
+    /// Binds `queue` to `exchange` with `key`.
+    pub async fn bind(
+        &mut self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), PublishError> {
+        let r = self
+            .channel()
+            .await?
+            .queue_bind(QueueBindArguments::new(queue, exchange, key))
+            .await;
+        if let Err(error) = r {
+            let reason = self.close_reason().await;
+            tracing::warn!(queue, key, ?reason, "Cannot bind the queue.");
+            return Err(PublishError::Declare(error));
+        }
+        Ok(())
+    }
+
+    /// Removes a binding.
+    pub async fn unbind(
+        &mut self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), PublishError> {
+        let r = self
+            .channel()
+            .await?
+            .queue_unbind(QueueUnbindArguments::new(queue, exchange, key))
+            .await;
+        if let Err(error) = r {
+            let reason = self.close_reason().await;
+            tracing::warn!(queue, key, ?reason, "Cannot unbind the queue.");
+            return Err(PublishError::Declare(error));
+        }
+        Ok(())
+    }
+
+    /// Closes the declare channel.
+    pub async fn close(self) {
+        if let Some(ch) = self.channel {
+            let _ = ch.close().await;
+        }
+    }
+
+    /// Declares the exchange, the class queues (typed per the pipeline file) and the class
+    /// streams, with their bindings.
+    pub async fn declare(&mut self) -> Result<(), PublishError> {
+        let prefix = self.prefix.clone();
+        let exchange = exchange_name(&prefix);
+        if exchange.len() > MAX_SHORT_STR {
+            return Err(PublishError::NameTooLong(exchange));
+        }
+        let r = self
+            .channel()
+            .await?
+            .exchange_declare(
+                ExchangeDeclareArguments::new(&exchange, "topic")
+                    .durable(true)
+                    .finish(),
+            )
+            .await;
+        if let Err(error) = r {
+            let reason = self.close_reason().await;
+            tracing::warn!(exchange, ?reason, "Cannot declare the exchange.");
+            return Err(PublishError::Declare(error));
+        }
+        for class in EventClass::ALL {
+            let config = self.classes.class(class);
+            let queue = class_queue(&prefix, class);
+            if self.queue(&queue, self.kind(class), class).await? == Declared::Ok {
+                self.bind(&queue, &exchange, &class_pattern(class)).await?;
+            }
+            if let Some(stream) = &config.stream {
+                let name = stream_name(&prefix, class);
+                if name.len() > MAX_SHORT_STR {
+                    return Err(PublishError::NameTooLong(name));
+                }
+                self.queue(&name, QueueKind::stream(stream), class).await?;
+                self.bind(&name, &exchange, &class_pattern(class)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `quorum queue with x-max-length=100000, …` for messages.
+fn describe(kind: QueueKind) -> String {
+    let args: Vec<String> = queue_argument_list(kind)
+        .into_iter()
+        .filter(|(k, _)| *k != "x-queue-type")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!("{} queue with {}", kind.as_str(), args.join(", "))
 }
 
 /// Brings the per-service bindings on the broker from `applied` to the desired set, then marks
 /// that version applied. After a reconnect `applied` is empty, so everything is re-declared.
+/// Per-service queues take their class's queue type.
 pub async fn reconcile(
-    channel: &Channel,
-    prefix: &str,
+    declarer: &mut Declarer,
     bindings: &QueueBindings,
     version: u64,
     applied: &mut BTreeSet<Binding>,
 ) -> Result<(), PublishError> {
-    let exchange = exchange_name(prefix);
+    let prefix = declarer.prefix.clone();
+    let exchange = exchange_name(&prefix);
     let desired = bindings.snapshot();
     for b in desired.difference(applied) {
-        let queue = service_queue(prefix, b.class, &b.service);
+        let queue = service_queue(&prefix, b.class, &b.service);
         if queue.len() > MAX_SHORT_STR || b.routing_key.len() > MAX_SHORT_STR {
             tracing::warn!(queue, routing_key = %b.routing_key, "Binding name too long for AMQP; skipped.");
             continue;
         }
-        declare_queue(channel, &queue).await?;
-        channel
-            .queue_bind(QueueBindArguments::new(&queue, &exchange, &b.routing_key))
-            .await
-            .map_err(PublishError::Declare)?;
+        let kind = declarer.kind(b.class);
+        if declarer.queue(&queue, kind, b.class).await? == Declared::Ok {
+            declarer.bind(&queue, &exchange, &b.routing_key).await?;
+        }
     }
     for b in applied.difference(&desired) {
-        let queue = service_queue(prefix, b.class, &b.service);
+        let queue = service_queue(&prefix, b.class, &b.service);
         if queue.len() > MAX_SHORT_STR || b.routing_key.len() > MAX_SHORT_STR {
             continue;
         }
-        channel
-            .queue_unbind(QueueUnbindArguments::new(&queue, &exchange, &b.routing_key))
-            .await
-            .map_err(PublishError::Declare)?;
+        declarer.unbind(&queue, &exchange, &b.routing_key).await?;
     }
     *applied = desired;
     bindings.mark_applied(version);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_queue_type_gets_only_the_arguments_it_accepts() {
+        let names = |k| {
+            queue_argument_list(k)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(QueueKind::Classic),
+            ["x-max-length", "x-message-ttl", "x-overflow"]
+        );
+        assert_eq!(
+            names(QueueKind::Quorum),
+            [
+                "x-queue-type",
+                "x-max-length",
+                "x-message-ttl",
+                "x-overflow"
+            ]
+        );
+        let stream = QueueKind::stream(&StreamConfig {
+            max_age: Some(std::time::Duration::from_secs(86_400)),
+            max_bytes: Some(10_000_000_000),
+        });
+        assert_eq!(
+            queue_argument_list(stream),
+            [
+                ("x-queue-type", "stream".to_owned()),
+                ("x-max-age", "86400s".to_owned()),
+                ("x-max-length-bytes", "10000000000".to_owned()),
+            ]
+        );
+        let has = |k: QueueKind, name: &str| {
+            queue_arguments_for(k)
+                .get(&name.try_into().unwrap())
+                .is_some()
+        };
+        assert!(has(stream, "x-max-length-bytes") && has(stream, "x-max-age"));
+        assert!(!has(stream, "x-max-length") && !has(stream, "x-overflow"));
+        assert!(has(QueueKind::Quorum, "x-queue-type") && has(QueueKind::Quorum, "x-message-ttl"));
+        assert!(!has(QueueKind::Classic, "x-queue-type"));
+        assert!(describe(QueueKind::Quorum).starts_with("quorum queue with x-max-length=100000"));
+    }
 }

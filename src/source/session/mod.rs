@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 mod subscribe;
 
 use super::{
+    gate::{CatchupStart, Gate},
     link::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
     orderbook::{BookVerdict, GapTracker},
     reconcile::Ledger,
@@ -71,6 +72,10 @@ pub(super) struct Session<'a> {
     stop: CancellationToken,
     /// The per-frame counter, resolved once (labels are not looked up per frame).
     frames_received: metrics::Counter,
+    /// Private: live frames held while the catch-up after this (re)connect runs.
+    gate: Gate,
+    /// When `auth` was acked.
+    authed_at: Option<std::time::Instant>,
 }
 
 impl<'a> Session<'a> {
@@ -95,6 +100,8 @@ impl<'a> Session<'a> {
             stop: CancellationToken::new(),
             frames_received: metrics::counter!(telemetry::FRAMES_RECEIVED,
                 "endpoint" => ctx_label),
+            gate: Gate::default(),
+            authed_at: None,
         }
     }
 
@@ -169,7 +176,25 @@ impl<'a> Session<'a> {
                     Ok(()) => { self.reconcile().await; Next::Continue }
                     Err(_) => Next::End(SessionEnd::Retired),
                 },
-                _ = ticker.tick() => self.housekeeping(window).await,
+                _ = ticker.tick() => {
+                    let next = self.housekeeping(window).await;
+                    let max_hold = self.ctx.catchup.as_ref().map(|c| c.max_hold);
+                    if max_hold.is_some_and(|m| self.gate.overdue(m)) {
+                        tracing::warn!(endpoint = self.label(), held = self.gate.held(),
+                            "Catch-up still running after max_hold; releasing the live private frames.");
+                        if !self.release().await {
+                            break SessionEnd::Stopped;
+                        }
+                    }
+                    next
+                }
+                Some(()) = recv_done(&mut self.gate.done) => {
+                    self.gate.done = None;
+                    if !self.release().await {
+                        break SessionEnd::Stopped;
+                    }
+                    Next::Continue
+                }
             };
             match next {
                 Next::Continue => {}
@@ -182,6 +207,27 @@ impl<'a> Session<'a> {
                         text,
                         head,
                     );
+                    if let Some(gate) = self.ctx.catchup.as_ref()
+                        && self.ctx.endpoint == Endpoint::Private
+                    {
+                        if !gate.hook.live(&frame) {
+                            // Every item already went out as a recovered event.
+                            continue;
+                        }
+                        if self.gate.is_closed() {
+                            if !self.gate.hold(frame, gate.max_frames) {
+                                tracing::warn!(
+                                    endpoint = self.label(),
+                                    held = self.gate.held(),
+                                    "Too many live private frames held during catch-up; releasing them."
+                                );
+                                if !self.release().await {
+                                    break SessionEnd::Stopped;
+                                }
+                            }
+                            continue;
+                        }
+                    }
                     tokio::select! {
                         () = stop.cancelled() => break SessionEnd::Stopped,
                         sent = self.ctx.out.send(frame) => if sent.is_err() { break SessionEnd::Stopped },
@@ -191,12 +237,77 @@ impl<'a> Session<'a> {
                 }
             }
         };
+        // Frames still held go out now (the catch-up, if it finishes, follows them).
+        if self.gate.held() > 0 {
+            let _ = self.release().await;
+        }
         if let Some(tx) = self.commands.take() {
             let _ = tx.try_send(Command::Close);
         }
         self.ledger.reset();
         self.books.clear();
         end
+    }
+
+    /// Opens the gate and sends what it held, in arrival order; `false` when stopped.
+    async fn release(&mut self) -> bool {
+        let held = self.gate.open();
+        if !held.is_empty() {
+            tracing::debug!(
+                endpoint = self.label(),
+                frames = held.len(),
+                "Releasing live private frames held during catch-up."
+            );
+        }
+        for frame in held {
+            tokio::select! {
+                () = self.stop.cancelled() => return false,
+                sent = self.ctx.out.send(frame) => if sent.is_err() { return false },
+            }
+        }
+        self.last_frame = Instant::now();
+        true
+    }
+
+    /// Asks for the catch-up of the private topics Bybit confirmed on this session that have
+    /// not had one yet, once `auth` is acked and no subscription request is in flight. The
+    /// first one (right after the (re)connect) opens the gate when it is done.
+    pub(super) fn maybe_start_catchup(&mut self) {
+        let Some(gate) = self.ctx.catchup.as_ref() else {
+            return;
+        };
+        if self.ctx.endpoint != Endpoint::Private || !self.authed || self.ledger.has_in_flight() {
+            return;
+        }
+        let topics: Vec<String> = self
+            .ledger
+            .confirmed()
+            .iter()
+            .filter(|t| !self.gate.caught_up.contains(*t))
+            .cloned()
+            .collect();
+        if topics.is_empty() {
+            if self.ledger.confirmed().is_empty()
+                && self.gate.done.is_none()
+                && self.gate.held() == 0
+            {
+                // No private topic on this session: nothing to catch up, nothing to hold.
+                let _ = self.gate.open();
+            }
+            return;
+        }
+        self.gate.caught_up.extend(topics.iter().cloned());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.gate.is_closed() && self.gate.done.is_none() {
+            self.gate.done = Some(rx);
+        }
+        gate.hook.start(CatchupStart {
+            connection_id: self.id,
+            topics,
+            out: self.ctx.out.clone(),
+            done: tx,
+            authed_at: self.authed_at.unwrap_or_else(std::time::Instant::now),
+        });
     }
 
     async fn send(&mut self, text: String) {
@@ -351,12 +462,29 @@ impl<'a> Session<'a> {
             return Next::End(self.fail(SourceError::AuthRejected(ret_msg)));
         }
         self.authed = true;
+        self.authed_at = Some(std::time::Instant::now());
+        if self.ctx.catchup.is_some() {
+            self.gate.close();
+        }
         tracing::info!(
             endpoint = self.label(),
             "Authenticated on the private stream."
         );
         self.up().await;
+        self.maybe_start_catchup();
         Next::Continue
+    }
+}
+
+/// Resolves when the catch-up signals done; never while there is none.
+async fn recv_done(done: &mut Option<tokio::sync::oneshot::Receiver<()>>) -> Option<()> {
+    match done {
+        // A dropped sender (the catch-up task ended without signalling) releases too.
+        Some(rx) => {
+            let _ = rx.await;
+            Some(())
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -134,6 +134,7 @@ impl Session<'_> {
         // Retried topics go out again, and a topic released while its subscribe was in
         // flight is unsubscribed now that it is confirmed.
         self.reconcile().await;
+        self.maybe_start_catchup();
     }
 
     pub(super) async fn gap(&mut self, topic: &str, expected: u64, got: u64) {

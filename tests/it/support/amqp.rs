@@ -99,6 +99,7 @@ impl PipelineHarness {
                 broadcast: events.clone(),
                 health: health.clone(),
                 stats: stats.clone(),
+                confirmed: None,
             },
             &supervisor,
         );

@@ -36,6 +36,18 @@ impl Binary {
     /// Starts the binary with `vars` (plus host, port, API key, pipeline file) and waits until
     /// `/health` answers.
     pub async fn start(vars: &[(&str, String)], pipeline_toml: &str) -> Self {
+        let bin = Self::launch(vars, pipeline_toml);
+        let up = wait_until(secs(30), || {
+            let url = format!("{}/health", bin.base);
+            async move { reqwest::get(url).await.ok().map(|_| ()) }
+        })
+        .await;
+        assert!(up.is_some(), "the binary serves /health");
+        bin
+    }
+
+    /// Starts the binary as [`Binary::start`] does, without waiting for anything.
+    pub fn launch(vars: &[(&str, String)], pipeline_toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pipeline = dir.path().join("pipeline.toml");
         std::fs::write(&pipeline, pipeline_toml).unwrap();
@@ -60,13 +72,21 @@ impl Binary {
         }
         let child = cmd.spawn().expect("spawn the binary");
         let base = format!("http://127.0.0.1:{port}");
-        let up = wait_until(secs(30), || {
-            let url = format!("{base}/health");
-            async move { reqwest::get(url).await.ok().map(|_| ()) }
-        })
-        .await;
-        assert!(up.is_some(), "the binary serves /health");
         Self { child, base, dir }
+    }
+
+    /// Waits (at most `deadline`) for the process to exit on its own.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if started.elapsed() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `POST /api/v1/subscriptions`.

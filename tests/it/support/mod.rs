@@ -21,6 +21,7 @@ pub mod binary;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
+pub mod rabbit_cluster;
 pub mod source;
 pub mod stack;
 pub mod wsclient;

@@ -55,6 +55,7 @@ impl Harness {
                 health: health.clone(),
                 capacity: 1024,
                 clock: ws_gateway::rest::ServerClock::local(),
+                catchup: None,
             },
             &supervisor,
             stop.clone(),
