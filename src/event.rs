@@ -248,13 +248,13 @@ fn wall_clock_at(mono: Instant) -> DateTime<Utc> {
     WALL_BASE.with(|cell| {
         if let Some((base_mono, base_wall)) = cell.get() {
             let since = mono.saturating_duration_since(base_mono);
-            if since < WALL_BASE_MAX_AGE && mono >= base_mono {
-                if let Some(at) = TimeDelta::from_std(since)
+            if since < WALL_BASE_MAX_AGE
+                && mono >= base_mono
+                && let Some(at) = TimeDelta::from_std(since)
                     .ok()
                     .and_then(|d| base_wall.checked_add_signed(d))
-                {
-                    return at;
-                }
+            {
+                return at;
             }
         }
         let (now_mono, now_wall) = (Instant::now(), Utc::now());
@@ -538,5 +538,28 @@ impl fmt::Debug for TraceId {
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod wall_clock_tests {
+    use super::*;
+
+    fn micros(d: TimeDelta) -> i64 {
+        d.num_microseconds().unwrap_or(i64::MAX)
+    }
+
+    #[test]
+    fn the_receive_time_follows_the_monotonic_clock_near_the_wall_clock() {
+        let a = Instant::now();
+        let at_a = wall_clock_at(a);
+        assert!(micros(Utc::now() - at_a).abs() < 60_000_000);
+        // Later instants keep their distance (the same base, or a fresh one a second later).
+        let at_b = wall_clock_at(a + Duration::from_millis(5));
+        assert!((micros(at_b - at_a) - 5_000).abs() <= 1_000);
+        // An instant before the base: stepped back from a fresh base.
+        let earlier = a.checked_sub(Duration::from_millis(3)).unwrap_or(a);
+        let expected = micros(TimeDelta::from_std(a - earlier).unwrap_or_default());
+        assert!((micros(at_a - wall_clock_at(earlier)) - expected).abs() <= 1_000);
     }
 }
