@@ -3,6 +3,7 @@
 //! built outside the timed closures.
 //!
 //! `cargo bench --bench stages -- --warm-up-time 1 --measurement-time 3 pipeline`
+//! (`source/trade_mark`: the source's per-frame extra on public trades)
 
 use std::hint::black_box;
 
@@ -11,6 +12,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use ws_gateway::{
     event::{Category, Endpoint, RawFrame},
     pipeline::{classify::classify, decode::decode, enrich::Enricher},
+    source::trade_gap::TradeMarks,
 };
 
 const FIXTURES: &[(&str, Endpoint, &str)] = &[
@@ -109,6 +111,19 @@ fn stages(c: &mut Criterion) {
                         .ok(),
                 )
             })
+        });
+    }
+    group.finish();
+
+    // The source's per-frame extra for public trades: noting the topic's last trade (for
+    // recovery after a reconnect), next to the one parse it follows.
+    let mut group = c.benchmark_group("source");
+    group.throughput(Throughput::Elements(1));
+    for (name, endpoint, fixture) in FIXTURES.iter().filter(|f| f.0.ends_with("publicTrade")) {
+        let f = frame(*endpoint, fixture);
+        let mut marks = TradeMarks::default();
+        group.bench_with_input(BenchmarkId::new("trade_mark", name), &f, |b, f| {
+            b.iter(|| marks.note(black_box(f.topic()), black_box(f.data())))
         });
     }
     group.finish();

@@ -132,6 +132,7 @@ impl App {
                 bybit: settings.bybit.clone(),
                 config: pipeline_file.source.clone(),
                 registry: registry.clone(),
+                rest: Some(rest_client.clone()),
                 health: health.clone(),
                 capacity: pipeline_file.stages.decode.capacity,
                 clock,

@@ -255,6 +255,14 @@ pub struct SourceConfig {
     /// Cap of the doubling failed-topic retry backoff.
     #[serde(with = "humantime_serde")]
     pub failed_retry_max: Duration,
+    /// After a public reconnect, the live frames of a `publicTrade` topic are held at most
+    /// this long (from its subscribe ack) while the trades missed in the gap are fetched over
+    /// REST; then they flow and the gap is counted as lost. `0s` turns trade recovery off.
+    #[serde(with = "humantime_serde")]
+    pub trade_recovery_wait: Duration,
+    /// Most live frames held per `publicTrade` topic during its recovery; past it the recovery
+    /// is given up (the gap counted) and the frames flow.
+    pub trade_recovery_hold: usize,
 }
 
 impl Default for SourceConfig {
@@ -276,6 +284,8 @@ impl Default for SourceConfig {
             command_capacity: 256,
             failed_retry: Duration::from_secs(300),
             failed_retry_max: Duration::from_secs(3600),
+            trade_recovery_wait: Duration::from_secs(5),
+            trade_recovery_hold: 10_000,
         }
     }
 }
@@ -506,6 +516,10 @@ pub struct CatchupConfig {
     pub retry_max: Duration,
     /// Item identities remembered as published by this process (the oldest are forgotten).
     pub seen_capacity: usize,
+    /// How far back Bybit's REST history reaches (`/v5/execution/list` and order history keep
+    /// 2 years): a range older than this is not fetched (nor retried) but counted as a gap.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 impl Default for CatchupConfig {
@@ -522,6 +536,7 @@ impl Default for CatchupConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             seen_capacity: 100_000,
+            retention: Duration::from_secs(730 * 24 * 3600),
         }
     }
 }

@@ -162,6 +162,7 @@ impl Engine {
             .iter()
             .map(|(t, c)| (t.clone(), u64::try_from(c.ts).unwrap_or(0)))
             .collect();
+        let from = self.within_retention(from);
         let mut delay = self.config.retry_initial;
         let mut gap: Option<u64> = None;
         loop {
@@ -264,6 +265,30 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+impl Engine {
+    /// `from` with every start older than Bybit keeps ([`CatchupConfig::retention`]) moved to
+    /// the oldest time REST still answers for; what lies before is a gap, counted and logged
+    /// once at ERROR, never fetched (Bybit would refuse it, and a retry would loop).
+    fn within_retention(&self, from: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        let now = self.rest.clock().now_ms();
+        let keep = u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX);
+        let floor = now.saturating_sub(keep);
+        from.into_iter()
+            .map(|(topic, ts)| {
+                if ts < floor {
+                    let family = Family::of(&topic).map_or("other", Family::as_str);
+                    metrics::counter!(telemetry::CATCHUP_GAPS, "topic" => family).increment(1);
+                    tracing::error!(topic = %topic, from_ms = ts, to_ms = floor,
+                        "Catch-up: this range is older than Bybit's REST history keeps; its events are lost (counted as a gap).");
+                    (topic, floor)
+                } else {
+                    (topic, ts)
+                }
+            })
+            .collect()
     }
 }
 

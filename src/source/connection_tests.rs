@@ -55,6 +55,8 @@ fn ctx() -> (
         prober: Arc::new(crate::source::probe::Prober::new(config.reconnect_probe)),
         config,
         credentials: None,
+        trade_recovery: crate::source::trade_gap::TradeRecovery::new(None),
+        trade_marks: Default::default(),
         registry: SubscriptionRegistry::new_handle(),
         health: Arc::new(HealthBoard::default()),
         out,

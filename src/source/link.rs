@@ -109,6 +109,10 @@ pub(super) struct ConnCtx {
     pub bucket: Arc<TokenBucket>,
     /// The shared reachability probe (see [`super::probe`]).
     pub prober: Arc<Prober>,
+    /// REST and fetch permits for public trade recovery (shared by every connection).
+    pub trade_recovery: super::trade_gap::TradeRecovery,
+    /// The last trade emitted per `publicTrade` topic (survives reconnects).
+    pub trade_marks: super::trade_gap::TradeMarks,
     pub out: mpsc::Sender<RawFrame>,
     pub supervisor: Supervisor,
     /// The topics of this shard, from the manager; closed when the shard is retired.

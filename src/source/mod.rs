@@ -15,6 +15,7 @@ mod probe;
 pub mod rate;
 pub mod reconcile;
 mod session;
+pub mod trade_gap;
 
 pub use link::SourceError;
 
@@ -33,7 +34,7 @@ use crate::{
     event::{Category, Endpoint, RawFrame},
     health::HealthBoard,
     pipeline_file::SourceConfig,
-    rest::ServerClock,
+    rest::{RestClient, ServerClock},
     shutdown::Supervisor,
     subscriptions::{SubscriptionHandle, TopicKey, TopicStatus},
 };
@@ -50,6 +51,8 @@ pub struct SourceParams {
     pub config: SourceConfig,
     /// The desired topics.
     pub registry: SubscriptionHandle,
+    /// Bybit REST, for public trade recovery after a reconnect (`None`: no recovery).
+    pub rest: Option<RestClient>,
     /// Where connection states are shown.
     pub health: Arc<HealthBoard>,
     /// Capacity of the output channel (the decode stage's buffer).
@@ -92,7 +95,9 @@ pub fn spawn(
         params.config.connect_refill,
     ));
     let prober = Arc::new(Prober::new(params.config.reconnect_probe));
+    let trade_recovery = trade_gap::TradeRecovery::new(params.rest.clone());
     let manager = Manager {
+        trade_recovery,
         params,
         out: tx,
         bucket,
@@ -123,6 +128,7 @@ struct Manager {
     out: mpsc::Sender<RawFrame>,
     bucket: Arc<TokenBucket>,
     prober: Arc<Prober>,
+    trade_recovery: trade_gap::TradeRecovery,
     supervisor: Supervisor,
     stop: CancellationToken,
     endpoints: BTreeMap<Endpoint, Shards>,
@@ -172,6 +178,8 @@ impl Manager {
             health: self.params.health.clone(),
             bucket: self.bucket.clone(),
             prober: self.prober.clone(),
+            trade_recovery: self.trade_recovery.clone(),
+            trade_marks: Default::default(),
             out: self.out.clone(),
             supervisor: self.supervisor.clone(),
             topics: rx,

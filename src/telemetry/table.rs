@@ -26,6 +26,14 @@ pub const AUTH_FAILURES: &str = "ws_gateway_auth_failures_total";
 pub const ORDERBOOK_GAPS: &str = "ws_gateway_orderbook_gaps_total";
 /// Order-book topics resubscribed after a gap, by `category`.
 pub const ORDERBOOK_RESYNCS: &str = "ws_gateway_orderbook_resyncs_total";
+/// Public trades missed in a reconnect gap and published as recovered, by `category`.
+pub const TRADES_RECOVERED: &str = "ws_gateway_trades_recovered_total";
+/// Public trades missed in a reconnect gap that REST no longer had, by `category` (counted
+/// when trade ids are sequential numbers).
+pub const TRADES_LOST: &str = "ws_gateway_trades_lost_total";
+/// Public trade gaps not (fully) recovered (REST failed, too slow, or no longer had the
+/// oldest missed trades), by `category`.
+pub const TRADE_GAPS_LOST: &str = "ws_gateway_trade_gaps_lost_total";
 /// Seconds since the quietest desired topic last sent a frame, by `endpoint`.
 pub const TOPIC_SILENCE: &str = "ws_gateway_topic_max_silence_seconds";
 
@@ -228,6 +236,27 @@ pub const METRICS: &[MetricDef] = &[
         labels: &["category"],
         zero: Zero::Category,
         help: "order-book topics resubscribed for a fresh snapshot",
+    },
+    MetricDef {
+        name: TRADES_RECOVERED,
+        kind: Kind::Counter,
+        labels: &["category"],
+        zero: Zero::Category,
+        help: "public trades missed in a reconnect gap and published as `recovered` (REST)",
+    },
+    MetricDef {
+        name: TRADES_LOST,
+        kind: Kind::Counter,
+        labels: &["category"],
+        zero: Zero::Category,
+        help: "public trades missed in a reconnect gap that REST no longer had (when trade ids are sequential)",
+    },
+    MetricDef {
+        name: TRADE_GAPS_LOST,
+        kind: Kind::Counter,
+        labels: &["category"],
+        zero: Zero::Category,
+        help: "public trade gaps not fully recovered (REST failed or too slow, or no longer had the oldest missed trades)",
     },
     MetricDef {
         name: TOPIC_SILENCE,

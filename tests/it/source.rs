@@ -7,3 +7,4 @@ mod direct;
 mod failed;
 mod outage;
 mod subscriptions;
+mod trades;

@@ -17,12 +17,14 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 mod subscribe;
+mod trades;
 
 use super::{
     gate::{CatchupStart, Gate},
     link::{Command, ConnCtx, PingClock, Socket, SourceError, writer},
     orderbook::{BookVerdict, GapTracker},
     reconcile::Ledger,
+    trade_gap,
 };
 use crate::{
     backoff::Backoff,
@@ -50,6 +52,8 @@ pub(super) enum SessionEnd {
 enum Next {
     Continue,
     Emit(Utf8Bytes, DataHead),
+    /// Emit these frames in order (recovered trades, held live frames).
+    Release(Vec<RawFrame>),
     End(SessionEnd),
 }
 
@@ -59,6 +63,8 @@ pub(super) struct Session<'a> {
     id: u64,
     ledger: Ledger,
     books: GapTracker,
+    /// Public trade recoveries in progress.
+    trades: trades::TradeGaps,
     commands: Option<mpsc::Sender<Command>>,
     clock: PingClock,
     authed: bool,
@@ -88,6 +94,7 @@ impl<'a> Session<'a> {
             ctx,
             id,
             books: GapTracker::default(),
+            trades: trades::TradeGaps::default(),
             commands: None,
             clock: PingClock::default(),
             authed: false,
@@ -171,6 +178,7 @@ impl<'a> Session<'a> {
             let next = tokio::select! {
                 biased;
                 () = stop.cancelled() => Next::End(SessionEnd::Stopped),
+                Some(fetched) = self.trades.results.recv() => self.trades_fetched(fetched),
                 msg = stream.next() => self.on_message(msg).await,
                 changed = self.ctx.topics.changed() => match changed {
                     Ok(()) => { self.reconcile().await; Next::Continue }
@@ -199,6 +207,12 @@ impl<'a> Session<'a> {
             match next {
                 Next::Continue => {}
                 Next::End(end) => break end,
+                Next::Release(frames) => {
+                    if !self.deliver(frames).await {
+                        break SessionEnd::Stopped;
+                    }
+                    self.last_frame = Instant::now();
+                }
                 Next::Emit(text, head) => {
                     let frame = RawFrame::new(
                         self.ctx.endpoint,
@@ -243,6 +257,10 @@ impl<'a> Session<'a> {
         }
         if let Some(tx) = self.commands.take() {
             let _ = tx.try_send(Command::Close);
+        }
+        let held = self.trades_release_all();
+        if !matches!(end, SessionEnd::Stopped) {
+            self.deliver(held).await;
         }
         self.ledger.reset();
         self.books.clear();
@@ -358,7 +376,7 @@ impl<'a> Session<'a> {
             .unwrap_or_default();
         metrics::gauge!(telemetry::TOPIC_SILENCE, "endpoint" => self.label())
             .set(silence.as_secs_f64());
-        Next::Continue
+        self.trade_tick(now)
     }
 
     async fn on_message(
@@ -428,6 +446,9 @@ impl<'a> Session<'a> {
                             return Next::Continue;
                         }
                     }
+                }
+                if trade_gap::is_public_trade(topic) {
+                    return self.trade_frame(text, head);
                 }
                 return Next::Emit(text, head);
             }

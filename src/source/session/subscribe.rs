@@ -96,6 +96,7 @@ impl Session<'_> {
         self.healthy = true;
         for t in &out.activated {
             self.ctx.failed_at.remove(t);
+            self.trade_acked(t);
             if !self.books.is_resyncing(t) {
                 self.status(t, TopicStatus::Active);
             }
@@ -126,6 +127,7 @@ impl Session<'_> {
                 self.books.forget(t);
                 self.last_seen.remove(t);
             }
+            self.ctx.trade_marks.forget(t);
         }
         let active = self.ledger.confirmed().len();
         self.ctx

@@ -52,6 +52,7 @@ impl Harness {
                 bybit,
                 config,
                 registry: registry.clone(),
+                rest: None,
                 health: health.clone(),
                 capacity: 1024,
                 clock: ws_gateway::rest::ServerClock::local(),
