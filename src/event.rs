@@ -5,16 +5,17 @@
 
 use std::{
     borrow::Borrow,
+    cell::Cell,
     fmt,
     ops::{Deref, Range},
     str::FromStr,
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -139,7 +140,7 @@ pub struct RawFrame {
 
 impl RawFrame {
     /// A frame and the head [`wire::parse`] located in it, received at `received_mono` (the
-    /// wall-clock receive time is taken now).
+    /// wall-clock receive time is derived from it, see [`wall_clock_at`]).
     pub(crate) fn new(
         endpoint: Endpoint,
         connection_id: u64,
@@ -150,7 +151,7 @@ impl RawFrame {
         Self {
             endpoint,
             connection_id,
-            received_at: Utc::now(),
+            received_at: wall_clock_at(received_mono),
             received_mono,
             text,
             head,
@@ -227,6 +228,43 @@ impl RawFrame {
     pub fn data(&self) -> &str {
         self.head.data(self.text.as_str())
     }
+}
+
+/// How long a thread's wall-clock base ([`wall_clock_at`]) is used before the wall clock is
+/// read again.
+const WALL_BASE_MAX_AGE: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// A monotonic instant and the wall-clock time read beside it.
+    static WALL_BASE: Cell<Option<(Instant, DateTime<Utc>)>> = const { Cell::new(None) };
+}
+
+/// The wall-clock time at the monotonic instant `mono`, from this thread's base (one wall-clock
+/// read per thread and second): a frame's receive time costs the one `Instant::now()` the
+/// source takes, not a second clock read and chrono's calendar conversion per frame. Within a
+/// second of the base the two clocks drift apart by at most the clock's slew (microseconds at
+/// most); a stepped wall clock is picked up at the next base.
+fn wall_clock_at(mono: Instant) -> DateTime<Utc> {
+    WALL_BASE.with(|cell| {
+        if let Some((base_mono, base_wall)) = cell.get() {
+            let since = mono.saturating_duration_since(base_mono);
+            if since < WALL_BASE_MAX_AGE
+                && mono >= base_mono
+                && let Some(at) = TimeDelta::from_std(since)
+                    .ok()
+                    .and_then(|d| base_wall.checked_add_signed(d))
+            {
+                return at;
+            }
+        }
+        let (now_mono, now_wall) = (Instant::now(), Utc::now());
+        cell.set(Some((now_mono, now_wall)));
+        // `mono` was read before now: step back by the difference.
+        TimeDelta::from_std(now_mono.saturating_duration_since(mono))
+            .ok()
+            .and_then(|d| now_wall.checked_sub_signed(d))
+            .unwrap_or(now_wall)
+    })
 }
 
 /// Event classes of spec section 4; the first word of every routing key.
@@ -500,5 +538,28 @@ impl fmt::Debug for TraceId {
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod wall_clock_tests {
+    use super::*;
+
+    fn micros(d: TimeDelta) -> i64 {
+        d.num_microseconds().unwrap_or(i64::MAX)
+    }
+
+    #[test]
+    fn the_receive_time_follows_the_monotonic_clock_near_the_wall_clock() {
+        let a = Instant::now();
+        let at_a = wall_clock_at(a);
+        assert!(micros(Utc::now() - at_a).abs() < 60_000_000);
+        // Later instants keep their distance (the same base, or a fresh one a second later).
+        let at_b = wall_clock_at(a + Duration::from_millis(5));
+        assert!((micros(at_b - at_a) - 5_000).abs() <= 1_000);
+        // An instant before the base: stepped back from a fresh base.
+        let earlier = a.checked_sub(Duration::from_millis(3)).unwrap_or(a);
+        let expected = micros(TimeDelta::from_std(a - earlier).unwrap_or_default());
+        assert!((micros(at_a - wall_clock_at(earlier)) - expected).abs() <= 1_000);
     }
 }

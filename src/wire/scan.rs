@@ -278,7 +278,7 @@ impl Cursor<'_> {
     }
 
     /// An object key and its colon; the cursor ends at the value.
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Step<(Range<usize>, bool)> {
         let key = self.string()?;
         self.ws();
@@ -295,6 +295,16 @@ impl Cursor<'_> {
         self.expect(b':')?;
         self.ws();
         Ok(())
+    }
+
+    /// Skips any value: a scalar here (most values of a data item), a container in
+    /// [`Self::value`]; `depth` is the nesting already open around it.
+    #[inline(always)]
+    fn any(&mut self, depth: u32) -> Step {
+        match self.peek()? {
+            b'{' | b'[' => self.value(depth),
+            _ => self.scalar(),
+        }
     }
 
     /// Skips any value, iteratively; `depth` is the nesting already open around it.
@@ -370,11 +380,18 @@ impl Cursor<'_> {
             _ => (false, text),
         };
         let mut v: u64 = 0;
-        for &d in digits {
-            v = v
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(d - b'0')))
-                .ok_or(Bail)?;
+        if digits.len() <= 18 {
+            // Below 10^18: no overflow possible, no checks per digit (a 13-digit `ts`).
+            for &d in digits {
+                v = v * 10 + u64::from(d - b'0');
+            }
+        } else {
+            for &d in digits {
+                v = v
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                    .ok_or(Bail)?;
+            }
         }
         let v = if negative {
             0i64.checked_sub_unsigned(v)
@@ -423,18 +440,17 @@ impl Cursor<'_> {
                 let integer = self.peek()? != b'-' && self.number().unwrap_or(false);
                 if !integer {
                     self.i = vstart;
-                    self.value(2)?;
+                    self.any(2)?;
                 }
-                let parsed = std::str::from_utf8(&self.b[vstart..self.i])
-                    .ok()
-                    .filter(|_| integer)
-                    .and_then(|t| t.parse::<u64>().ok());
+                let parsed = integer
+                    .then(|| digits_u64(&self.b[vstart..self.i]))
+                    .flatten();
                 if u.is_some() || parsed.is_none() {
                     valid = false;
                 }
                 u = Some(parsed);
             } else {
-                self.value(2)?;
+                self.any(2)?;
             }
             self.ws();
             match self.peek()? {
@@ -468,7 +484,7 @@ impl Cursor<'_> {
                 return Ok(first);
             }
             b'{' => first = self.first_item()?,
-            _ => self.value(2)?,
+            _ => self.any(2)?,
         }
         loop {
             self.ws();
@@ -476,7 +492,7 @@ impl Cursor<'_> {
                 b',' => {
                     self.i += 1;
                     self.ws();
-                    self.value(2)?;
+                    self.any(2)?;
                 }
                 b']' => {
                     self.i += 1;
@@ -516,7 +532,7 @@ impl Cursor<'_> {
                         }
                         out.i = Some(range);
                     } else {
-                        self.value(3)?;
+                        self.any(3)?;
                     }
                 }
                 b"start" => {
@@ -525,7 +541,7 @@ impl Cursor<'_> {
                     }
                     out.start = self.int_or_null()?;
                 }
-                _ => self.value(3)?,
+                _ => self.any(3)?,
             }
             self.ws();
             match self.peek()? {
@@ -541,6 +557,25 @@ impl Cursor<'_> {
             }
         }
     }
+}
+
+/// The value of ASCII digits (as `str::parse::<u64>` reads them), `None` past `u64::MAX`.
+#[inline]
+fn digits_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if digits.len() <= 19 {
+        // Below 10^19: no overflow possible.
+        return Some(
+            digits
+                .iter()
+                .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0')),
+        );
+    }
+    digits.iter().try_fold(0u64, |v, &d| {
+        v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Scans one frame.
@@ -626,7 +661,7 @@ fn scan_object(b: &[u8]) -> Step<Option<Located>> {
                     }
                     out.id = Some(range);
                 } else {
-                    c.value(1)?;
+                    c.any(1)?;
                 }
             }
             b"cs" => {
@@ -637,7 +672,7 @@ fn scan_object(b: &[u8]) -> Step<Option<Located>> {
             }
             // Keys of control frames: serde reads them.
             b"op" | b"success" | b"ret_msg" | b"req_id" => return Err(Bail),
-            _ => c.value(1)?,
+            _ => c.any(1)?,
         }
         c.ws();
         match c.peek()? {
