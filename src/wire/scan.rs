@@ -362,6 +362,21 @@ impl Cursor<'_> {
         }
     }
 
+    /// A string's range (an escaped one bails: serde decides), or `None` after skipping any
+    /// other value at `depth`.
+    #[inline(always)]
+    fn unescaped_string_or_skip(&mut self, depth: u32) -> Step<Option<Range<usize>>> {
+        if self.peek()? != b'"' {
+            self.any(depth)?;
+            return Ok(None);
+        }
+        let (range, escaped) = self.string()?;
+        if escaped {
+            return Err(Bail);
+        }
+        Ok(Some(range))
+    }
+
     /// An `i64` or `null`; anything else bails (serde decides).
     fn int_or_null(&mut self) -> Step<Option<i64>> {
         if self.peek()? == b'n' {
@@ -525,14 +540,8 @@ impl Cursor<'_> {
                     if std::mem::replace(&mut seen_i, true) {
                         return Err(Bail);
                     }
-                    if self.peek()? == b'"' {
-                        let (range, escaped) = self.string()?;
-                        if escaped {
-                            return Err(Bail);
-                        }
+                    if let Some(range) = self.unescaped_string_or_skip(3)? {
                         out.i = Some(range);
-                    } else {
-                        self.any(3)?;
                     }
                 }
                 b"start" => {
@@ -654,14 +663,8 @@ fn scan_object(b: &[u8]) -> Step<Option<Located>> {
                 if std::mem::replace(&mut id, true) {
                     return Err(Bail);
                 }
-                if c.peek()? == b'"' {
-                    let (range, escaped) = c.string()?;
-                    if escaped {
-                        return Err(Bail);
-                    }
+                if let Some(range) = c.unescaped_string_or_skip(1)? {
                     out.id = Some(range);
-                } else {
-                    c.any(1)?;
                 }
             }
             b"cs" => {
