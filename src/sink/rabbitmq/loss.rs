@@ -49,10 +49,13 @@ impl Tally {
     }
 }
 
-/// The two tallies of a publish sink.
+/// The tallies of a publish sink.
 #[derive(Debug, Default)]
 pub struct LossLog {
+    /// Market events the broker did not take in time (full buffers, shutdown).
     dropped: Mutex<Tally>,
+    /// Market events the broker refused (NACKed or returned).
+    refused: Mutex<Tally>,
     spooled: Mutex<Tally>,
 }
 
@@ -66,7 +69,12 @@ impl LossLog {
         if n == 0 {
             return;
         }
-        lock(&self.dropped).add(n, from, to);
+        let tally = if reason == "refused" {
+            &self.refused
+        } else {
+            &self.dropped
+        };
+        lock(tally).add(n, from, to);
         self.flush(reason == "shutdown");
     }
 
@@ -94,6 +102,15 @@ impl LossLog {
                 received_from = %from,
                 received_to = %to,
                 "Market data dropped: the broker did not take it in time."
+            );
+        }
+        let refused = lock(&self.refused).take(force, now);
+        if let Some((count, from, to)) = refused {
+            tracing::error!(
+                dropped = count,
+                received_from = %from,
+                received_to = %to,
+                "Market data dropped: the broker refused it (NACKed or returned; on a cluster, the node of its classic queue is down)."
             );
         }
         let spooled = lock(&self.spooled).take(force, now);
