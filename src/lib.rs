@@ -22,6 +22,7 @@ pub mod app;
 pub mod backoff;
 pub(crate) mod buffer;
 pub mod catchup;
+pub mod cluster;
 pub mod config;
 pub mod downstream;
 pub mod event;
