@@ -205,7 +205,11 @@ impl Controller {
                 let before = self.p.ownership.owned_all_count();
                 let held: HashMap<Unit, u64> = held.into_iter().collect();
                 let n = held.len();
-                self.p.ownership.renewed(sent, deadline, held);
+                let handed_in = self.p.ownership.renewed(sent, deadline, held);
+                if handed_in > 0 {
+                    metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_in")
+                        .increment(handed_in as u64);
+                }
                 if n < before {
                     metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "lost")
                         .increment((before - n) as u64);
