@@ -185,8 +185,15 @@ impl Controller {
         let Some(registry) = &self.p.registry else {
             return;
         };
-        let keys: std::collections::BTreeSet<_> =
-            registry.snapshot().into_iter().map(|v| v.key).collect();
+        // API subscriptions are read from the shared `subscriptions` table by every instance
+        // (they outlive the instance that created them, and a cancel through any instance
+        // ends them); the mirror carries the rest: `/ws` clients and the pipeline file.
+        let keys: std::collections::BTreeSet<_> = registry
+            .snapshot()
+            .into_iter()
+            .filter(|v| v.holders.iter().any(|h| !h.is_service()))
+            .map(|v| v.key)
+            .collect();
         if self.mirrored.as_ref() == Some(&keys) {
             return;
         }
