@@ -58,6 +58,7 @@ pub async fn run(params: ControllerParams, stop: CancellationToken) -> Result<()
         p: params,
         next_renew: Instant::now(),
         mirrored: None,
+        seen: None,
     };
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(listen(c.p.url.clone(), wake.clone(), stop.clone()));
@@ -148,6 +149,8 @@ struct Controller {
     next_renew: Instant,
     /// The desired set last mirrored.
     mirrored: Option<std::collections::BTreeSet<crate::subscriptions::TopicKey>>,
+    /// Every locally desired topic last announced.
+    seen: Option<std::collections::BTreeSet<crate::subscriptions::TopicKey>>,
 }
 
 impl Controller {
@@ -188,8 +191,16 @@ impl Controller {
         // API subscriptions are read from the shared `subscriptions` table by every instance
         // (they outlive the instance that created them, and a cancel through any instance
         // ends them); the mirror carries the rest: `/ws` clients and the pipeline file.
-        let keys: std::collections::BTreeSet<_> = registry
-            .snapshot()
+        let snapshot = registry.snapshot();
+        let all: std::collections::BTreeSet<_> = snapshot.iter().map(|v| v.key.clone()).collect();
+        if self.seen.as_ref() != Some(&all) {
+            // An API subscription created or cancelled here: its row is written already (the
+            // service writes the row before the registry), so wake every instance now.
+            if store::notify(&self.p.db).await.is_ok() {
+                self.seen = Some(all);
+            }
+        }
+        let keys: std::collections::BTreeSet<_> = snapshot
             .into_iter()
             .filter(|v| v.holders.iter().any(|h| !h.is_service()))
             .map(|v| v.key)

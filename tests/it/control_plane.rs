@@ -444,3 +444,64 @@ async fn the_shared_cursor_is_written_only_under_the_private_lease_at_its_epoch(
     let _ = conn.close().await;
     db.drop_database().await;
 }
+
+/// Cluster mode end to end with the real broker: a subscription created through the REST API
+/// is claimed and subscribed upstream within 1 s, and its messages carry the headers
+/// `instance` and `epoch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_messages_carry_instance_and_epoch_headers() {
+    use crate::support::{
+        amqp::{collect, consume, open, queue_len, trade_text},
+        stack::{Db, Options, Stack},
+    };
+    use ws_gateway::pipeline_file::PipelineFile;
+
+    let stack = Stack::start(
+        Options {
+            db: Db::Postgres,
+            ..Options::default()
+        },
+        |c| {
+            c.vars
+                .insert("WS_GATEWAY_CLUSTER".into(), "postgres".into());
+            c.vars
+                .insert("WS_GATEWAY_INSTANCE_ID".into(), "gw-headers".into());
+            let source = std::mem::take(&mut c.pipeline.source);
+            c.pipeline = PipelineFile::parse(
+                "[cluster]\nrenew_interval = \"200ms\"\nlease_ttl = \"1s\"\npoll_interval = \"200ms\"\n",
+            )
+            .unwrap();
+            c.pipeline.source = source;
+        },
+    )
+    .await;
+    let posted = Instant::now();
+    stack.trades("BTCUSDT", "alpha").await;
+    let upstream = posted.elapsed();
+    eprintln!("cluster: API subscription subscribed upstream {upstream:?} after the POST");
+    assert!(upstream < Duration::from_secs(2), "{upstream:?}");
+    for _ in 0..5 {
+        stack
+            .fake
+            .push_topic("publicTrade.BTCUSDT", &trade_text("BTCUSDT"));
+    }
+    let (conn, ch) = open(&stack.amqp).await;
+    let class = stack.queue("trades");
+    let settled = crate::support::wait_until(Duration::from_secs(20), || async {
+        (queue_len(&ch, &class).await >= 5).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "trades in the class queue");
+    let mut rx = consume(&ch, &class).await;
+    let got = collect(&mut rx, 5, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 5);
+    for m in &got {
+        assert_eq!(m.header("instance").as_deref(), Some("gw-headers"));
+        let epoch = m.header("epoch").expect("an epoch header");
+        assert!(epoch.contains('1'), "epoch 1 (first claim): {epoch}");
+    }
+    let _ = ch.close().await;
+    let _ = conn.close().await;
+    let alpha = stack.queue("trades.alpha");
+    stack.finish(&[alpha]).await;
+}
