@@ -355,6 +355,54 @@ async fn two_apps_share_the_topics_and_one_takes_over_when_the_other_stops() {
         .unwrap();
     assert_eq!(health["components"]["cluster"], "up", "{health}");
 
+    // A subscription created through a is upstream (once) within 1 s; cancelled through b, it
+    // is no longer upstream anywhere.
+    let posted = Instant::now();
+    let created: serde_json::Value = http::client()
+        .post(format!("{}/api/v1/subscriptions", a.http()))
+        .header("X-API-Key", TEST_API_KEY)
+        .json(&serde_json::json!({
+            "channel_type": "trades", "symbol": "APIUSDT", "category": "linear",
+            "requesting_service": "alpha"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("created").to_owned();
+    while fake.push_topic("publicTrade.APIUSDT", r#"{"op":"pong"}"#) != 1 {
+        assert!(
+            posted.elapsed() < Duration::from_secs(3),
+            "API topic upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "two apps: API subscription via a upstream after {:?}",
+        posted.elapsed()
+    );
+    let cancelled = http::client()
+        .delete(format!("{}/api/v1/subscriptions/{id}", b.http()))
+        .header("X-API-Key", TEST_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(cancelled.status().is_success(), "{}", cancelled.status());
+    let cancel_at = Instant::now();
+    while fake.push_topic("publicTrade.APIUSDT", r#"{"op":"pong"}"#) != 0 {
+        assert!(
+            cancel_at.elapsed() < Duration::from_secs(5),
+            "cancel through b ends it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "two apps: cancelled via b, unsubscribed after {:?}",
+        cancel_at.elapsed()
+    );
+
     // SIGTERM of a: b subscribes every topic, each once.
     a.shutdown().await.unwrap();
     let stopped = Instant::now();
