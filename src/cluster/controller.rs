@@ -49,6 +49,11 @@ pub struct ControllerParams {
     pub registry: Option<SubscriptionHandle>,
     /// The address other instances and operators reach this one's API at.
     pub api_addr: String,
+    /// Cancelled when the process is asked to stop (SIGTERM): the controller hands its leases
+    /// over (make-before-break) while the source still runs, then cancels `left`.
+    pub leave: CancellationToken,
+    /// Cancelled once this instance has left (its leases handed over or released).
+    pub left: CancellationToken,
 }
 
 /// Runs until `stop`, then leaves the cluster.
@@ -81,6 +86,7 @@ pub async fn run(params: ControllerParams, stop: CancellationToken) -> Result<()
         let wake_at = c.next_renew.min(poll);
         tokio::select! {
             () = stop.cancelled() => break,
+            () = c.p.leave.cancelled() => break,
             () = wake.notified() => {}
             () = tokio::time::sleep_until(wake_at.into()) => {}
             () = sleep_until_opt(deadline) => {
@@ -97,8 +103,12 @@ pub async fn run(params: ControllerParams, stop: CancellationToken) -> Result<()
             }
         }
     }
+    if !stop.is_cancelled() {
+        c.hand_over_and_leave(&wake, &stop).await;
+    }
     listener.abort();
     c.leave().await;
+    c.p.left.cancel();
     Ok(())
 }
 
@@ -385,7 +395,65 @@ impl Controller {
             .set_desired(snap.desired.clone(), ClusterView { instances, leases });
     }
 
-    /// SIGTERM: stop counting as live, want nothing, give every lease back at once.
+    /// SIGTERM, make-before-break: stop counting as live (so the others' targets exclude this
+    /// instance and they start taking its units over: subscribe, then say ready), keep renewing
+    /// and publishing, and hand each lease over once its taker is ready. Bounded by
+    /// `lease_ttl + 2 × renew_interval`; with no other live instance, nothing to wait for.
+    async fn hand_over_and_leave(&mut self, wake: &Notify, stop: &CancellationToken) {
+        if let Err(e) = store::leave(&self.p.db, &self.id).await {
+            tracing::warn!(error = %e, "Cluster: cannot announce leaving.");
+            return;
+        }
+        let cfg = self.p.config.clone();
+        let until = Instant::now() + cfg.lease_ttl + cfg.renew_interval * 2;
+        tracing::info!(instance = %self.id, units = self.p.ownership.owned_all_count(), "Cluster: leaving; handing leases over.");
+        while self.holds_any() && Instant::now() < until {
+            if Instant::now() >= self.next_renew {
+                let sent = Instant::now();
+                match store::renew(&self.p.db, &self.id, cfg.lease_ttl, true).await {
+                    Ok(held) => {
+                        let deadline = sent + cfg.lease_ttl.saturating_sub(cfg.renew_interval);
+                        self.p
+                            .ownership
+                            .renewed(sent, deadline, held.into_iter().collect());
+                        self.next_renew = sent + cfg.renew_interval;
+                    }
+                    Err(_) => {
+                        metrics::counter!(m::CLUSTER_RENEW_FAILURES).increment(1);
+                        self.next_renew = Instant::now() + cfg.renew_interval / 4;
+                    }
+                }
+            }
+            let Ok(snap) = store::snapshot(&self.p.db, cfg.lease_ttl).await else {
+                break;
+            };
+            if !snap.instances.iter().any(|i| i.live && i.id != self.id) {
+                break;
+            }
+            for lease in &snap.leases {
+                if lease.owner.as_deref() != Some(self.id.as_str()) || !lease.live {
+                    continue;
+                }
+                let (Some(to), true) = (&lease.handover_to, lease.handover_ready) else {
+                    continue;
+                };
+                self.p.ownership.drop_unit(&lease.unit);
+                if let Ok(true) =
+                    store::transfer(&self.p.db, &lease.unit, &self.id, to, cfg.lease_ttl).await
+                {
+                    metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out")
+                        .increment(1);
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(cfg.poll_interval.min(cfg.renew_interval)) => {}
+            }
+        }
+    }
+
+    /// Stops counting as live, wants nothing, gives every remaining lease back at once.
     async fn leave(&mut self) {
         let held: Vec<Unit> = self.p.ownership.owned_all().into_keys().collect();
         self.p.ownership.expire();

@@ -34,6 +34,8 @@ fn config() -> ClusterConfig {
 struct Member {
     ownership: Ownership,
     stop: CancellationToken,
+    leave: CancellationToken,
+    left: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -47,7 +49,10 @@ async fn member(db: &TestDatabase, id: &str, keys: &[TopicKey]) -> Member {
     }
     let ownership = Ownership::member(id);
     let stop = CancellationToken::new();
+    let (leave, left) = (CancellationToken::new(), CancellationToken::new());
     let params = ControllerParams {
+        leave: leave.clone(),
+        left: left.clone(),
         db: conn,
         url: SecretString::from(db.url.clone()),
         config: config(),
@@ -62,6 +67,8 @@ async fn member(db: &TestDatabase, id: &str, keys: &[TopicKey]) -> Member {
     Member {
         ownership,
         stop,
+        leave,
+        left,
         task,
     }
 }
@@ -211,16 +218,41 @@ async fn one_owner_per_unit_balance_failover_fencing_and_moves() {
         }
     }
 
-    // SIGTERM of b: it leaves, releases at once; c and d take its units well within a ttl.
+    // SIGTERM of b: it stops counting as live and keeps its leases until c and d, subscribed,
+    // are ready; then hands each over (make-before-break) and has left.
     let b_units = b.ownership.owned();
-    b.stop.cancel();
+    let c_before = c.ownership.owned().len() + d.ownership.owned().len();
+    b.leave.cancel();
+    let left_at = Instant::now();
+    let mut taken_while_b_held = false;
+    while !b.left.is_cancelled() {
+        assert!(
+            left_at.elapsed() < Duration::from_secs(5),
+            "b left within its bound"
+        );
+        // Some unit held by b is already incoming on c or d (subscribed before b lets go).
+        for u in b.ownership.owned().keys() {
+            if let Unit::Topic(k) = u
+                && (c.ownership.owns(k) || d.ownership.owns(k))
+            {
+                taken_while_b_held = true;
+            }
+        }
+        let _ = owners(&[&b, &c, &d]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "leave: b handed over and left after {:?}",
+        left_at.elapsed()
+    );
     let _ = b.task.await;
-    let took = wait_for("b's units taken over", Duration::from_secs(10), || {
+    assert!(taken_while_b_held || b_units.keys().all(|u| *u == Unit::Private) || c_before == 0);
+    let took = wait_for("b's units taken over", Duration::from_secs(5), || {
         let o = owners(&[&c, &d]);
         b_units.keys().all(|u| o.contains_key(u))
     })
     .await;
-    eprintln!("leave: b's units owned by c/d after {took:?}");
+    eprintln!("leave: b's units owned by c/d {took:?} after b left");
 
     c.stop.cancel();
     d.stop.cancel();
