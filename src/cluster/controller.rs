@@ -10,8 +10,11 @@
 //! - a unit held here that no one wants any more is released;
 //! - past the fencing deadline without a renewal, everything held is dropped at once.
 //!
-//! On stop (SIGTERM) the instance leaves: its row stops counting as live, its desired topics go,
-//! and its leases are released at once so that the others claim them without waiting for expiry.
+//! On SIGTERM the instance leaves make-before-break: its row stops counting as live, so the
+//! others take its units over as planned moves while it keeps renewing and publishing; it hands
+//! each lease over once the taker is ready, then releases what is left (no wait for expiry) and
+//! cancels `left`, after which `App::run` stops the source. A stop without SIGTERM (the source
+//! token) releases at once.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
