@@ -137,6 +137,7 @@ impl App {
                 capacity: pipeline_file.stages.decode.capacity,
                 clock,
                 catchup,
+                budget: None,
             },
             &supervisor,
             source_stop.clone(),

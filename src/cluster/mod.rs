@@ -6,6 +6,9 @@
 //! The control plane (instance registry, leases, rebalancing) fills the same handle in
 //! cluster mode.
 
+pub mod budget;
+pub mod relay;
+
 use std::{sync::Arc, time::Instant};
 
 use tokio::sync::watch;

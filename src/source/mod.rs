@@ -61,6 +61,9 @@ pub struct SourceParams {
     pub clock: ServerClock,
     /// The REST catch-up after every private (re)connect; `None` turns it off.
     pub catchup: Option<gate::GateConfig>,
+    /// The cluster-wide budget of new connections, asked after the local bucket before every
+    /// connection attempt; `None` (cluster off) asks nothing.
+    pub budget: Option<crate::cluster::budget::ConnectBudget>,
 }
 
 /// The URL of `endpoint` for these settings: under `ws_url`, except the private endpoint of the
@@ -177,6 +180,7 @@ impl Manager {
             registry: self.params.registry.clone(),
             health: self.params.health.clone(),
             bucket: self.bucket.clone(),
+            budget: self.params.budget.clone(),
             prober: self.prober.clone(),
             trade_recovery: self.trade_recovery.clone(),
             trade_marks: Default::default(),

@@ -49,6 +49,7 @@ impl Harness {
         };
         let frames = source::spawn(
             SourceParams {
+                budget: None,
                 bybit,
                 config,
                 registry: registry.clone(),
