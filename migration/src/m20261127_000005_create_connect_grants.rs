@@ -1,7 +1,7 @@
 //! `connect_grants`: the cluster-wide budget of new Bybit WebSocket connections (spec section
 //! 11, "shared limits"). One row per connection attempt granted to an instance; the grants
-//! younger than the window are the budget spent. Rows older than the window are deleted by the
-//! instances as they grant.
+//! younger than the window are the budget spent. Rows a minute older than the window are deleted
+//! by the instances as they grant.
 
 use sea_orm_migration::prelude::*;
 

@@ -7,7 +7,7 @@
 //! delete the grants older than the window, count the rest, insert a row if the count is under
 //! the budget. Times are the database's (`clock_timestamp()`), so instance clocks do not
 //! matter. When the budget is spent, the answer is how long until the oldest grant leaves the
-//! window.
+//! window. Grants are kept a minute past the window (for inspection), then deleted.
 //!
 //! PostgreSQL unreachable (or slower than [`BudgetConfig::db_timeout`]): the instance falls
 //! back to a local share of the budget (`fallback_share` per window, counted in memory), says
@@ -202,7 +202,8 @@ impl ConnectBudget {
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "DELETE FROM connect_grants \
-             WHERE granted_at < clock_timestamp() - $1 * interval '1 millisecond'",
+             WHERE granted_at < clock_timestamp() - $1 * interval '1 millisecond' \
+               - interval '1 minute'",
             [window_ms.into()],
         ))
         .await?;
