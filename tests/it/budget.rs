@@ -9,7 +9,11 @@ use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use secrecy::SecretString;
 use ws_gateway::cluster::budget::{BudgetConfig, ConnectBudget};
 
-use crate::support::{TestDatabase, init_test_log, proxy::TcpProxy};
+use ws_gateway::pipeline_file::SourceConfig;
+
+use crate::support::{
+    TestDatabase, fast_config, init_test_log, proxy::TcpProxy, secs, source::Harness,
+};
 
 async fn handles(db_url: &str, n: usize, config: &BudgetConfig) -> Vec<ConnectBudget> {
     let mut out = Vec::new();
@@ -159,5 +163,54 @@ async fn with_postgres_cut_an_instance_keeps_to_its_local_share() {
         2,
         "local grants are not written"
     );
+    test_db.drop_database().await;
+}
+
+#[tokio::test]
+async fn two_sources_in_a_reconnect_storm_stay_within_the_shared_budget() {
+    init_test_log();
+    let test_db = TestDatabase::postgres().await;
+    let config = BudgetConfig {
+        budget: 6,
+        window: Duration::from_secs(600),
+        ..BudgetConfig::default()
+    };
+    let budgets = handles(&test_db.url, 2, &config).await;
+    // The local bucket alone would allow about a connect every 100 ms.
+    let source = SourceConfig {
+        connect_burst: 100,
+        connect_refill: Duration::from_millis(10),
+        ..fast_config(secs(5), secs(5))
+    };
+    let mut harnesses = Vec::new();
+    for b in &budgets {
+        let h = Harness::start_with_budget(source.clone(), None, Some(b.clone())).await;
+        h.fake.refuse_connections(true);
+        h.acquire(crate::support::source::linear(), "publicTrade.BTCUSDT");
+        harnesses.push(h);
+    }
+    let attempts = |hs: &[Harness]| -> u64 {
+        hs.iter()
+            .flat_map(|h| h.health.snapshot().connections)
+            .map(|c| c.connect_attempts)
+            .sum()
+    };
+    let full = crate::support::wait_until(secs(30), || {
+        let n = attempts(&harnesses);
+        async move { (n >= 6).then_some(()) }
+    })
+    .await;
+    assert!(full.is_some(), "the budget is used up by the storm");
+    // Several reconnect periods later: still the budget, nothing more.
+    tokio::time::sleep(secs(3)).await;
+    let total = attempts(&harnesses);
+    assert_eq!(
+        total, 6,
+        "connect attempts of both sources within the budget"
+    );
+    assert_eq!(grant_times(&test_db.url).await.len(), 6);
+    for h in harnesses {
+        h.stop().await;
+    }
     test_db.drop_database().await;
 }
