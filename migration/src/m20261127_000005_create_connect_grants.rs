@@ -1,5 +1,6 @@
-//! `connect_grants`: the cluster-wide budget of new Bybit WebSocket connections (spec section
-//! 11, "shared limits"). One row per connection attempt granted to an instance; the grants
+//! `connect_grants`: the cluster-wide budgets of Bybit calls (spec section 11, "shared
+//! limits"), new WebSocket connections (`kind = 'connect'`) and, when wired, REST weight
+//! (`kind = 'rest'`). One row per grant to an instance, with its `weight`; the grants
 //! younger than the window are the budget spent. Rows a minute older than the window are deleted
 //! by the instances as they grant.
 
@@ -12,11 +13,13 @@ pub struct Migration;
 enum ConnectGrants {
     Table,
     Id,
+    Kind,
     InstanceId,
+    Weight,
     GrantedAt,
 }
 
-const INDEX: &str = "idx_connect_grants_granted_at";
+const INDEX: &str = "idx_connect_grants_kind_granted_at";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -33,9 +36,20 @@ impl MigrationTrait for Migration {
                             .primary_key(),
                     )
                     .col(
+                        ColumnDef::new(ConnectGrants::Kind)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
                         ColumnDef::new(ConnectGrants::InstanceId)
                             .string_len(128)
                             .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConnectGrants::Weight)
+                            .integer()
+                            .not_null()
+                            .default(1),
                     )
                     .col(
                         ColumnDef::new(ConnectGrants::GrantedAt)
@@ -50,6 +64,7 @@ impl MigrationTrait for Migration {
                 Index::create()
                     .name(INDEX)
                     .table(ConnectGrants::Table)
+                    .col(ConnectGrants::Kind)
                     .col(ConnectGrants::GrantedAt)
                     .to_owned(),
             )

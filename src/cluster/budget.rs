@@ -16,6 +16,10 @@
 //!
 //! The source takes an `Option<ConnectBudget>` beside its per-process token bucket: `None`
 //! (cluster off) changes nothing.
+//!
+//! The same handle counts any weighted budget: `kind` names it (one row per grant with its
+//! `weight`, `budget` is then the weight allowed per window), so Bybit's REST weight can be
+//! shared the same way ([`ConnectBudget::acquire_weight`] with `kind = "rest"`).
 
 use std::{
     collections::VecDeque,
@@ -43,6 +47,9 @@ const MIN_WAIT: Duration = Duration::from_millis(50);
 /// `connect_window`).
 #[derive(Debug, Clone)]
 pub struct BudgetConfig {
+    /// Which budget (`connect`, default; `rest` for REST weight): rows of other kinds do not
+    /// count.
+    pub kind: String,
     /// New connections per window, cluster-wide (default 300).
     pub budget: u32,
     /// The sliding window (default 5 minutes).
@@ -60,6 +67,7 @@ pub struct BudgetConfig {
 impl Default for BudgetConfig {
     fn default() -> Self {
         Self {
+            kind: "connect".to_owned(),
             budget: 300,
             window: Duration::from_secs(300),
             fallback_share: 100,
@@ -92,8 +100,8 @@ struct Inner {
     db: DatabaseConnection,
     instance_id: String,
     config: BudgetConfig,
-    /// Local grants while PostgreSQL is unreachable (their times, oldest first).
-    local: Mutex<VecDeque<Instant>>,
+    /// Local grants while PostgreSQL is unreachable (time and weight, oldest first).
+    local: Mutex<VecDeque<(Instant, u32)>>,
     /// Set while on the local share (logged once per outage).
     degraded: AtomicBool,
     shared_grants: Counter,
@@ -132,8 +140,14 @@ impl ConnectBudget {
     /// Waits until a connection attempt is granted (cancel-safe: a grant is only written when
     /// the call returns it).
     pub async fn acquire(&self) {
+        self.acquire_weight(1).await;
+    }
+
+    /// Waits until `weight` is granted (a weight above the whole budget is granted alone, in an
+    /// otherwise empty window).
+    pub async fn acquire_weight(&self, weight: u32) {
         loop {
-            match self.try_grant().await {
+            match self.try_grant_weight(weight).await {
                 Ok(()) => return,
                 Err(wait) => {
                     self.inner.waits.increment(1);
@@ -150,8 +164,14 @@ impl ConnectBudget {
 
     /// One ask: granted now, or how long until the budget may have room.
     pub async fn try_grant(&self) -> Result<(), Duration> {
+        self.try_grant_weight(1).await
+    }
+
+    /// One ask for `weight`: granted now, or how long until the budget may have room.
+    pub async fn try_grant_weight(&self, weight: u32) -> Result<(), Duration> {
+        let weight = weight.max(1);
         let timeout = self.inner.config.db_timeout;
-        let asked = match tokio::time::timeout(timeout, self.grant_shared()).await {
+        let asked = match tokio::time::timeout(timeout, self.grant_shared(weight)).await {
             Ok(r) => r,
             Err(_) => Err(BudgetError::Timeout(timeout)),
         };
@@ -180,7 +200,7 @@ impl ConnectBudget {
                          answers again."
                     );
                 }
-                let r = self.grant_local();
+                let r = self.grant_local(weight);
                 if r.is_ok() {
                     self.inner.local_grants.increment(1);
                 }
@@ -190,7 +210,7 @@ impl ConnectBudget {
     }
 
     /// The shared count: `Ok(Ok(()))` granted (a row written), `Ok(Err(wait))` spent.
-    async fn grant_shared(&self) -> Result<Result<(), Duration>, BudgetError> {
+    async fn grant_shared(&self, weight: u32) -> Result<Result<(), Duration>, BudgetError> {
         let db = &self.inner.db;
         if db.get_database_backend() != DbBackend::Postgres {
             return Err(BudgetError::NotPostgres);
@@ -202,32 +222,39 @@ impl ConnectBudget {
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "DELETE FROM connect_grants \
-             WHERE granted_at < clock_timestamp() - $1 * interval '1 millisecond' \
+             WHERE kind = $2 \
+               AND granted_at < clock_timestamp() - $1 * interval '1 millisecond' \
                - interval '1 minute'",
-            [window_ms.into()],
+            [window_ms.into(), self.inner.config.kind.clone().into()],
         ))
         .await?;
         let row = txn
             .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                "SELECT count(*)::bigint AS n, \
+                "SELECT coalesce(sum(weight), 0)::bigint AS n, \
                  (EXTRACT(EPOCH FROM (min(granted_at) + $1 * interval '1 millisecond' \
                    - clock_timestamp())) * 1000)::bigint AS wait_ms \
                  FROM connect_grants \
-                 WHERE granted_at >= clock_timestamp() - $1 * interval '1 millisecond'",
-                [window_ms.into()],
+                 WHERE kind = $2 \
+                   AND granted_at >= clock_timestamp() - $1 * interval '1 millisecond'",
+                [window_ms.into(), self.inner.config.kind.clone().into()],
             ))
             .await?;
         let (n, wait_ms): (i64, Option<i64>) = match row {
             Some(row) => (row.try_get("", "n")?, row.try_get("", "wait_ms")?),
             None => (0, None),
         };
-        if n < i64::from(self.inner.config.budget) {
+        let budget = i64::from(self.inner.config.budget);
+        if n == 0 || n + i64::from(weight) <= budget {
             txn.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                "INSERT INTO connect_grants (instance_id, granted_at) \
-                 VALUES ($1, clock_timestamp())",
-                [self.inner.instance_id.clone().into()],
+                "INSERT INTO connect_grants (kind, instance_id, weight, granted_at) \
+                 VALUES ($1, $2, $3, clock_timestamp())",
+                [
+                    self.inner.config.kind.clone().into(),
+                    self.inner.instance_id.clone().into(),
+                    i32::try_from(weight).unwrap_or(i32::MAX).into(),
+                ],
             ))
             .await?;
             txn.commit().await?;
@@ -239,23 +266,24 @@ impl ConnectBudget {
         }
     }
 
-    /// The local share: at most `fallback_share` grants per window, counted in memory.
-    fn grant_local(&self) -> Result<(), Duration> {
+    /// The local share: at most `fallback_share` weight per window, counted in memory.
+    fn grant_local(&self, weight: u32) -> Result<(), Duration> {
         let window = self.inner.config.window;
-        let share = self.inner.config.fallback_share.max(1) as usize;
+        let share = u64::from(self.inner.config.fallback_share.max(1));
         let now = Instant::now();
         let mut local = self.inner.local.lock().unwrap_or_else(|e| e.into_inner());
         while local
             .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= window)
         {
             local.pop_front();
         }
-        if local.len() < share {
-            local.push_back(now);
+        let spent: u64 = local.iter().map(|(_, w)| u64::from(*w)).sum();
+        if spent == 0 || spent + u64::from(weight) <= share {
+            local.push_back((now, weight));
             Ok(())
         } else {
-            let oldest = local.front().copied().unwrap_or(now);
+            let oldest = local.front().map_or(now, |(t, _)| *t);
             Err((oldest + window).saturating_duration_since(now))
         }
     }

@@ -214,3 +214,43 @@ async fn two_sources_in_a_reconnect_storm_stay_within_the_shared_budget() {
     }
     test_db.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_weighted_budget_of_another_kind_counts_weight_and_leaves_the_connect_budget_alone() {
+    init_test_log();
+    let test_db = TestDatabase::postgres().await;
+    let rest = BudgetConfig {
+        kind: "rest".to_owned(),
+        budget: 100,
+        window: Duration::from_secs(600),
+        ..BudgetConfig::default()
+    };
+    let instances = handles(&test_db.url, 3, &rest).await;
+    let mut tasks = Vec::new();
+    for h in &instances {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut weight = 0u32;
+            for _ in 0..10 {
+                if h.try_grant_weight(7).await.is_ok() {
+                    weight += 7;
+                }
+            }
+            weight
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    assert_eq!(
+        total, 98,
+        "14 grants of weight 7 fit in 100, the 15th does not"
+    );
+    let connect = handles(&test_db.url, 1, &BudgetConfig::default()).await;
+    assert!(
+        connect[0].try_grant().await.is_ok(),
+        "another kind, its own budget"
+    );
+    test_db.drop_database().await;
+}
