@@ -12,7 +12,7 @@ use ws_gateway::{
     cluster::relay::{Relay, RelayConfig, RelayNode, queue_name},
     event::{Category, Endpoint, Event},
     pipeline::{classify::classify, decode::decode, enrich::Enricher},
-    sink::rabbitmq::{connection_args, properties},
+    sink::rabbitmq::{properties, relay_nodes},
     subscriptions::TopicKey,
 };
 
@@ -52,10 +52,9 @@ impl Owner {
 }
 
 fn node(url: &str) -> RelayNode {
-    RelayNode {
-        args: connection_args(url).expect("AMQP URL"),
-        label: "test".to_owned(),
-    }
+    let mut nodes = relay_nodes(&secrecy::SecretString::from(url.to_owned())).expect("AMQP URL");
+    assert_eq!(nodes.len(), 1);
+    nodes.remove(0)
 }
 
 fn orderbook_text(depth: u32) -> String {
