@@ -254,3 +254,47 @@ async fn a_weighted_budget_of_another_kind_counts_weight_and_leaves_the_connect_
     );
     test_db.drop_database().await;
 }
+
+#[tokio::test]
+async fn rest_clients_of_two_instances_share_one_rest_budget() {
+    init_test_log();
+    let test_db = TestDatabase::postgres().await;
+    let fake = fake_bybit::FakeBybit::start().await;
+    let rest = BudgetConfig {
+        kind: "rest".to_owned(),
+        budget: 5,
+        window: Duration::from_secs(600),
+        ..BudgetConfig::default()
+    };
+    let budgets = handles(&test_db.url, 2, &rest).await;
+    let clients: Vec<_> = budgets
+        .iter()
+        .map(|b| {
+            ws_gateway::rest::RestClient::new(
+                &fake.rest_url().parse().expect("url"),
+                None,
+                ws_gateway::rest::ServerClock::local(),
+                ws_gateway::rest::RestPolicy::default(),
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .with_budget(b.clone())
+        })
+        .collect();
+    for i in 0..5 {
+        clients[i % 2]
+            .get(ws_gateway::rest::endpoints::TIME, &[], false)
+            .await
+            .expect("within the budget");
+    }
+    // The sixth request of the cluster waits for the window (it is still waiting after 1 s).
+    let sixth = tokio::time::timeout(
+        Duration::from_secs(1),
+        clients[1].get(ws_gateway::rest::endpoints::TIME, &[], false),
+    )
+    .await;
+    assert!(
+        sixth.is_err(),
+        "the sixth request waits for the shared REST budget"
+    );
+    test_db.drop_database().await;
+}
