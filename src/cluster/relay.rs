@@ -43,8 +43,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     backoff::Backoff,
+    cluster::Ownership,
     event::{Endpoint, Event},
-    subscriptions::TopicKey,
+    subscriptions::{Requester, SubscriptionHandle, TopicKey},
     telemetry::{RELAY_DROPPED, RELAY_EVENTS, RELAY_TOPICS, RELAY_UP},
 };
 
@@ -108,6 +109,54 @@ impl RelayConfig {
 /// The relay queue of an instance: `<prefix>.relay.<instance id>`.
 pub fn queue_name(prefix: &str, instance_id: &str) -> String {
     format!("{prefix}.relay.{instance_id}")
+}
+
+/// The topics to relay now: those a `/ws` client of this instance holds in `registry` and that
+/// `owns` says another instance publishes.
+pub fn relay_set(
+    registry: &SubscriptionHandle,
+    owns: impl Fn(&TopicKey) -> bool,
+) -> BTreeSet<TopicKey> {
+    registry
+        .snapshot()
+        .into_iter()
+        .filter(|t| {
+            t.holders
+                .iter()
+                .any(|h| matches!(h, Requester::WsClient(_)))
+        })
+        .filter(|t| !owns(&t.key))
+        .map(|t| t.key)
+        .collect()
+}
+
+/// Keeps `out` at [`relay_set`] of `registry` and `ownership` (recomputed whenever the desired
+/// set or the owned set changes) until `shutdown`; the relay's input.
+pub async fn follow(
+    registry: SubscriptionHandle,
+    ownership: Ownership,
+    out: watch::Sender<BTreeSet<TopicKey>>,
+    shutdown: CancellationToken,
+) {
+    let mut desired = registry.changes();
+    let mut owned = ownership.changes();
+    loop {
+        desired.borrow_and_update();
+        owned.borrow_and_update();
+        let set = relay_set(&registry, |k| ownership.owns(k));
+        out.send_if_modified(|cur| {
+            let changed = *cur != set;
+            if changed {
+                *cur = set;
+            }
+            changed
+        });
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = desired.changed() => if r.is_err() { break },
+            r = owned.changed() => if r.is_err() { break },
+        }
+    }
 }
 
 /// Why a relay connection ended (it is then retried on the next node).
@@ -473,6 +522,34 @@ mod tests {
     fn event_of(endpoint: Endpoint, text: &str) -> Event {
         let frame = RawFrame::parse(endpoint, 1, text.trim_end().to_owned()).expect("a data frame");
         Enricher::default().enrich(classify(decode(frame)))
+    }
+
+    #[test]
+    fn the_relay_set_is_what_ws_clients_hold_and_another_instance_owns() {
+        use crate::subscriptions::SubscriptionRegistry;
+        let registry = SubscriptionRegistry::new_handle();
+        let lin = Endpoint::Public(crate::event::Category::Linear);
+        let (a, b, c) = (
+            TopicKey::new(lin, "publicTrade.A"),
+            TopicKey::new(lin, "publicTrade.B"),
+            TopicKey::new(lin, "publicTrade.C"),
+        );
+        registry.acquire(&a, Requester::WsClient(1));
+        registry.acquire(&b, Requester::WsClient(2));
+        registry.acquire(&c, Requester::Service("svc".into()));
+        let set = relay_set(&registry, |k| k == &b);
+        assert_eq!(
+            set,
+            BTreeSet::from([a.clone()]),
+            "b is ours, c no /ws client holds"
+        );
+        assert!(
+            relay_set(&registry, |_| true).is_empty(),
+            "a solo instance relays nothing"
+        );
+        registry.release(&a, Requester::WsClient(1));
+        assert!(relay_set(&registry, |_| false).contains(&b));
+        assert!(!relay_set(&registry, |_| false).contains(&a));
     }
 
     #[test]
