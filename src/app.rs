@@ -2,7 +2,7 @@
 //! sinks, the HTTP side), binds the HTTP port, supervises the tasks, and stops them in order
 //! (source first, then the stages drain, then the sinks flush).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use poem::{
@@ -15,13 +15,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api, catchup,
-    cluster::{self, Ownership, controller::ControllerParams},
+    cluster::{
+        self, Ownership,
+        budget::{BudgetConfig, ConnectBudget},
+        controller::ControllerParams,
+        relay::{self, Relay, RelayConfig},
+    },
     config::{ClusterMode, Settings},
     downstream,
     event::{Event, EventClass},
     health::HealthBoard,
     rest::{self, RestClient, RestPolicy, ServerClock},
     shutdown::Supervisor,
+    sink,
     source::{self, SourceParams, gate::GateConfig},
     state::AppState,
     store,
@@ -98,13 +104,44 @@ impl App {
         } else {
             ServerClock::local()
         };
-        let rest_client = RestClient::new(
+        let mut rest_client = RestClient::new(
             &settings.bybit.rest_url,
             settings.bybit.credentials.clone(),
             clock.clone(),
             RestPolicy::default(),
             source_stop.clone(),
         );
+        // Cluster mode: Bybit's limits are the cluster's, counted in PostgreSQL.
+        let budgets = ownership.is_cluster().then(|| {
+            let share = |budget: u32| BudgetConfig {
+                fallback_share: (budget / 3).max(1),
+                ..BudgetConfig::default()
+            };
+            let cfg = &pipeline_file.cluster;
+            let connect = ConnectBudget::new(
+                db.clone(),
+                ownership.instance_id(),
+                BudgetConfig {
+                    budget: cfg.connect_budget,
+                    window: cfg.connect_window,
+                    ..share(cfg.connect_budget)
+                },
+            );
+            let rest = ConnectBudget::new(
+                db.clone(),
+                ownership.instance_id(),
+                BudgetConfig {
+                    kind: "rest".to_owned(),
+                    budget: cfg.rest_budget,
+                    window: cfg.rest_window,
+                    ..share(cfg.rest_budget)
+                },
+            );
+            (connect, rest)
+        });
+        if let Some((_, rest)) = &budgets {
+            rest_client = rest_client.with_budget(rest.clone());
+        }
         if settings.bybit.credentials.is_some() {
             supervisor.spawn(
                 "rest-clock-sync",
@@ -156,6 +193,7 @@ impl App {
                 clock,
                 catchup,
                 ownership: ownership.clone(),
+                budget: budgets.map(|(connect, _)| connect),
             },
             &supervisor,
             source_stop.clone(),
@@ -163,6 +201,29 @@ impl App {
 
         let (broadcast_tx, _) =
             broadcast::channel(pipeline_file.downstream.broadcast_capacity.max(1));
+        // Cluster mode: `/ws` clients here also get the topics other instances own, through
+        // this instance's relay queue.
+        if ownership.is_cluster()
+            && let Some(url) = &settings.amqp_url
+        {
+            let nodes = sink::rabbitmq::relay_nodes(url).context("AMQP_URL for the /ws relay")?;
+            let (relay_tx, relay_rx) = tokio::sync::watch::channel(BTreeSet::new());
+            supervisor.spawn(
+                "ws-relay-topics",
+                relay::follow(
+                    registry.clone(),
+                    ownership.clone(),
+                    relay_tx,
+                    supervisor.shutdown.clone(),
+                ),
+            );
+            let relay = Relay::new(
+                RelayConfig::new(nodes, &settings.service_name, ownership.instance_id()),
+                relay_rx,
+                broadcast_tx.clone(),
+            );
+            supervisor.spawn("ws-relay", relay.run(supervisor.shutdown.clone()));
+        }
         let persist_classes = pipeline_file
             .persistence
             .classes

@@ -412,6 +412,69 @@ impl Event {
     }
 }
 
+/// The section 5 envelope as read back (the spool, the `/ws` relay of another instance's
+/// messages): `data` and `key` are borrowed, so their places in the JSON are found without a
+/// copy.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    id: Uuid,
+    trace_id: &'a str,
+    class: EventClass,
+    topic: String,
+    category: Option<Category>,
+    symbol: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    exchange_ts: Option<i64>,
+    received_at: DateTime<Utc>,
+    seq: u64,
+    /// Absent in envelopes written before they had a key.
+    #[serde(borrow, default)]
+    key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    recovered: bool,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
+impl Event {
+    /// Rebuilds the event of an envelope `json` (section 5) that arrived on `endpoint` (the
+    /// envelope does not say: a private topic may name a category); received now. `None` when
+    /// `json` is not an envelope.
+    pub fn from_envelope(endpoint: Endpoint, json: Bytes) -> Option<Event> {
+        let base = json.as_ptr() as usize;
+        let env: Envelope<'_> = serde_json::from_slice(&json).ok()?;
+        let offset = |s: &str| (s.as_ptr() as usize).wrapping_sub(base);
+        let raw = env.data.get();
+        let data = offset(raw)..offset(raw) + raw.len();
+        let key = match env.key {
+            Some(std::borrow::Cow::Borrowed(k)) => EventKey::InJson(offset(k)..offset(k) + k.len()),
+            Some(std::borrow::Cow::Owned(k)) => EventKey::Text(k.into()),
+            None => EventKey::Text("".into()),
+        };
+        let received_mono = Instant::now();
+        let event = Event {
+            id: env.id,
+            trace_id: TraceId::try_from(env.trace_id).ok()?,
+            class: env.class,
+            topic: env.topic.into(),
+            endpoint,
+            category: env.category,
+            symbol: env.symbol.map(Into::into),
+            kind: env.kind.map(Into::into),
+            exchange_ts: env.exchange_ts,
+            received_at: env.received_at,
+            received_mono,
+            seq: env.seq,
+            key,
+            recovered: env.recovered,
+            json: Bytes::new(),
+            data,
+        };
+        Some(Event { json, ..event })
+    }
+}
+
 /// Where an [`Event`]'s key is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKey {

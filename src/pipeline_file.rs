@@ -565,6 +565,11 @@ pub struct ClusterConfig {
     /// The window of `connect_budget`.
     #[serde(with = "humantime_serde")]
     pub connect_window: Duration,
+    /// Bybit REST requests the whole cluster may send per `rest_window` (Bybit counts per IP).
+    pub rest_budget: u32,
+    /// The window of `rest_budget`.
+    #[serde(with = "humantime_serde")]
+    pub rest_window: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -575,6 +580,8 @@ impl Default for ClusterConfig {
             poll_interval: Duration::from_millis(500),
             connect_budget: 300,
             connect_window: Duration::from_secs(300),
+            rest_budget: 600,
+            rest_window: Duration::from_secs(5),
         }
     }
 }
@@ -590,6 +597,9 @@ impl ClusterConfig {
         }
         if self.connect_budget == 0 || self.connect_window.is_zero() {
             return Err("cluster: connect_budget and connect_window must be above 0".to_owned());
+        }
+        if self.rest_budget == 0 || self.rest_window.is_zero() {
+            return Err("cluster: rest_budget and rest_window must be above 0".to_owned());
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ mod m20261123_000001_create_subscriptions;
 mod m20261123_000002_create_account_balances;
 mod m20261127_000003_create_catchup_cursors;
 mod m20261127_000004_create_cluster;
+mod m20261127_000005_create_connect_grants;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_create_account_balances::Migration),
             Box::new(m20261127_000003_create_catchup_cursors::Migration),
             Box::new(m20261127_000004_create_cluster::Migration),
+            Box::new(m20261127_000005_create_connect_grants::Migration),
         ]
     }
 }

@@ -20,7 +20,9 @@
 //! events are caught up from the shared cursor once a lease is claimed again.
 
 pub mod assign;
+pub mod budget;
 pub mod controller;
+pub mod relay;
 pub mod store;
 
 use std::{

@@ -174,6 +174,9 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct RestClient {
     inner: Arc<Inner>,
+    /// The cluster-wide REST budget (weight 1 per request), asked before every attempt;
+    /// `None` (cluster off) asks nothing.
+    budget: Option<crate::cluster::budget::ConnectBudget>,
 }
 
 /// One attempt's outcome.
@@ -210,7 +213,15 @@ impl RestClient {
                 policy,
                 stop,
             }),
+            budget: None,
         }
+    }
+
+    /// This client, asking `budget` (a `kind = "rest"` budget: Bybit's requests per window per
+    /// IP, shared by the cluster) before every request attempt.
+    pub fn with_budget(mut self, budget: crate::cluster::budget::ConnectBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The clock this client signs with.
@@ -312,6 +323,14 @@ impl RestClient {
 
     async fn attempt(&self, endpoint: &'static str, query: &str, signed: bool) -> Attempt {
         let inner = &self.inner;
+        if let Some(budget) = &self.budget {
+            tokio::select! {
+                () = inner.stop.cancelled() => {
+                    return Attempt::Fail(RestError::Cancelled { endpoint });
+                }
+                () = budget.acquire() => {}
+            }
+        }
         let url = if query.is_empty() {
             format!("{}{endpoint}", inner.base)
         } else {

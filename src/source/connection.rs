@@ -79,6 +79,14 @@ impl Retry {
     }
 }
 
+/// Waits for this process's token bucket, then for the cluster-wide budget (when on).
+async fn acquire_connect(ctx: &ConnCtx) {
+    ctx.bucket.acquire().await;
+    if let Some(budget) = &ctx.budget {
+        budget.acquire().await;
+    }
+}
+
 /// Runs one connection until `stop` or retirement; reconnects forever in between.
 pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
     let mut retry = Retry::new(&ctx.config);
@@ -92,7 +100,7 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
         }
         tokio::select! {
             () = stop.cancelled() => break,
-            () = ctx.bucket.acquire() => {}
+            () = acquire_connect(&ctx) => {}
         }
         ctx.set_state(ComponentState::Connecting, None);
         ctx.health

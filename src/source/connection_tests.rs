@@ -48,6 +48,7 @@ fn ctx() -> (
         url: "ws://test/v5/public/linear".into(),
         environment: crate::config::BybitEnvironment::Mainnet,
         clock: crate::rest::ServerClock::local(),
+        budget: None,
         bucket: Arc::new(TokenBucket::new(
             config.connect_burst,
             config.connect_refill,

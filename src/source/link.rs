@@ -107,6 +107,8 @@ pub(super) struct ConnCtx {
     pub registry: SubscriptionHandle,
     pub health: Arc<HealthBoard>,
     pub bucket: Arc<TokenBucket>,
+    /// The cluster-wide connection budget (`None`: cluster off).
+    pub budget: Option<crate::cluster::budget::ConnectBudget>,
     /// The shared reachability probe (see [`super::probe`]).
     pub prober: Arc<Prober>,
     /// REST and fetch permits for public trade recovery (shared by every connection).

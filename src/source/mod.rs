@@ -64,6 +64,9 @@ pub struct SourceParams {
     /// Cluster mode: subscribe upstream exactly the units this instance owns (or is taking over
     /// in a planned move), from the cluster's desired set; alone (`solo`), the registry's.
     pub ownership: crate::cluster::Ownership,
+    /// The cluster-wide budget of new connections, asked after the local bucket before every
+    /// connection attempt; `None` (cluster off) asks nothing.
+    pub budget: Option<crate::cluster::budget::ConnectBudget>,
 }
 
 /// The URL of `endpoint` for these settings: under `ws_url`, except the private endpoint of the
@@ -184,6 +187,7 @@ impl Manager {
             registry: self.params.registry.clone(),
             health: self.params.health.clone(),
             bucket: self.bucket.clone(),
+            budget: self.params.budget.clone(),
             prober: self.prober.clone(),
             trade_recovery: self.trade_recovery.clone(),
             trade_marks: Default::default(),

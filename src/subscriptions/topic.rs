@@ -369,6 +369,29 @@ pub(crate) fn routing_key(
     }
 }
 
+impl TopicKey {
+    /// The routing key of this topic's events (the rule above, with the class, category and
+    /// symbol the classifier finds in the topic: a public topic's symbol is its last dot
+    /// segment). Several topics may share one key (`orderbook.50.X` and `orderbook.200.X`,
+    /// every private topic of a class), so a consumer bound with it still checks the topic.
+    pub fn routing_key(&self) -> String {
+        let symbol = match self.endpoint {
+            Endpoint::Public(_) => self
+                .topic
+                .rfind('.')
+                .map(|dot| &self.topic[dot + 1..])
+                .filter(|s| !s.is_empty()),
+            Endpoint::Private => None,
+        };
+        routing_key(
+            class_of(&self.topic),
+            self.endpoint,
+            self.endpoint.category(),
+            symbol,
+        )
+    }
+}
+
 /// The binding pattern of the class queue `<prefix>.<class>`: every routing key of the class.
 pub(crate) fn class_pattern(class: EventClass) -> String {
     format!("{class}.#")

@@ -125,6 +125,19 @@ pub const CLUSTER_OWNERSHIP_CHANGES: &str = "ws_gateway_cluster_ownership_change
 pub const CLUSTER_RENEW_FAILURES: &str = "ws_gateway_cluster_renew_failures_total";
 /// Units (public topics, the private stream) this instance owns now.
 pub const CLUSTER_OWNED: &str = "ws_gateway_cluster_owned_units";
+/// Envelopes of topics owned by other instances handed to this instance's `/ws` clients.
+pub const RELAY_EVENTS: &str = "ws_gateway_relay_events_total";
+/// Messages of the `/ws` relay queue not handed on, by `reason` (`malformed`, `not_relayed`).
+pub const RELAY_DROPPED: &str = "ws_gateway_relay_dropped_total";
+/// Topics relayed from other instances for `/ws` clients.
+pub const RELAY_TOPICS: &str = "ws_gateway_relay_topics";
+/// 1 while the `/ws` relay consumes its queue.
+pub const RELAY_UP: &str = "ws_gateway_relay_up";
+/// Bybit connection attempts granted by the cluster-wide budget, by `source` (`postgres`, or
+/// `local` while PostgreSQL is unreachable).
+pub const CONNECT_BUDGET_GRANTS: &str = "ws_gateway_connect_budget_grants_total";
+/// Times a Bybit connection attempt waited because the cluster-wide budget was spent.
+pub const CONNECT_BUDGET_WAITS: &str = "ws_gateway_connect_budget_waits_total";
 
 /// What a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -518,6 +531,48 @@ pub const METRICS: &[MetricDef] = &[
         labels: &[],
         zero: Zero::Unlabelled,
         help: "units (public topics, the private stream) this instance owns; cluster mode",
+    },
+    MetricDef {
+        name: RELAY_EVENTS,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "envelopes of topics owned by other instances handed to this instance's `/ws` clients (the relay queue)",
+    },
+    MetricDef {
+        name: RELAY_DROPPED,
+        kind: Kind::Counter,
+        labels: &["reason"],
+        zero: Zero::Unlabelled,
+        help: "relay queue messages not handed on: `malformed` (not an envelope), `not_relayed` (a topic sharing a relayed routing key)",
+    },
+    MetricDef {
+        name: RELAY_TOPICS,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "topics relayed from other instances for `/ws` clients",
+    },
+    MetricDef {
+        name: RELAY_UP,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "1 while the `/ws` relay consumes its queue",
+    },
+    MetricDef {
+        name: CONNECT_BUDGET_GRANTS,
+        kind: Kind::Counter,
+        labels: &["source"],
+        zero: Zero::Unlabelled,
+        help: "Bybit connection attempts granted by the cluster-wide budget (`postgres`, or `local` share while PostgreSQL is unreachable)",
+    },
+    MetricDef {
+        name: CONNECT_BUDGET_WAITS,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "times a Bybit connection attempt waited because the cluster-wide budget was spent",
     },
 ];
 

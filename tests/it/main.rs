@@ -3,6 +3,7 @@
 //! test). One folder or file per level; every helper lives once, in [`support`].
 
 mod api;
+mod budget;
 mod catchup;
 mod cluster;
 mod config;
@@ -13,6 +14,7 @@ mod metrics;
 mod packaging;
 mod persistence;
 mod publish;
+mod relay;
 mod rest;
 mod smoke;
 mod source;

@@ -30,6 +30,26 @@ use secrecy::SecretString;
 pub use publisher::properties;
 pub use url_args::connection_args;
 
+/// The nodes of a (comma-separated) `AMQP_URL` for the `/ws` relay of another instance's topics
+/// (`cluster::relay`), in the order the publisher tries them.
+pub fn relay_nodes(
+    amqp_url: &SecretString,
+) -> Result<Vec<crate::cluster::relay::RelayNode>, PublishError> {
+    use secrecy::ExposeSecret;
+    amqp_url
+        .expose_secret()
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            Ok(crate::cluster::relay::RelayNode {
+                args: connection_args(u)?,
+                label: nodes::node_label(u),
+            })
+        })
+        .collect()
+}
+
 use crate::{
     event::Event,
     health::HealthBoard,

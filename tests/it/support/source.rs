@@ -31,6 +31,15 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(config: SourceConfig, secret: Option<&str>) -> Self {
+        Self::start_with_budget(config, secret, None).await
+    }
+
+    /// [`Harness::start`] with the cluster-wide connection budget `budget`.
+    pub async fn start_with_budget(
+        config: SourceConfig,
+        secret: Option<&str>,
+        budget: Option<ws_gateway::cluster::budget::ConnectBudget>,
+    ) -> Self {
         super::init_test_log();
         let _ = ws_gateway::telemetry::metrics_handle();
         let fake = FakeBybit::start().await;
@@ -49,6 +58,7 @@ impl Harness {
         };
         let frames = source::spawn(
             SourceParams {
+                budget,
                 bybit,
                 config,
                 registry: registry.clone(),

@@ -3,22 +3,16 @@
 //! earlier versions. Documented in the parent module.
 
 use std::{
-    borrow::Cow,
     fs::{self, File},
     io::{self, BufReader, BufWriter, Read, Write},
     os::unix::fs::FileExt,
     path::Path,
-    time::Instant,
 };
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use uuid::Uuid;
 
 use crate::{
-    event::{Category, Endpoint, Event, EventClass, EventKey},
+    event::{Category, Endpoint, Event},
     telemetry::SPOOL_UNREADABLE,
 };
 
@@ -33,28 +27,6 @@ pub(super) const REC_HDR: u64 = 12;
 pub(super) const MAX_RECORD: u64 = 64 << 20;
 
 pub(super) static CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-
-#[derive(Deserialize)]
-pub(super) struct Envelope<'a> {
-    id: Uuid,
-    trace_id: String,
-    class: EventClass,
-    topic: String,
-    category: Option<Category>,
-    symbol: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    exchange_ts: Option<i64>,
-    received_at: DateTime<Utc>,
-    seq: u64,
-    /// Absent in records spooled before envelopes had a key.
-    #[serde(borrow, default)]
-    key: Option<Cow<'a, str>>,
-    #[serde(default)]
-    recovered: bool,
-    #[serde(borrow)]
-    data: &'a RawValue,
-}
 
 pub(super) fn endpoint_code(e: Endpoint) -> u8 {
     match e {
@@ -72,40 +44,7 @@ pub(super) fn endpoint_of(code: u8) -> Endpoint {
 
 /// Rebuilds an event from its spooled envelope; `None` for a record that does not parse.
 pub(super) fn event_of(code: u8, json: Vec<u8>) -> Option<Event> {
-    let env: Envelope<'_> = serde_json::from_slice(&json).ok()?;
-    let raw = env.data.get();
-    let start = (raw.as_ptr() as usize).wrapping_sub(json.as_ptr() as usize);
-    let data = start..start + raw.len();
-    let key = match env.key {
-        Some(Cow::Borrowed(k)) => {
-            let start = (k.as_ptr() as usize).wrapping_sub(json.as_ptr() as usize);
-            EventKey::InJson(start..start + k.len())
-        }
-        Some(Cow::Owned(k)) => EventKey::Text(k.into()),
-        None => EventKey::Text("".into()),
-    };
-    let event = Event {
-        id: env.id,
-        trace_id: env.trace_id.as_str().try_into().ok()?,
-        class: env.class,
-        topic: env.topic.into(),
-        endpoint: endpoint_of(code),
-        category: env.category,
-        symbol: env.symbol.map(Into::into),
-        kind: env.kind.map(Into::into),
-        exchange_ts: env.exchange_ts,
-        received_at: env.received_at,
-        received_mono: Instant::now(),
-        seq: env.seq,
-        key,
-        recovered: env.recovered,
-        json: Bytes::new(),
-        data,
-    };
-    Some(Event {
-        json: Bytes::from(json),
-        ..event
-    })
+    Event::from_envelope(endpoint_of(code), Bytes::from(json))
 }
 
 pub(super) fn slot_bytes(head: u64, generation: u64) -> [u8; SLOT as usize] {
