@@ -8,6 +8,7 @@ mod cluster;
 mod config;
 mod downstream;
 mod e2e;
+mod instances;
 mod metrics;
 mod packaging;
 mod persistence;
