@@ -136,10 +136,13 @@ impl Instance {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
 
-    /// The last `n` lines of its log (for failure messages).
+    /// The last `n` lines of its log but the HTTP access lines (for failure messages).
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("\"HTTP request.\""))
+            .collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
