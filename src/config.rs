@@ -111,6 +111,20 @@ pub struct Settings {
     pub amqp_url: Option<SecretString>,
     /// What flows: stage capacities, policies, timings, startup subscriptions.
     pub pipeline: PipelineFile,
+    /// Alone (default) or sharing the work with other instances through PostgreSQL.
+    pub cluster: ClusterMode,
+    /// This instance's name (`WS_GATEWAY_INSTANCE_ID`, or `<hostname>-<6 hex>`).
+    pub instance_id: String,
+}
+
+/// `WS_GATEWAY_CLUSTER`: whether this instance shares the work with others (spec section 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterMode {
+    /// One instance does everything (the default).
+    #[default]
+    Off,
+    /// Instances share topics through leases in the PostgreSQL of `DATABASE_URL`.
+    Postgres,
 }
 
 /// The HTTP listener.
@@ -279,6 +293,43 @@ impl Settings {
             None => None,
         };
 
+        let cluster = match get("WS_GATEWAY_CLUSTER")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("off") => ClusterMode::Off,
+            Some("postgres") => ClusterMode::Postgres,
+            Some(other) => {
+                return Err(invalid(
+                    "WS_GATEWAY_CLUSTER",
+                    format!("{other:?} is not off or postgres"),
+                ));
+            }
+        };
+        if cluster == ClusterMode::Postgres && !database_url.starts_with("postgres") {
+            return Err(invalid(
+                "WS_GATEWAY_CLUSTER",
+                "postgres needs a postgres:// DATABASE_URL (the instances share it); \
+                 SQLite cannot be shared",
+            ));
+        }
+        let instance_id = match get("WS_GATEWAY_INSTANCE_ID") {
+            Some(v) => {
+                if v.len() > 64
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+                {
+                    return Err(invalid(
+                        "WS_GATEWAY_INSTANCE_ID",
+                        "use at most 64 letters, digits, '-', '_', '.' or ':'",
+                    ));
+                }
+                v.to_owned()
+            }
+            None => generated_instance_id(),
+        };
+
         let pipeline = match get("WS_GATEWAY_PIPELINE") {
             Some(path) => PipelineFile::read(PathBuf::from(path))?,
             None => {
@@ -309,8 +360,28 @@ impl Settings {
             database_url: SecretString::from(database_url.to_owned()),
             amqp_url,
             pipeline,
+            cluster,
+            instance_id,
         })
     }
+}
+
+/// `<hostname>-<6 hex>`: unique enough among the instances of one cluster, readable in logs.
+fn generated_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(40)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ws-gateway".to_owned());
+    let suffix: u32 = rand::random::<u32>() & 0x00ff_ffff;
+    format!("{host}-{suffix:06x}")
 }
 
 /// The variables of a `.env` file, if there is one at `path`. A line that is not
@@ -546,6 +617,28 @@ mod tests {
         assert!(s.server.api_key_generated);
         assert_eq!(s.server.port, 4400);
         assert!(s.amqp_url.is_none());
+    }
+
+    #[test]
+    fn cluster_mode_needs_postgres_and_a_known_value() {
+        let s = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(s.cluster, ClusterMode::Off);
+        let (host, suffix) = s.instance_id.rsplit_once('-').unwrap();
+        assert!(!host.is_empty() && suffix.len() == 6, "{}", s.instance_id);
+        let e = Settings::from_vars(&vars(&[("WS_GATEWAY_CLUSTER", "postgres")])).unwrap_err();
+        assert!(e.to_string().starts_with("WS_GATEWAY_CLUSTER:"), "{e}");
+        let e = Settings::from_vars(&vars(&[("WS_GATEWAY_CLUSTER", "etcd")])).unwrap_err();
+        assert!(e.to_string().contains("not off or postgres"), "{e}");
+        let s = Settings::from_vars(&vars(&[
+            ("WS_GATEWAY_CLUSTER", "postgres"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/test"),
+            ("WS_GATEWAY_INSTANCE_ID", "gw-a"),
+        ]))
+        .unwrap();
+        assert_eq!(s.cluster, ClusterMode::Postgres);
+        assert_eq!(s.instance_id, "gw-a");
+        let e = Settings::from_vars(&vars(&[("WS_GATEWAY_INSTANCE_ID", "a b")])).unwrap_err();
+        assert!(e.to_string().starts_with("WS_GATEWAY_INSTANCE_ID:"), "{e}");
     }
 
     #[test]
