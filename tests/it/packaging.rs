@@ -265,3 +265,38 @@ fn the_container_spool_lives_on_the_named_data_volume() {
         "compose mounts no named volume over {spool}: {mounts:?}"
     );
 }
+
+#[test]
+fn the_instances_profile_runs_three_gateways_sharing_the_work_through_postgres() {
+    let mut compose = yaml("docker-compose.yml");
+    // The three share one definition through YAML merge keys (`<<: *gateway-instance`).
+    compose.apply_merge().expect("merge keys");
+    compose.apply_merge().expect("nested merge keys");
+    let services = &compose["services"];
+    let mut ids = std::collections::BTreeSet::new();
+    for name in ["ws-gateway-a", "ws-gateway-b", "ws-gateway-c"] {
+        let gateway = &services[name];
+        assert_eq!(gateway["profiles"][0].as_str(), Some("instances"), "{name}");
+        let env = &gateway["environment"];
+        assert_eq!(
+            env["WS_GATEWAY_CLUSTER"].as_str(),
+            Some("postgres"),
+            "{name}"
+        );
+        assert!(
+            env["DATABASE_URL"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("postgres://")),
+            "{name}: one shared PostgreSQL"
+        );
+        assert!(env["AMQP_URL"].as_str().is_some(), "{name}: AMQP_URL");
+        ids.insert(env["WS_GATEWAY_INSTANCE_ID"].as_str().unwrap().to_owned());
+        assert!(gateway["healthcheck"].is_mapping(), "{name}: healthcheck");
+        assert_eq!(
+            gateway["depends_on"]["postgres"]["condition"].as_str(),
+            Some("service_healthy"),
+            "{name}"
+        );
+    }
+    assert_eq!(ids.len(), 3, "distinct instance ids: {ids:?}");
+}
