@@ -11,7 +11,9 @@
 
 mod api;
 mod faults;
+mod harness;
 mod moves;
+mod relay;
 mod spread;
 
 use std::{

@@ -57,6 +57,9 @@ async fn sixty_topics_once_each_across_three_instances() {
                     fails.push(format!("{id}: public topics per owner {per_owner:?}"));
                 }
                 let health = c.health(id).await.unwrap_or_default();
+                if health["status"] != "healthy" {
+                    fails.push(format!("{id}: started with the others, not healthy: {health}"));
+                }
                 if health["components"]["cluster"].is_null() {
                     fails.push(format!("{id}: /health without components.cluster: {health}"));
                 }

@@ -24,9 +24,10 @@ use super::{
     proxy::TcpProxy, secs, stack::wait_queue, unique, wait_until,
 };
 
-/// The lease timings the suite runs with, as a `[cluster]` table of the pipeline file (empty:
-/// the feature's defaults).
-pub const CLUSTER_TABLE: &str = "";
+/// The lease timings the suite runs with, as a `[cluster]` table of the pipeline file: the
+/// shipped defaults, written out so that the figures the suite prints stay comparable.
+pub const CLUSTER_TABLE: &str =
+    "[cluster]\nrenew_interval = \"1s\"\nlease_ttl = \"3s\"\npoll_interval = \"500ms\"\n";
 
 /// The Bybit path of a `/api/v1/cluster` topic's category (`private` or anything not public
 /// is the private stream).
@@ -194,6 +195,12 @@ impl Cluster {
     /// A fake Bybit, a fresh database and prefix; `pipeline` is every instance's pipeline file
     /// (with [`CLUSTER_TABLE`] appended).
     pub async fn new(pipeline: &str) -> Self {
+        Self::with_table(pipeline, CLUSTER_TABLE).await
+    }
+
+    /// As [`Cluster::new`] with `cluster_table` (a whole `[cluster]` table) instead of
+    /// [`CLUSTER_TABLE`].
+    pub async fn with_table(pipeline: &str, cluster_table: &str) -> Self {
         super::init_test_log();
         let fake = FakeBybit::start().await;
         let db = TestDatabase::postgres().await;
@@ -201,7 +208,7 @@ impl Cluster {
             fake,
             db,
             prefix: unique("inst"),
-            pipeline: format!("{pipeline}\n{CLUSTER_TABLE}\n"),
+            pipeline: format!("{pipeline}\n{cluster_table}\n"),
             instances: BTreeMap::new(),
             extra_vars: Vec::new(),
         }
