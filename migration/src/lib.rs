@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_subscriptions;
 mod m20261123_000002_create_account_balances;
 mod m20261127_000003_create_catchup_cursors;
+mod m20261127_000004_create_cluster;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_subscriptions::Migration),
             Box::new(m20261123_000002_create_account_balances::Migration),
             Box::new(m20261127_000003_create_catchup_cursors::Migration),
+            Box::new(m20261127_000004_create_cluster::Migration),
         ]
     }
 }

@@ -3,14 +3,38 @@
 //! [`Ownership`] is the one question the data path asks the cluster: may this instance publish
 //! an event of this topic, and under which fencing `epoch`? With `WS_GATEWAY_CLUSTER=off` (the
 //! default) the answer is always yes, at epoch 0, and no `instance`/`epoch` headers are sent.
-//! The control plane (instance registry, leases, rebalancing) fills the same handle in
-//! cluster mode.
+//!
+//! In cluster mode the [`controller`] fills the same handle: it heartbeats, renews this
+//! instance's leases in one statement about every second, computes the balanced target
+//! ([`assign`]) from a snapshot of the database and claims, hands over or releases leases
+//! ([`store`]). Fencing is local and monotonic: each successful renewal, sent at `t0`, moves the
+//! deadline to `t0 + lease_ttl - renew_interval`, before the database can let the lease expire
+//! (`now() + lease_ttl`, with `now()` later than `t0`). Past the deadline [`Ownership::admit`]
+//! refuses every event even if the controller task itself is stalled (a paused process), and the
+//! controller empties the owned set so the source closes the upstream subscriptions.
+//!
+//! PostgreSQL unreachable: renewals fail, so every owner stops publishing (private and public)
+//! at its deadline and unsubscribes; the others cannot take over either (they cannot reach the
+//! database), so the cluster goes quiet rather than risk two publishers of one topic at the same
+//! epoch. Public data lost meanwhile is market data (the next snapshot heals books); private
+//! events are caught up from the shared cursor once a lease is claimed again.
 
-use std::{sync::Arc, time::Instant};
+pub mod assign;
+pub mod controller;
+pub mod store;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::{Arc, RwLock},
+    time::Instant,
+};
 
 use tokio::sync::watch;
 
-use crate::{event::Endpoint, subscriptions::TopicKey};
+use crate::{
+    event::{Category, Endpoint},
+    subscriptions::TopicKey,
+};
 
 /// What one upstream lease covers: one public topic, or the whole private stream (one unit, so
 /// one instance authenticates and catches up).
@@ -30,6 +54,77 @@ impl Unit {
             Endpoint::Public(_) => Self::Topic(key.clone()),
         }
     }
+
+    /// The name of the unit in `cluster_leases.unit`: `private`, or `<category>|<topic>`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Private => "private".to_owned(),
+            Self::Topic(k) => key_name(k),
+        }
+    }
+
+    /// Reads [`Unit::name`] back; `None` for anything else.
+    pub fn parse(name: &str) -> Option<Self> {
+        if name == "private" {
+            return Some(Self::Private);
+        }
+        match parse_key(name)? {
+            k if k.endpoint == Endpoint::Private => None,
+            k => Some(Self::Topic(k)),
+        }
+    }
+}
+
+/// A topic key as stored in `cluster_desired.unit`: `<category or private>|<topic>`.
+pub fn key_name(key: &TopicKey) -> String {
+    format!("{}|{}", key.endpoint.label(), key.topic)
+}
+
+/// Reads [`key_name`] back.
+pub fn parse_key(name: &str) -> Option<TopicKey> {
+    let (endpoint, topic) = name.split_once('|')?;
+    let endpoint = match endpoint {
+        "private" => Endpoint::Private,
+        c => Endpoint::Public(c.parse::<Category>().ok()?),
+    };
+    (!topic.is_empty()).then(|| TopicKey::new(endpoint, topic))
+}
+
+/// One lease this instance holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The fencing number of this tenure.
+    pub epoch: u64,
+    /// Events received before this are not published under this tenure (they were another
+    /// owner's, or nobody's).
+    pub since: Instant,
+}
+
+/// What the controller last saw of the cluster, for `GET /api/v1/cluster`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Live instances.
+    pub instances: Vec<InstanceView>,
+    /// Leased units with a live owner.
+    pub leases: Vec<LeaseView>,
+}
+
+/// One live instance.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub id: String,
+    pub api_addr: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub last_seen: chrono::DateTime<chrono::Utc>,
+    pub owned: usize,
+}
+
+/// One lease with a live owner.
+#[derive(Debug, Clone)]
+pub struct LeaseView {
+    pub unit: Unit,
+    pub owner: String,
+    pub epoch: u64,
 }
 
 /// Shared, cheap to clone: what this instance owns, as the data path sees it.
@@ -41,16 +136,43 @@ pub struct Ownership {
 #[derive(Debug)]
 struct Inner {
     instance_id: String,
+    cluster: bool,
+    state: RwLock<State>,
     /// Bumped whenever the owned set changes; the source and the `/ws` relay wait on it.
     changes: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Leases held, by unit.
+    held: HashMap<Unit, Held>,
+    /// Units a planned move hands to this instance: subscribed upstream, not published yet.
+    taking: HashMap<Unit, Instant>,
+    /// Past this, nothing held may be published (`None`: no successful renewal yet).
+    deadline: Option<Instant>,
+    /// The cluster's desired topics (all instances and the API subscriptions).
+    desired: BTreeSet<TopicKey>,
+    /// The last snapshot, for the API.
+    view: ClusterView,
 }
 
 impl Ownership {
     /// A single instance (`WS_GATEWAY_CLUSTER=off`): owns everything, forever, at epoch 0.
     pub fn solo(instance_id: impl Into<String>) -> Self {
+        Self::new(instance_id.into(), false)
+    }
+
+    /// A cluster member that owns nothing until its controller claims leases.
+    pub fn member(instance_id: impl Into<String>) -> Self {
+        Self::new(instance_id.into(), true)
+    }
+
+    fn new(instance_id: String, cluster: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
-                instance_id: instance_id.into(),
+                instance_id,
+                cluster,
+                state: RwLock::new(State::default()),
                 changes: watch::Sender::new(0),
             }),
         }
@@ -58,7 +180,7 @@ impl Ownership {
 
     /// True in cluster mode (messages then carry the `instance` and `epoch` headers).
     pub fn is_cluster(&self) -> bool {
-        false
+        self.inner.cluster
     }
 
     /// This instance's id (`WS_GATEWAY_INSTANCE_ID`).
@@ -66,19 +188,228 @@ impl Ownership {
         &self.inner.instance_id
     }
 
-    /// Whether this instance owns `key` now (is, or should be, subscribed to it upstream).
-    pub fn owns(&self, _key: &TopicKey) -> bool {
-        true
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.inner
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.inner
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this instance owns `key` now (is, or should be, subscribed to it upstream):
+    /// a lease held before its deadline, or a unit a planned move is handing over to it.
+    pub fn owns(&self, key: &TopicKey) -> bool {
+        if !self.inner.cluster {
+            return true;
+        }
+        let unit = Unit::of(key);
+        let s = self.read();
+        s.taking.contains_key(&unit)
+            || (s.held.contains_key(&unit) && s.deadline.is_some_and(|d| Instant::now() < d))
     }
 
     /// The epoch under which an event of `key` received at `received` may be published now, or
     /// `None` when it must not be (fenced: the lease was lost, or it was taken after `received`).
-    pub fn admit(&self, _key: &TopicKey, _received: Instant) -> Option<u64> {
-        Some(0)
+    pub fn admit(&self, key: &TopicKey, received: Instant) -> Option<u64> {
+        if !self.inner.cluster {
+            return Some(0);
+        }
+        let s = self.read();
+        if s.deadline.is_none_or(|d| Instant::now() >= d) {
+            return None;
+        }
+        s.held
+            .get(&Unit::of(key))
+            .filter(|h| h.since <= received)
+            .map(|h| h.epoch)
     }
 
     /// Wakes whenever the owned set changes.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
+    }
+
+    /// The topics of `endpoint` this instance subscribes upstream in cluster mode: the desired
+    /// topics of the units it holds (before its deadline) or is taking over.
+    pub fn upstream(&self, endpoint: Endpoint) -> BTreeSet<String> {
+        let s = self.read();
+        let live = s.deadline.is_some_and(|d| Instant::now() < d);
+        s.desired
+            .iter()
+            .filter(|k| k.endpoint == endpoint)
+            .filter(|k| {
+                let unit = Unit::of(k);
+                s.taking.contains_key(&unit) || (live && s.held.contains_key(&unit))
+            })
+            .map(|k| k.topic.clone())
+            .collect()
+    }
+
+    /// The lease held on `unit`, if any (whatever the deadline).
+    pub fn held(&self, unit: &Unit) -> Option<Held> {
+        self.read().held.get(unit).copied()
+    }
+
+    /// Units held now (before the deadline), with their epochs.
+    pub fn owned(&self) -> BTreeMap<Unit, u64> {
+        let s = self.read();
+        if s.deadline.is_none_or(|d| Instant::now() >= d) {
+            return BTreeMap::new();
+        }
+        s.held.iter().map(|(u, h)| (u.clone(), h.epoch)).collect()
+    }
+
+    /// Every lease held, whatever the deadline (the controller's bookkeeping).
+    pub(crate) fn owned_all(&self) -> BTreeMap<Unit, u64> {
+        self.read()
+            .held
+            .iter()
+            .map(|(u, h)| (u.clone(), h.epoch))
+            .collect()
+    }
+
+    pub(crate) fn owned_all_count(&self) -> usize {
+        self.read().held.len()
+    }
+
+    /// The last snapshot of the cluster (`None` when alone).
+    pub fn view(&self) -> Option<ClusterView> {
+        self.inner.cluster.then(|| self.read().view.clone())
+    }
+
+    /// The fencing deadline (`None` before the first renewal).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.read().deadline
+    }
+
+    fn bump(&self) {
+        self.inner.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Controller: the renewal sent at `sent` returned `held` (unit → epoch). Keeps `since` of
+    /// tenures that go on; a new tenure starts now, or when this instance began taking the unit
+    /// over (its events since then are the same exchange events the old owner published, with
+    /// the same keys).
+    pub(crate) fn renewed(&self, sent: Instant, deadline: Instant, held: HashMap<Unit, u64>) {
+        let now = Instant::now();
+        let mut s = self.write();
+        let before: HashSet<Unit> = s.held.keys().cloned().collect();
+        let was_live = s.deadline.is_some_and(|d| now < d);
+        let mut next = HashMap::new();
+        for (unit, epoch) in held {
+            let since = match s.held.get(&unit) {
+                Some(h) if h.epoch == epoch && was_live => h.since,
+                _ => s.taking.remove(&unit).unwrap_or(sent.max(now)),
+            };
+            next.insert(unit, Held { epoch, since });
+        }
+        let changed = !was_live || next.keys().cloned().collect::<HashSet<_>>() != before;
+        s.held = next;
+        s.deadline = Some(deadline);
+        drop(s);
+        if changed {
+            self.bump();
+        }
+    }
+
+    /// Controller: stop publishing `unit` at once (handed over or released).
+    pub(crate) fn drop_unit(&self, unit: &Unit) {
+        let removed = self.write().held.remove(unit).is_some();
+        if removed {
+            self.bump();
+        }
+    }
+
+    /// Controller: the deadline passed without a renewal; everything held is lost.
+    pub(crate) fn expire(&self) {
+        let mut s = self.write();
+        let had = !s.held.is_empty();
+        s.held.clear();
+        s.deadline = None;
+        drop(s);
+        if had {
+            self.bump();
+        }
+    }
+
+    /// Controller: the units planned moves hand to this instance.
+    pub(crate) fn set_taking(&self, units: HashSet<Unit>) {
+        let now = Instant::now();
+        let mut s = self.write();
+        let before: HashSet<Unit> = s.taking.keys().cloned().collect();
+        if before == units {
+            return;
+        }
+        s.taking.retain(|u, _| units.contains(u));
+        for u in units {
+            s.taking.entry(u).or_insert(now);
+        }
+        drop(s);
+        self.bump();
+    }
+
+    /// Controller: how long ago this instance began taking `unit` over.
+    pub(crate) fn taking_since(&self, unit: &Unit) -> Option<Instant> {
+        self.read().taking.get(unit).copied()
+    }
+
+    /// Controller: the cluster's desired topics and the snapshot for the API.
+    pub(crate) fn set_desired(&self, desired: BTreeSet<TopicKey>, view: ClusterView) {
+        let mut s = self.write();
+        let changed = s.desired != desired;
+        s.desired = desired;
+        s.view = view;
+        drop(s);
+        if changed {
+            self.bump();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let k = TopicKey::new(Endpoint::Public(Category::Linear), "publicTrade.BTCUSDT");
+        assert_eq!(Unit::parse(&Unit::of(&k).name()), Some(Unit::of(&k)));
+        assert_eq!(Unit::parse("private"), Some(Unit::Private));
+        assert_eq!(Unit::parse("moon|x"), None);
+        let p = TopicKey::new(Endpoint::Private, "order");
+        assert_eq!(parse_key(&key_name(&p)), Some(p));
+    }
+
+    #[test]
+    fn admit_is_fenced_by_the_deadline_and_the_tenure() {
+        let o = Ownership::member("a");
+        let k = TopicKey::new(Endpoint::Public(Category::Spot), "tickers.X");
+        let before = Instant::now();
+        assert_eq!(o.admit(&k, before), None);
+        let now = Instant::now();
+        o.renewed(
+            now,
+            now + Duration::from_secs(60),
+            [(Unit::of(&k), 3)].into(),
+        );
+        assert!(o.owns(&k));
+        assert_eq!(o.admit(&k, Instant::now()), Some(3));
+        // Received before the tenure began: someone else's.
+        assert_eq!(o.admit(&k, before), None);
+        // A deadline in the past fences at once, whatever the controller does.
+        let now = Instant::now();
+        o.renewed(now, now, [(Unit::of(&k), 3)].into());
+        assert_eq!(o.admit(&k, Instant::now()), None);
+        assert!(!o.owns(&k));
+        let solo = Ownership::solo("s");
+        assert_eq!(solo.admit(&k, before), Some(0));
     }
 }

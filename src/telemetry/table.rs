@@ -117,6 +117,15 @@ pub const CATCHUP_GAPS: &str = "ws_gateway_catchup_gaps_total";
 /// Gaps not recovered yet (their catch-up is being retried).
 pub const CATCHUP_GAPS_OPEN: &str = "ws_gateway_catchup_gaps_open";
 
+// --- cluster ---
+/// Leases this instance gained or lost, by `change` (`claimed`, `handed_in`, `handed_out`,
+/// `released`, `lost`).
+pub const CLUSTER_OWNERSHIP_CHANGES: &str = "ws_gateway_cluster_ownership_changes_total";
+/// Lease renewals that failed (database unreachable or slow).
+pub const CLUSTER_RENEW_FAILURES: &str = "ws_gateway_cluster_renew_failures_total";
+/// Units (public topics, the private stream) this instance owns now.
+pub const CLUSTER_OWNED: &str = "ws_gateway_cluster_owned_units";
+
 /// What a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -488,6 +497,27 @@ pub const METRICS: &[MetricDef] = &[
         labels: &[],
         zero: Zero::Unlabelled,
         help: "gaps not recovered yet (their catch-up is still being retried)",
+    },
+    MetricDef {
+        name: CLUSTER_OWNERSHIP_CHANGES,
+        kind: Kind::Counter,
+        labels: &["change"],
+        zero: Zero::Unlabelled,
+        help: "leases this instance gained or lost (`claimed`, `handed_in`, `handed_out`, `released`, `lost`); cluster mode",
+    },
+    MetricDef {
+        name: CLUSTER_RENEW_FAILURES,
+        kind: Kind::Counter,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "lease renewals that failed (database unreachable or slow); cluster mode",
+    },
+    MetricDef {
+        name: CLUSTER_OWNED,
+        kind: Kind::Gauge,
+        labels: &[],
+        zero: Zero::Unlabelled,
+        help: "units (public topics, the private stream) this instance owns; cluster mode",
     },
 ];
 

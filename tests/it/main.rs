@@ -6,6 +6,7 @@ mod api;
 mod catchup;
 mod cluster;
 mod config;
+mod control_plane;
 mod downstream;
 mod e2e;
 mod instances;

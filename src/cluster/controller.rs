@@ -1,0 +1,381 @@
+//! The control-plane task of one instance (cluster mode): heartbeat and renewal about every
+//! second, a snapshot of the database on every change (`LISTEN ws_gateway_cluster`, with
+//! polling as the fallback), the balanced target ([`super::assign`]) and the moves toward it:
+//!
+//! - a unit targeted here whose lease is free or expired is claimed with `epoch + 1`;
+//! - a unit targeted here that a live owner holds is a planned move: this instance asks for it
+//!   (`handover_to`), subscribes upstream ([`super::Ownership::upstream`] includes it) and, one
+//!   renew interval later (subscribed), says it is ready; the owner then stops publishing and
+//!   hands the lease over with `epoch + 1` in one statement (make-before-break);
+//! - a unit held here that no one wants any more is released;
+//! - past the fencing deadline without a renewal, everything held is dropped at once.
+//!
+//! On stop (SIGTERM) the instance leaves: its row stops counting as live, its desired topics go,
+//! and its leases are released at once so that the others claim them without waiting for expiry.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    convert::Infallible,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sea_orm::DatabaseConnection;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ClusterView, InstanceView, LeaseView, Ownership, Unit,
+    assign::assign,
+    key_name,
+    store::{self, Snapshot},
+};
+use crate::{pipeline_file::ClusterConfig, subscriptions::SubscriptionHandle, telemetry as m};
+
+/// What the controller needs.
+#[derive(Debug, Clone)]
+pub struct ControllerParams {
+    /// The shared database (PostgreSQL).
+    pub db: DatabaseConnection,
+    /// Its URL, for the `LISTEN` connection.
+    pub url: SecretString,
+    /// Timings.
+    pub config: ClusterConfig,
+    /// The handle the data path reads; this task fills it.
+    pub ownership: Ownership,
+    /// This instance's desired topics, mirrored to `cluster_desired` (`None`: wants nothing of
+    /// its own).
+    pub registry: Option<SubscriptionHandle>,
+    /// The address other instances and operators reach this one's API at.
+    pub api_addr: String,
+}
+
+/// Runs until `stop`, then leaves the cluster.
+pub async fn run(params: ControllerParams, stop: CancellationToken) -> Result<(), Infallible> {
+    let mut c = Controller {
+        id: params.ownership.instance_id().to_owned(),
+        p: params,
+        next_renew: Instant::now(),
+        mirrored: None,
+    };
+    let wake = Arc::new(Notify::new());
+    let listener = tokio::spawn(listen(c.p.url.clone(), wake.clone(), stop.clone()));
+    while let Err(e) = store::register(&c.p.db, &c.id, &c.p.api_addr).await {
+        tracing::warn!(error = %e, "Cluster: cannot register this instance yet.");
+        tokio::select! {
+            () = stop.cancelled() => { listener.abort(); return Ok(()); }
+            () = tokio::time::sleep(c.p.config.poll_interval) => {}
+        }
+    }
+    tracing::info!(instance = %c.id, api_addr = %c.p.api_addr, "Cluster: joined.");
+    let mut registry_changes = c.p.registry.as_ref().map(|r| r.changes());
+    loop {
+        let again = c.tick().await;
+        if again {
+            continue;
+        }
+        let deadline = c.p.ownership.deadline().filter(|_| c.holds_any());
+        let poll = Instant::now() + c.p.config.poll_interval;
+        let wake_at = c.next_renew.min(poll);
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = wake.notified() => {}
+            () = tokio::time::sleep_until(wake_at.into()) => {}
+            () = sleep_until_opt(deadline) => {
+                if c.p.ownership.deadline().is_some_and(|d| Instant::now() >= d) {
+                    let lost = c.p.ownership.owned_all_count();
+                    tracing::warn!(instance = %c.id, units = lost, "Cluster: leases not renewed by the deadline; stopped publishing them.");
+                    metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "lost").increment(lost as u64);
+                    c.p.ownership.expire();
+                    metrics::gauge!(m::CLUSTER_OWNED).set(0.0);
+                }
+            }
+            changed = changed_opt(&mut registry_changes) => {
+                if !changed { registry_changes = None; }
+            }
+        }
+    }
+    listener.abort();
+    c.leave().await;
+    Ok(())
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn changed_opt(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// `LISTEN ws_gateway_cluster`, waking the controller on every notification; reconnects.
+async fn listen(url: SecretString, wake: Arc<Notify>, stop: CancellationToken) {
+    use sea_orm::sqlx::postgres::PgListener;
+    loop {
+        let attempt = async {
+            let mut l = PgListener::connect(url.expose_secret()).await?;
+            l.listen(store::CHANNEL).await?;
+            loop {
+                l.recv().await?;
+                wake.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sea_orm::sqlx::Error>(())
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = attempt => if let Err(e) = r {
+                tracing::debug!(error = %e, "Cluster: LISTEN connection lost; polling meanwhile.");
+            },
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+struct Controller {
+    id: String,
+    p: ControllerParams,
+    next_renew: Instant,
+    /// The desired set last mirrored.
+    mirrored: Option<std::collections::BTreeSet<crate::subscriptions::TopicKey>>,
+}
+
+impl Controller {
+    fn holds_any(&self) -> bool {
+        self.p.ownership.owned_all_count() > 0
+    }
+
+    fn ttl(&self) -> Duration {
+        self.p.config.lease_ttl
+    }
+
+    /// One round; true when something changed and another round should follow at once.
+    async fn tick(&mut self) -> bool {
+        self.mirror().await;
+        if Instant::now() >= self.next_renew {
+            self.renew().await;
+        }
+        let snap = match store::snapshot(&self.p.db, self.ttl()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "Cluster: snapshot failed.");
+                return false;
+            }
+        };
+        let again = self.act(&snap).await;
+        self.publish_view(&snap);
+        if again {
+            // Learn the new epochs at once.
+            self.next_renew = Instant::now();
+        }
+        again
+    }
+
+    async fn mirror(&mut self) {
+        let Some(registry) = &self.p.registry else {
+            return;
+        };
+        let keys: std::collections::BTreeSet<_> =
+            registry.snapshot().into_iter().map(|v| v.key).collect();
+        if self.mirrored.as_ref() == Some(&keys) {
+            return;
+        }
+        match store::mirror_desired(&self.p.db, &self.id, &keys).await {
+            Ok(()) => self.mirrored = Some(keys),
+            Err(e) => tracing::debug!(error = %e, "Cluster: cannot mirror the desired set."),
+        }
+    }
+
+    async fn renew(&mut self) {
+        let sent = Instant::now();
+        let cfg = &self.p.config;
+        match store::renew(&self.p.db, &self.id, cfg.lease_ttl, false).await {
+            Ok(held) => {
+                let deadline = sent + cfg.lease_ttl.saturating_sub(cfg.renew_interval);
+                let before = self.p.ownership.owned_all_count();
+                let held: HashMap<Unit, u64> = held.into_iter().collect();
+                let n = held.len();
+                self.p.ownership.renewed(sent, deadline, held);
+                if n < before {
+                    metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "lost")
+                        .increment((before - n) as u64);
+                }
+                metrics::gauge!(m::CLUSTER_OWNED).set(n as f64);
+                self.next_renew = sent + cfg.renew_interval;
+            }
+            Err(e) => {
+                metrics::counter!(m::CLUSTER_RENEW_FAILURES).increment(1);
+                tracing::warn!(error = %e, "Cluster: lease renewal failed.");
+                self.next_renew = Instant::now() + cfg.renew_interval / 4;
+            }
+        }
+    }
+
+    /// Moves toward the target; true when a lease changed hands here.
+    async fn act(&mut self, snap: &Snapshot) -> bool {
+        let live: Vec<String> = snap
+            .instances
+            .iter()
+            .filter(|i| i.live)
+            .map(|i| i.id.clone())
+            .collect();
+        if !live.contains(&self.id) {
+            // Our own heartbeat did not land (yet): claim nothing.
+            return false;
+        }
+        let live_set: HashSet<&String> = live.iter().collect();
+        let units: Vec<Unit> = snap
+            .desired
+            .iter()
+            .map(Unit::of)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let current: HashMap<Unit, String> = snap
+            .leases
+            .iter()
+            .filter(|l| l.live)
+            .filter_map(|l| {
+                let o = l.owner.as_ref()?;
+                live_set.contains(o).then(|| (l.unit.clone(), o.clone()))
+            })
+            .collect();
+        let target = assign(&live, &units, &current);
+        let leases: HashMap<&Unit, &store::LeaseRow> =
+            snap.leases.iter().map(|l| (&l.unit, l)).collect();
+        let mut changed = false;
+        let mut taking = HashSet::new();
+        for (unit, owner) in &target {
+            if owner != &self.id {
+                continue;
+            }
+            let lease = leases.get(unit);
+            let free = lease.is_none_or(|l| l.owner.is_none() || !l.live);
+            if free {
+                match store::claim(&self.p.db, unit, &self.id, self.ttl()).await {
+                    Ok(Some(epoch)) => {
+                        tracing::info!(unit = %unit.name(), epoch, "Cluster: lease claimed.");
+                        metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "claimed")
+                            .increment(1);
+                        changed = true;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "Cluster: claim failed."),
+                }
+                continue;
+            }
+            let Some(lease) = lease else { continue };
+            if lease.owner.as_deref() == Some(self.id.as_str()) {
+                continue;
+            }
+            // A planned move: subscribe first, say ready one renew interval later.
+            taking.insert(unit.clone());
+            let ready = self
+                .p
+                .ownership
+                .taking_since(unit)
+                .is_some_and(|t| t.elapsed() >= self.p.config.renew_interval);
+            if let Err(e) = store::request_handover(&self.p.db, unit, &self.id, ready).await {
+                tracing::debug!(error = %e, "Cluster: handover request failed.");
+            }
+        }
+        self.p.ownership.set_taking(taking);
+        // Units held here that belong elsewhere now.
+        for lease in &snap.leases {
+            if lease.owner.as_deref() != Some(self.id.as_str()) || !lease.live {
+                continue;
+            }
+            match target.get(&lease.unit) {
+                Some(t) if t == &self.id => {}
+                Some(t) => {
+                    if lease.handover_ready && lease.handover_to.as_ref() == Some(t) {
+                        // Stop publishing first, then hand over.
+                        self.p.ownership.drop_unit(&lease.unit);
+                        match store::transfer(&self.p.db, &lease.unit, &self.id, t, self.ttl())
+                            .await
+                        {
+                            Ok(true) => {
+                                tracing::info!(unit = %lease.unit.name(), to = %t, "Cluster: lease handed over.");
+                                metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out").increment(1);
+                                changed = true;
+                            }
+                            Ok(false) => changed = true,
+                            Err(e) => tracing::debug!(error = %e, "Cluster: handover failed."),
+                        }
+                    }
+                }
+                None => {
+                    self.p.ownership.drop_unit(&lease.unit);
+                    if let Err(e) = store::release(&self.p.db, &lease.unit, &self.id).await {
+                        tracing::debug!(error = %e, "Cluster: release failed.");
+                    }
+                    metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "released")
+                        .increment(1);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    fn publish_view(&self, snap: &Snapshot) {
+        let leases: Vec<LeaseView> = snap
+            .leases
+            .iter()
+            .filter(|l| l.live)
+            .filter_map(|l| {
+                Some(LeaseView {
+                    unit: l.unit.clone(),
+                    owner: l.owner.clone()?,
+                    epoch: l.epoch,
+                })
+            })
+            .collect();
+        let mut owned: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in &leases {
+            *owned.entry(l.owner.as_str()).or_default() += 1;
+        }
+        let instances = snap
+            .instances
+            .iter()
+            .filter(|i| i.live)
+            .map(|i| InstanceView {
+                id: i.id.clone(),
+                api_addr: i.api_addr.clone(),
+                started_at: i.started_at,
+                last_seen: i.last_seen,
+                owned: owned.get(i.id.as_str()).copied().unwrap_or(0),
+            })
+            .collect();
+        tracing::trace!(desired = ?snap.desired.iter().map(key_name).collect::<Vec<_>>());
+        self.p
+            .ownership
+            .set_desired(snap.desired.clone(), ClusterView { instances, leases });
+    }
+
+    /// SIGTERM: stop counting as live, want nothing, give every lease back at once.
+    async fn leave(&mut self) {
+        let held: Vec<Unit> = self.p.ownership.owned_all().into_keys().collect();
+        self.p.ownership.expire();
+        if let Err(e) = store::leave(&self.p.db, &self.id).await {
+            tracing::warn!(error = %e, "Cluster: cannot leave cleanly; the leases will expire.");
+            return;
+        }
+        for unit in &held {
+            let _ = store::release(&self.p.db, unit, &self.id).await;
+        }
+        metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "released")
+            .increment(held.len() as u64);
+        tracing::info!(instance = %self.id, released = held.len(), "Cluster: left.");
+    }
+}
