@@ -79,12 +79,14 @@ pub fn expected(symbols: &[String], private: bool) -> BTreeSet<(String, String)>
     out
 }
 
+/// Symbol → (trade id, connections that got it) in production order.
+pub type Produced = BTreeMap<String, Vec<(u64, usize)>>;
+
 /// Public trades on every symbol (one trade per symbol every `every`) and, if `private`, an
 /// account trading every 100 ms; what was produced is kept.
 pub struct Traffic {
     stop: CancellationToken,
-    /// Symbol → (trade id, connections that got it) in production order.
-    produced: Arc<Mutex<BTreeMap<String, Vec<(u64, usize)>>>>,
+    produced: Arc<Mutex<Produced>>,
     trading: Option<Trading>,
 }
 
@@ -130,7 +132,7 @@ impl Traffic {
         }
     }
 
-    pub fn produced(&self) -> BTreeMap<String, Vec<(u64, usize)>> {
+    pub fn produced(&self) -> Produced {
         self.produced.lock().unwrap().clone()
     }
 }
@@ -158,10 +160,7 @@ pub fn received_trades(msgs: &[Msg]) -> BTreeMap<String, Vec<u64>> {
 
 /// Per symbol, the trade ids produced after the first one received that never reached the
 /// queue, and how many were produced while no connection held the topic upstream.
-pub fn trade_gaps(
-    produced: &BTreeMap<String, Vec<(u64, usize)>>,
-    msgs: &[Msg],
-) -> BTreeMap<String, (Vec<u64>, usize)> {
+pub fn trade_gaps(produced: &Produced, msgs: &[Msg]) -> BTreeMap<String, (Vec<u64>, usize)> {
     let got = received_trades(msgs);
     let mut out = BTreeMap::new();
     for (s, ids) in produced {

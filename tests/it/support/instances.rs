@@ -544,8 +544,23 @@ pub fn instance_ids(view: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// (path, topic) → (owner, epoch) as `/api/v1/cluster` gives them.
+/// (path, topic) → (owner, epoch) as `/api/v1/cluster` gives them. The private stream is one
+/// lease: listed as a topic `private`, it stands for each private topic.
 pub fn owners(view: &Value) -> BTreeMap<(String, String), (String, u64)> {
+    let mut out = listed_owners(view);
+    if let Some(unit) = out
+        .get(&(PRIVATE.to_owned(), "private".to_owned()))
+        .cloned()
+    {
+        for t in ["execution", "order", "position", "wallet"] {
+            out.entry((PRIVATE.to_owned(), t.to_owned()))
+                .or_insert_with(|| unit.clone());
+        }
+    }
+    out
+}
+
+fn listed_owners(view: &Value) -> BTreeMap<(String, String), (String, u64)> {
     view["topics"]
         .as_array()
         .map(|a| {
