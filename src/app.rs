@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api, catchup,
-    config::Settings,
+    cluster::{self, Ownership, controller::ControllerParams},
+    config::{ClusterMode, Settings},
     downstream,
     event::{Event, EventClass},
     health::HealthBoard,
@@ -65,6 +66,15 @@ impl App {
             .await
             .context("opening the database (DATABASE_URL)")?;
         health.set_database(crate::health::ComponentState::Up);
+        let ownership = match settings.cluster {
+            ClusterMode::Off => Ownership::solo(settings.instance_id.clone()),
+            ClusterMode::Postgres => Ownership::member(settings.instance_id.clone()),
+        };
+        tracing::info!(
+            instance = %settings.instance_id,
+            cluster = ownership.is_cluster(),
+            "Instance id."
+        );
         let bindings = QueueBindings::default();
         let caps = Capabilities {
             private_available: settings.bybit.credentials.is_some(),
@@ -109,7 +119,13 @@ impl App {
                 let (tx, rx) = tokio::sync::mpsc::channel(catchup::cursor::CHANNEL_CAPACITY);
                 supervisor.spawn(
                     "catchup-cursor",
-                    catchup::cursor::run_writer(db.clone(), cursors.clone(), rx, cfg.cursor_flush),
+                    catchup::cursor::run_writer(
+                        db.clone(),
+                        cursors.clone(),
+                        rx,
+                        cfg.cursor_flush,
+                        ownership.clone(),
+                    ),
                 );
                 let engine = catchup::Engine::new(
                     rest_client.clone(),
@@ -137,6 +153,7 @@ impl App {
                 capacity: pipeline_file.stages.decode.capacity,
                 clock,
                 catchup,
+                ownership: ownership.clone(),
             },
             &supervisor,
             source_stop.clone(),
@@ -167,6 +184,7 @@ impl App {
                 health: health.clone(),
                 stats: Default::default(),
                 confirmed,
+                ownership: ownership.clone(),
             },
             &supervisor,
         );
@@ -184,6 +202,22 @@ impl App {
             .and_then(|a| a.as_socket_addr().copied())
             .context("the HTTP listener has no socket address")?;
         tracing::info!(address = %api_addr, "Listening for HTTP (REST, /ws, /metrics).");
+        if ownership.is_cluster() {
+            supervisor.spawn_critical(
+                "cluster-controller",
+                cluster::controller::run(
+                    ControllerParams {
+                        db: db.clone(),
+                        url: settings.database_url.clone(),
+                        config: pipeline_file.cluster.clone(),
+                        ownership: ownership.clone(),
+                        registry: Some(registry.clone()),
+                        api_addr: api_addr.to_string(),
+                    },
+                    source_stop.clone(),
+                ),
+            );
+        }
         let state = AppState {
             health: health.clone(),
             subscriptions,

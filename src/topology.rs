@@ -51,6 +51,9 @@ pub struct TopologyParams {
     pub stats: PipelineStats,
     /// Private events the broker confirmed are offered here (the catch-up cursor).
     pub confirmed: Option<tokio::sync::mpsc::Sender<Arc<Event>>>,
+    /// Cluster ownership: the publisher publishes only what this instance owns, with its
+    /// epoch (`Ownership::solo` alone: everything, no headers).
+    pub ownership: crate::cluster::Ownership,
 }
 
 /// Runs the pipeline over `frames` and attaches every sink; the tasks end when the frames have
@@ -89,6 +92,7 @@ where
                 stats: params.stats,
                 confirmed: params.confirmed,
                 fault: supervisor.config_fault(),
+                ownership: params.ownership,
             },
             supervisor,
         )),

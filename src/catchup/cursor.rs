@@ -147,6 +147,7 @@ pub async fn run_writer(
     cursors: Cursors,
     mut rx: mpsc::Receiver<Arc<Event>>,
     every: Duration,
+    ownership: crate::cluster::Ownership,
 ) {
     let mut written: BTreeMap<String, Cursor> = {
         let state = cursors.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,14 +163,30 @@ pub async fn run_writer(
                 }
                 None => break,
             },
-            _ = tick.tick() => flush(&db, &cursors, &mut written).await,
+            _ = tick.tick() => flush(&db, &cursors, &mut written, &ownership).await,
         }
     }
-    flush(&db, &cursors, &mut written).await;
+    flush(&db, &cursors, &mut written, &ownership).await;
 }
 
 /// Writes every cursor whose persistable value changed since it was last written.
-async fn flush(db: &DatabaseConnection, cursors: &Cursors, written: &mut BTreeMap<String, Cursor>) {
+///
+/// In a cluster only the holder of the private lease writes, fenced by its epoch in the
+/// statement: a fenced instance never moves the shared cursor past what the new owner has.
+async fn flush(
+    db: &DatabaseConnection,
+    cursors: &Cursors,
+    written: &mut BTreeMap<String, Cursor>,
+    ownership: &crate::cluster::Ownership,
+) {
+    let fence = if ownership.is_cluster() {
+        match ownership.owned().get(&crate::cluster::Unit::Private) {
+            Some(epoch) => Some(*epoch),
+            None => return,
+        }
+    } else {
+        None
+    };
     let todo: Vec<(String, Cursor)> = {
         let state = cursors.lock().unwrap_or_else(|e| e.into_inner());
         state
@@ -180,9 +197,18 @@ async fn flush(db: &DatabaseConnection, cursors: &Cursors, written: &mut BTreeMa
             .collect()
     };
     for (topic, cursor) in todo {
-        match cursors::save(db, &topic, &cursor).await {
-            Ok(()) => {
+        let saved = match fence {
+            None => cursors::save(db, &topic, &cursor).await.map(|()| true),
+            Some(epoch) => {
+                cursors::save_fenced(db, &topic, &cursor, ownership.instance_id(), epoch).await
+            }
+        };
+        match saved {
+            Ok(true) => {
                 written.insert(topic, cursor);
+            }
+            Ok(false) => {
+                tracing::debug!(topic, "Catch-up cursor not written: fenced, or older.");
             }
             Err(error) => {
                 // Written at the next flush.

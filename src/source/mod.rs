@@ -61,6 +61,9 @@ pub struct SourceParams {
     pub clock: ServerClock,
     /// The REST catch-up after every private (re)connect; `None` turns it off.
     pub catchup: Option<gate::GateConfig>,
+    /// Cluster mode: subscribe upstream exactly the units this instance owns (or is taking over
+    /// in a planned move), from the cluster's desired set; alone (`solo`), the registry's.
+    pub ownership: crate::cluster::Ownership,
 }
 
 /// The URL of `endpoint` for these settings: under `ws_url`, except the private endpoint of the
@@ -138,18 +141,22 @@ struct Manager {
 impl Manager {
     async fn run(mut self) -> Result<(), std::convert::Infallible> {
         let mut changes = self.params.registry.changes();
+        let mut owned = self.params.ownership.changes();
         for c in self.params.config.connect_on_start.clone() {
             self.ensure(Endpoint::Public(c));
         }
-        if self.params.bybit.credentials.is_some() {
+        // In a cluster only the owner of the private stream connects it (sync does).
+        if self.params.bybit.credentials.is_some() && !self.params.ownership.is_cluster() {
             self.ensure(Endpoint::Private);
         }
         loop {
             changes.borrow_and_update();
+            owned.borrow_and_update();
             self.sync();
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 changed = changes.changed() => if changed.is_err() { break },
+                changed = owned.changed() => if changed.is_err() { break },
             }
         }
         Ok(())
@@ -198,13 +205,16 @@ impl Manager {
             .map(Endpoint::Public)
             .chain([Endpoint::Private]);
         for endpoint in endpoints {
-            let desired: BTreeSet<String> = self
-                .params
-                .registry
-                .desired(endpoint)
-                .into_iter()
-                .map(|(t, _)| t)
-                .collect();
+            let desired: BTreeSet<String> = if self.params.ownership.is_cluster() {
+                self.params.ownership.upstream(endpoint)
+            } else {
+                self.params
+                    .registry
+                    .desired(endpoint)
+                    .into_iter()
+                    .map(|(t, _)| t)
+                    .collect()
+            };
             if desired.is_empty() && !self.endpoints.contains_key(&endpoint) {
                 continue;
             }

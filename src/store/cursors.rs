@@ -77,6 +77,36 @@ pub async fn load(db: &impl ConnectionTrait) -> Result<BTreeMap<String, Cursor>,
         .collect())
 }
 
+/// Cluster mode: writes `cursor` for `topic` only while `owner` holds the private lease at
+/// `epoch` (checked in the statement itself, by the database clock), and unless the stored one
+/// is newer. Returns whether the row was written (false: fenced, or the stored one is newer).
+pub async fn save_fenced(
+    db: &impl ConnectionTrait,
+    topic: &str,
+    cursor: &Cursor,
+    owner: &str,
+    epoch: u64,
+) -> Result<bool, sea_orm::DbErr> {
+    let ids = serde_json::to_string(&cursor.ids).unwrap_or_else(|_| "[]".to_owned());
+    let stmt = sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "INSERT INTO catchup_cursors (topic, exchange_ts, ids, updated_at) \
+         SELECT $1, $2, $3, now() WHERE EXISTS (SELECT 1 FROM cluster_leases \
+         WHERE unit = 'private' AND owner = $4 AND epoch = $5 AND expires_at > now()) \
+         ON CONFLICT (topic) DO UPDATE SET exchange_ts = EXCLUDED.exchange_ts, \
+         ids = EXCLUDED.ids, updated_at = EXCLUDED.updated_at \
+         WHERE catchup_cursors.exchange_ts <= EXCLUDED.exchange_ts",
+        [
+            topic.into(),
+            cursor.ts.into(),
+            ids.into(),
+            owner.into(),
+            i64::try_from(epoch).unwrap_or(i64::MAX).into(),
+        ],
+    );
+    Ok(db.execute_raw(stmt).await?.rows_affected() > 0)
+}
+
 /// Writes `cursor` for `topic` unless the stored one is newer.
 pub async fn save(
     db: &impl ConnectionTrait,

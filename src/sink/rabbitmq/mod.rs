@@ -101,6 +101,8 @@ pub(crate) struct RabbitParams {
     pub confirmed: Option<tokio::sync::mpsc::Sender<Arc<Event>>>,
     /// Raised on a topology mismatch: stops the process with exit code 2.
     pub fault: ConfigFault,
+    /// Whether this instance may publish an event now, and under which epoch (cluster mode).
+    pub ownership: crate::cluster::Ownership,
 }
 
 /// The sink's input: events go into the outbox. Dropping it closes the outbox; the sink's

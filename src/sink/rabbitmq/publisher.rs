@@ -456,7 +456,10 @@ impl Publisher {
                     break;
                 };
                 sent_now += 1;
-                if let Err(error) = self.publish(channel, &event).await {
+                let Some(epoch) = self.admit(&event) else {
+                    continue;
+                };
+                if let Err(error) = self.publish(channel, &event, epoch).await {
                     self.window.retry.push_front(event);
                     return Err(error);
                 }
@@ -594,7 +597,34 @@ impl Publisher {
         }
     }
 
-    async fn publish(&self, channel: &Channel, event: &Event) -> Result<(), PublishError> {
+    /// Cluster mode: the epoch this event may be published under now, or `None` when this
+    /// instance does not hold its topic's lease (lost, not renewed by the deadline, or taken
+    /// after the event arrived): then it is dropped and counted (`reason="fenced"`). A private
+    /// event dropped so is safe: the new owner catches up from the shared cursor, which this
+    /// event never advanced. Alone: always `Some(None)`.
+    fn admit(&self, event: &Event) -> Option<Option<u64>> {
+        let ownership = &self.params.ownership;
+        if !ownership.is_cluster() {
+            return Some(None);
+        }
+        let key = crate::subscriptions::TopicKey::new(event.endpoint, event.topic.as_str());
+        match ownership.admit(&key, event.received_mono) {
+            Some(epoch) => Some(Some(epoch)),
+            None => {
+                metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "fenced")
+                    .increment(1);
+                tracing::debug!(topic = %event.topic, trace_id = %event.trace_id, "Not this instance's topic (fenced); event dropped.");
+                None
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        channel: &Channel,
+        event: &Event,
+        epoch: Option<u64>,
+    ) -> Result<(), PublishError> {
         let routing_key = event.routing_key();
         if routing_key.len() > MAX_SHORT_STR {
             metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "routing_key_too_long").increment(1);
@@ -606,7 +636,15 @@ impl Publisher {
             .mandatory(true)
             .finish();
         channel
-            .basic_publish(properties(event, persistent), event.json.to_vec(), args)
+            .basic_publish(
+                properties(
+                    event,
+                    persistent,
+                    epoch.map(|e| (self.params.ownership.instance_id(), e)),
+                ),
+                event.json.to_vec(),
+                args,
+            )
             .await
             .map_err(PublishError::Publish)?;
         self.meters.published[event.class as usize].increment(1);
@@ -615,8 +653,9 @@ impl Publisher {
     }
 }
 
-/// AMQP properties of an event (spec section 4).
-pub fn properties(event: &Event, persistent: bool) -> BasicProperties {
+/// AMQP properties of an event (spec section 4); in a cluster, `owner` adds the headers
+/// `instance` and `epoch` (section 11).
+pub fn properties(event: &Event, persistent: bool, owner: Option<(&str, u64)>) -> BasicProperties {
     let mut headers = FieldTable::new();
     for (k, v) in [
         ("trace_id", event.trace_id.as_str()),
@@ -626,6 +665,14 @@ pub fn properties(event: &Event, persistent: bool) -> BasicProperties {
     ] {
         if let Ok(k) = k.try_into() {
             headers.insert(k, FieldValue::from(v));
+        }
+    }
+    if let Some((instance, epoch)) = owner {
+        if let Ok(k) = "instance".try_into() {
+            headers.insert(k, FieldValue::from(instance));
+        }
+        if let Ok(k) = "epoch".try_into() {
+            headers.insert(k, FieldValue::l(i64::try_from(epoch).unwrap_or(i64::MAX)));
         }
     }
     let mut uuid = uuid::Uuid::encode_buffer();

@@ -100,6 +100,7 @@ impl PipelineHarness {
                 health: health.clone(),
                 stats: stats.clone(),
                 confirmed: None,
+                ownership: ws_gateway::cluster::Ownership::solo("test"),
             },
             &supervisor,
         );

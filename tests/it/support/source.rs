@@ -57,6 +57,7 @@ impl Harness {
                 capacity: 1024,
                 clock: ws_gateway::rest::ServerClock::local(),
                 catchup: None,
+                ownership: ws_gateway::cluster::Ownership::solo("test"),
             },
             &supervisor,
             stop.clone(),
