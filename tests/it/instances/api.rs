@@ -24,9 +24,9 @@ async fn a_subscription_made_through_a_is_upstream_on_its_owner_within_1_s() {
     }
     c.start_together(&[A, B, C]).await;
     assert!(
-        c.wait_settled(&[A, B, C], &want, secs(60)).await.is_some(),
-        "settled: {:?}",
-        c.cluster_view(A).await
+        c.wait_upstream(&[A, B, C], &want, secs(60)).await.is_some(),
+        "every topic upstream once: {:?}",
+        c.upstream()
     );
     let mut fails = Vec::new();
     let mut figures = Vec::new();

@@ -10,15 +10,15 @@ use std::{
 use fake_bybit::PRIVATE;
 
 use super::{
-    A, B, C, HOSTS, Traffic, expected, ms, pipeline, private_missing, stale_after_takeover,
-    symbols, trade_gaps,
+    A, B, C, HOSTS, Traffic, epochs_of, expected, ms, pipeline, private_missing,
+    stale_after_takeover, symbols, trade_gaps,
 };
 use crate::support::{
-    instances::{Cluster, epoch_regressions, owned_counts, p50_max, repeats},
+    instances::{Cluster, Recorder, epoch_regressions, owned_counts, p50_max, repeats},
     secs,
 };
 
-type Owners = BTreeMap<(String, String), (String, u64)>;
+type Owners = BTreeMap<(String, String), String>;
 
 /// Three instances on 30 public topics and the private stream, settled.
 async fn three(n_topics: usize) -> (Cluster, Vec<String>, BTreeSet<(String, String)>, Owners) {
@@ -29,7 +29,7 @@ async fn three(n_topics: usize) -> (Cluster, Vec<String>, BTreeSet<(String, Stri
         c.add(id, host).await;
     }
     c.start_together(&[A, B, C]).await;
-    let Some(map) = c.wait_settled(&[A, B, C], &want, secs(60)).await else {
+    let Some(map) = c.wait_upstream(&[A, B, C], &want, secs(60)).await else {
         let views = futures::future::join_all([A, B, C].map(|id| c.cluster_view(id))).await;
         let logs: Vec<String> = [A, B, C].iter().map(|id| c.get(id).log_tail(20)).collect();
         c.finish().await;
@@ -44,7 +44,7 @@ async fn three(n_topics: usize) -> (Cluster, Vec<String>, BTreeSet<(String, Stri
 /// The topics `victim` owns in `map`.
 fn owned_by(map: &Owners, victim: &str) -> Vec<(String, String)> {
     map.iter()
-        .filter(|(_, (o, _))| o == victim)
+        .filter(|(_, o)| o.as_str() == victim)
         .map(|(k, _)| k.clone())
         .collect()
 }
@@ -82,11 +82,20 @@ fn slowest(times: &BTreeMap<(String, String), Option<Duration>>) -> Option<Durat
         .try_fold(Duration::ZERO, |m, t| t.map(|t| m.max(t)))
 }
 
-fn old_epochs(map: &Owners, victim: &str) -> BTreeMap<String, u64> {
-    map.iter()
-        .filter(|(_, (o, _))| o == victim)
-        .map(|((_, t), (_, e))| (t.clone(), *e))
-        .collect()
+/// The epochs of `victim`'s messages so far, over every recorder.
+fn old_epochs(rec: &BTreeMap<String, Recorder>, victim: &str) -> BTreeMap<String, u64> {
+    let all: Vec<_> = rec.values().flat_map(Recorder::msgs).collect();
+    epochs_of(&all, victim)
+}
+
+/// `/api/v1/cluster` on each instance agrees with the fake on every owner.
+async fn view_agrees(c: &Cluster, want: &BTreeSet<(String, String)>, fails: &mut Vec<String>) {
+    if c.wait_settled(&[A, B, C], want, secs(10)).await.is_none() {
+        fails.push(format!(
+            "/api/v1/cluster does not list the three with the owners the fake sees: {:?}",
+            c.cluster_view(A).await
+        ));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,11 +107,11 @@ async fn kill_9_of_the_private_owner_fails_over_within_5_s() {
     let mut fails = Vec::new();
     let mut figures = Vec::new();
     for run in 0..5 {
-        let Some(map) = c.wait_settled(&[A, B, C], &want, secs(60)).await else {
+        let Some(map) = c.wait_upstream(&[A, B, C], &want, secs(60)).await else {
             fails.push(format!("run {run}: not settled before the kill"));
             break;
         };
-        let victim = map[&(PRIVATE.to_owned(), "execution".to_owned())].0.clone();
+        let victim = map[&(PRIVATE.to_owned(), "execution".to_owned())].clone();
         let topics = owned_by(&map, &victim);
         tokio::time::sleep(secs(1)).await;
         let t0 = Instant::now();
@@ -132,9 +141,10 @@ async fn kill_9_of_the_private_owner_fails_over_within_5_s() {
         // Back as a member before the next run.
         c.start(&victim).await;
     }
-    if c.wait_settled(&[A, B, C], &want, secs(60)).await.is_none() {
-        fails.push("not settled after the last restart".into());
+    if c.wait_upstream(&[A, B, C], &want, secs(60)).await.is_none() {
+        fails.push("not every topic upstream once after the last restart".into());
     }
+    view_agrees(&c, &want, &mut fails).await;
     tokio::time::sleep(secs(2)).await;
     traffic.stop();
     tokio::time::sleep(secs(3)).await;
@@ -198,9 +208,9 @@ async fn a_paused_owner_publishes_nothing_under_its_lost_leases() {
     let mut traffic = Traffic::start(&c.fake, &syms, Duration::from_millis(200), true);
     let mut fails = Vec::new();
     tokio::time::sleep(secs(2)).await;
-    let victim = map[&(PRIVATE.to_owned(), "execution".to_owned())].0.clone();
+    let victim = map[&(PRIVATE.to_owned(), "execution".to_owned())].clone();
     let topics = owned_by(&map, &victim);
-    let old = old_epochs(&map, &victim);
+    let old = old_epochs(&rec, &victim);
     let t0 = Instant::now();
     c.pause(&victim);
     let times = takeover(&c, &victim, &topics, t0, secs(10)).await;
@@ -223,8 +233,7 @@ async fn a_paused_owner_publishes_nothing_under_its_lost_leases() {
     c.resume(&victim);
     // It wakes up past its deadline: whatever it still had buffered must not be published.
     tokio::time::sleep(secs(5)).await;
-    let others: Vec<&str> = [A, B, C].into_iter().collect();
-    let rejoined = c.wait_settled(&others, &want, secs(60)).await;
+    let rejoined = c.wait_upstream(&[A, B, C], &want, secs(60)).await;
     if rejoined.is_none() {
         fails.push(format!(
             "{victim} resumed: no agreed ownership with every topic upstream once within 60 s (it must drop its stale upstream subscriptions): {:?}",
@@ -235,6 +244,7 @@ async fn a_paused_owner_publishes_nothing_under_its_lost_leases() {
         ));
     }
     // A normal member again: listed, healthy, given work.
+    view_agrees(&c, &want, &mut fails).await;
     let owns = crate::support::wait_until(secs(30), || {
         let c = &c;
         let victim = victim.clone();
@@ -313,9 +323,9 @@ async fn postgres_cut_for_one_instance_moves_its_topics() {
     let mut traffic = Traffic::start(&c.fake, &syms, Duration::from_millis(200), true);
     let mut fails = Vec::new();
     tokio::time::sleep(secs(2)).await;
-    let victim = map[&(PRIVATE.to_owned(), "execution".to_owned())].0.clone();
+    let victim = map[&(PRIVATE.to_owned(), "execution".to_owned())].clone();
     let topics = owned_by(&map, &victim);
-    let old = old_epochs(&map, &victim);
+    let old = old_epochs(&rec, &victim);
     let t0 = Instant::now();
     c.get(&victim).db_proxy.cut();
     // It lets go at its own deadline: none of its connections holds a topic any more.
@@ -346,11 +356,12 @@ async fn postgres_cut_for_one_instance_moves_its_topics() {
         )),
     }
     c.get(&victim).db_proxy.restore();
-    if c.wait_settled(&[A, B, C], &want, secs(60)).await.is_none() {
+    if c.wait_upstream(&[A, B, C], &want, secs(60)).await.is_none() {
         fails.push(format!(
-            "{victim} not back as a member 60 s after PostgreSQL returned"
+            "{victim}: not every topic upstream once 60 s after PostgreSQL returned"
         ));
     }
+    view_agrees(&c, &want, &mut fails).await;
     traffic.stop();
     tokio::time::sleep(secs(3)).await;
     for r in rec.values() {

@@ -246,6 +246,21 @@ pub fn stale_after_takeover(
     out
 }
 
+/// Per topic, the highest epoch among the messages of `instance` (its leases' epochs as
+/// consumers saw them).
+pub fn epochs_of(msgs: &[Msg], instance: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for m in msgs {
+        if let (Some(t), Some(e), Some(i)) = (&m.topic, m.epoch, &m.instance)
+            && i == instance
+        {
+            let v = out.entry(t.clone()).or_insert(0);
+            *v = (*v).max(e);
+        }
+    }
+    out
+}
+
 /// Milliseconds, for printing.
 pub fn ms(d: Duration) -> u128 {
     d.as_millis()

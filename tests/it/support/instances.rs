@@ -458,6 +458,30 @@ impl Cluster {
         None
     }
 
+    /// Waits until every (path, topic) of `expect` is held upstream exactly once, by one of
+    /// `members` (the fake's view, whatever `/api/v1/cluster` says); returns topic → holder.
+    pub async fn wait_upstream(
+        &self,
+        members: &[&str],
+        expect: &BTreeSet<(String, String)>,
+        deadline: Duration,
+    ) -> Option<BTreeMap<(String, String), String>> {
+        wait_until(deadline, || {
+            let up = self.upstream();
+            let map: Option<BTreeMap<_, _>> = expect
+                .iter()
+                .map(|k| match up.get(k).map(Vec::as_slice) {
+                    Some([one]) if members.contains(&one.as_str()) => {
+                        Some((k.clone(), one.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            async move { map }
+        })
+        .await
+    }
+
     async fn settled_once(
         &self,
         members: &[&str],
