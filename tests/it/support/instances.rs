@@ -384,6 +384,13 @@ impl Cluster {
         resp.json().await.ok()
     }
 
+    /// Sum of `name` samples matching `labels` on `id`'s `/metrics` (0 when it does not answer).
+    pub async fn metric(&self, id: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        super::metrics::scrape(&self.get(id).base())
+            .await
+            .sum(name, labels)
+    }
+
     /// `GET /health` of `id`.
     pub async fn health(&self, id: &str) -> Option<Value> {
         let resp = reqwest::Client::new()
