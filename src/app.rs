@@ -202,6 +202,7 @@ impl App {
             .and_then(|a| a.as_socket_addr().copied())
             .context("the HTTP listener has no socket address")?;
         tracing::info!(address = %api_addr, "Listening for HTTP (REST, /ws, /metrics).");
+        ownership.set_api_addr(api_addr.to_string());
         if ownership.is_cluster() {
             supervisor.spawn_critical(
                 "cluster-controller",
@@ -230,6 +231,7 @@ impl App {
             downstream: pipeline_file.downstream.clone(),
             http: pipeline_file.http.clone(),
             shutdown: supervisor.shutdown.clone(),
+            ownership: ownership.clone(),
         };
         api::spawn_background(
             &state,

@@ -40,4 +40,6 @@ pub struct AppState {
     pub http: HttpConfig,
     /// Cancelled when the process stops; long-lived handlers (`/ws`) end on it.
     pub shutdown: CancellationToken,
+    /// Cluster ownership (`GET /api/v1/cluster`, `components.cluster`); `solo` alone.
+    pub ownership: crate::cluster::Ownership,
 }

@@ -70,7 +70,8 @@ impl From<ComponentState> for StateDto {
 }
 
 /// Per-dependency states. `bybit` is all Bybit connections together: `up` (all), `partial`,
-/// `down` (none up), `connecting`, `disabled` (no connection needed).
+/// `down` (none up), `connecting`, `disabled` (no connection needed). `cluster` (spec section
+/// 11): `up` while lease renewals land, `down` past the fencing deadline, `disabled` alone.
 // A field whose type is a named schema carries no doc of its own: poem-openapi would wrap its
 // `$ref` in an `allOf` that generated clients refuse.
 #[derive(Debug, Clone, Object)]
@@ -78,6 +79,7 @@ pub struct Components {
     pub bybit: StateDto,
     pub rabbitmq: StateDto,
     pub database: StateDto,
+    pub cluster: StateDto,
 }
 
 /// One Bybit connection.
@@ -228,6 +230,7 @@ pub fn health_of(state: &AppState) -> Health {
             bybit,
             rabbitmq: snap.broker.into(),
             database: snap.database.into(),
+            cluster: state.ownership.state().into(),
         },
         connections: snap.connections.into_iter().map(Into::into).collect(),
     }

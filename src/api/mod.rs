@@ -9,6 +9,7 @@
 
 mod background;
 mod balances;
+mod cluster;
 pub(crate) mod error;
 mod health;
 pub mod limits;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use poem::{EndpointExt, Route};
 use poem_openapi::{OpenApiService, SecurityScheme, Tags};
 
+pub use cluster::cluster_of;
 pub use health::{BYBIT_GRACE, health_of, ready_of};
 pub use middleware::{TRACE_HEADER, TraceId, observe, require_key};
 
@@ -36,6 +38,8 @@ enum ApiTags {
     Balances,
     /// Liveness and readiness (no key).
     Health,
+    /// Several instances: who is live, who owns which topic.
+    Cluster,
 }
 
 /// The gateway's API key (`WS_GATEWAY_API_KEY`) in the `X-API-Key` header. A missing or wrong
@@ -48,6 +52,7 @@ type Apis = (
     subscriptions::SubscriptionsApi,
     balances::BalancesApi,
     health::HealthApi,
+    cluster::ClusterApi,
 );
 
 /// The OpenAPI service with every operation.
@@ -57,6 +62,7 @@ fn service() -> OpenApiService<Apis, ()> {
             subscriptions::SubscriptionsApi,
             balances::BalancesApi,
             health::HealthApi,
+            cluster::ClusterApi,
         ),
         "ws-gateway",
         env!("CARGO_PKG_VERSION"),

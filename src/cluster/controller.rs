@@ -185,8 +185,15 @@ impl Controller {
         let Some(registry) = &self.p.registry else {
             return;
         };
-        let keys: std::collections::BTreeSet<_> =
-            registry.snapshot().into_iter().map(|v| v.key).collect();
+        // API subscriptions are read from the shared `subscriptions` table by every instance
+        // (they outlive the instance that created them, and a cancel through any instance
+        // ends them); the mirror carries the rest: `/ws` clients and the pipeline file.
+        let keys: std::collections::BTreeSet<_> = registry
+            .snapshot()
+            .into_iter()
+            .filter(|v| v.holders.iter().any(|h| !h.is_service()))
+            .map(|v| v.key)
+            .collect();
         if self.mirrored.as_ref() == Some(&keys) {
             return;
         }
@@ -205,7 +212,11 @@ impl Controller {
                 let before = self.p.ownership.owned_all_count();
                 let held: HashMap<Unit, u64> = held.into_iter().collect();
                 let n = held.len();
-                self.p.ownership.renewed(sent, deadline, held);
+                let handed_in = self.p.ownership.renewed(sent, deadline, held);
+                if handed_in > 0 {
+                    metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_in")
+                        .increment(handed_in as u64);
+                }
                 if n < before {
                     metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "lost")
                         .increment((before - n) as u64);

@@ -137,6 +137,8 @@ pub struct Ownership {
 struct Inner {
     instance_id: String,
     cluster: bool,
+    started_at: chrono::DateTime<chrono::Utc>,
+    api_addr: std::sync::OnceLock<String>,
     state: RwLock<State>,
     /// Bumped whenever the owned set changes; the source and the `/ws` relay wait on it.
     changes: watch::Sender<u64>,
@@ -172,6 +174,8 @@ impl Ownership {
             inner: Arc::new(Inner {
                 instance_id,
                 cluster,
+                started_at: chrono::Utc::now(),
+                api_addr: std::sync::OnceLock::new(),
                 state: RwLock::new(State::default()),
                 changes: watch::Sender::new(0),
             }),
@@ -186,6 +190,40 @@ impl Ownership {
     /// This instance's id (`WS_GATEWAY_INSTANCE_ID`).
     pub fn instance_id(&self) -> &str {
         &self.inner.instance_id
+    }
+
+    /// When this process started.
+    pub fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.started_at
+    }
+
+    /// Where this instance's API listens (set once bound).
+    pub fn api_addr(&self) -> &str {
+        self.inner.api_addr.get().map_or("", String::as_str)
+    }
+
+    /// Records the bound API address (first call wins).
+    pub fn set_api_addr(&self, addr: String) {
+        let _ = self.inner.api_addr.set(addr);
+    }
+
+    /// `components.cluster` of `/health`: disabled alone; connecting before the first renewal;
+    /// up while renewals land; down past the fencing deadline (the database is unreachable).
+    pub fn state(&self) -> crate::health::ComponentState {
+        use crate::health::ComponentState;
+        if !self.inner.cluster {
+            return ComponentState::Disabled;
+        }
+        match self.read().deadline {
+            None => ComponentState::Connecting,
+            Some(d) if Instant::now() < d => ComponentState::Up,
+            Some(_) => ComponentState::Down,
+        }
+    }
+
+    /// The cluster's desired topics as last seen (empty alone).
+    pub fn desired(&self) -> BTreeSet<TopicKey> {
+        self.read().desired.clone()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -295,17 +333,29 @@ impl Ownership {
     /// Controller: the renewal sent at `sent` returned `held` (unit → epoch). Keeps `since` of
     /// tenures that go on; a new tenure starts now, or when this instance began taking the unit
     /// over (its events since then are the same exchange events the old owner published, with
-    /// the same keys).
-    pub(crate) fn renewed(&self, sent: Instant, deadline: Instant, held: HashMap<Unit, u64>) {
+    /// the same keys). Returns how many tenures came from a planned move.
+    pub(crate) fn renewed(
+        &self,
+        sent: Instant,
+        deadline: Instant,
+        held: HashMap<Unit, u64>,
+    ) -> usize {
         let now = Instant::now();
         let mut s = self.write();
         let before: HashSet<Unit> = s.held.keys().cloned().collect();
         let was_live = s.deadline.is_some_and(|d| now < d);
         let mut next = HashMap::new();
+        let mut handed_in = 0;
         for (unit, epoch) in held {
             let since = match s.held.get(&unit) {
                 Some(h) if h.epoch == epoch && was_live => h.since,
-                _ => s.taking.remove(&unit).unwrap_or(sent.max(now)),
+                _ => match s.taking.remove(&unit) {
+                    Some(t) => {
+                        handed_in += 1;
+                        t
+                    }
+                    None => sent.max(now),
+                },
             };
             next.insert(unit, Held { epoch, since });
         }
@@ -316,6 +366,7 @@ impl Ownership {
         if changed {
             self.bump();
         }
+        handed_in
     }
 
     /// Controller: stop publishing `unit` at once (handed over or released).
@@ -331,7 +382,6 @@ impl Ownership {
         let mut s = self.write();
         let had = !s.held.is_empty();
         s.held.clear();
-        s.deadline = None;
         drop(s);
         if had {
             self.bump();

@@ -54,6 +54,7 @@ async fn bindings_are_added_on_create_and_removed_when_no_subscription_uses_them
         downstream: Default::default(),
         http: Default::default(),
         shutdown: CancellationToken::new(),
+        ownership: ws_gateway::cluster::Ownership::solo("test"),
     };
     let acceptor = TcpListener::bind("127.0.0.1:0")
         .into_acceptor()
