@@ -53,6 +53,7 @@ async fn the_instances_harness_drives_one_process() {
         held_by(&c, &topic, &[A]).await,
         "held again after the restart"
     );
+    tokio::time::sleep(secs(2)).await;
     c.kill9(A);
     assert!(held_by(&c, &topic, &[]).await, "nothing held after kill -9");
     traffic.stop();

@@ -136,6 +136,15 @@ async fn rolling_restart_loses_nothing() {
         }
         let stopped = t0.elapsed();
         c.start(id).await;
+        // Back as a member with work of its own before the next one stops.
+        let working = crate::support::wait_until(secs(30), || {
+            let holds = c.upstream().values().any(|w| w.iter().any(|x| x == id));
+            async move { holds.then_some(()) }
+        })
+        .await;
+        if working.is_none() {
+            fails.push(format!("{id}: holds no topic 30 s after its restart"));
+        }
         match c.wait_upstream(&[A, B, C], &want, secs(60)).await {
             Some(_) => eprintln!(
                 "rolling restart: {id} stopped in {} ms, back and settled after {} ms",
