@@ -258,7 +258,8 @@ pub fn ready_of(state: &AppState) -> Ready {
         reasons.push(format!("rabbitmq is {:?}", snap.broker).to_lowercase());
     }
     for t in state.subscriptions.registry().snapshot() {
-        if holds_ready(&t) {
+        // In a cluster a topic another instance owns is not this instance's to subscribe.
+        if holds_ready(&t) && state.ownership.owns(&t.key) {
             reasons.push(format!(
                 "topic {} on {} is {}",
                 t.key.topic,

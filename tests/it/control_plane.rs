@@ -373,3 +373,74 @@ async fn two_apps_share_the_topics_and_one_takes_over_when_the_other_stops() {
     b.shutdown().await.unwrap();
     db.drop_database().await;
 }
+
+/// The catch-up cursor is written only by the holder of the private lease at its epoch (the
+/// fence is in the statement), and never moves back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_cursor_is_written_only_under_the_private_lease_at_its_epoch() {
+    use ws_gateway::{cluster::store, store::cursors};
+
+    let db = TestDatabase::postgres().await;
+    let conn = ws_gateway::store::connect(&SecretString::from(db.url.clone()))
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(5);
+    store::register(&conn, "x", "127.0.0.1:1").await.unwrap();
+    let epoch = store::claim(&conn, &Unit::Private, "x", ttl)
+        .await
+        .unwrap()
+        .expect("a free lease is claimed");
+    assert_eq!(epoch, 1);
+    assert_eq!(
+        store::claim(&conn, &Unit::Private, "y", ttl).await.unwrap(),
+        None
+    );
+    let mut c = cursors::Cursor::default();
+    c.advance(100, "a");
+    assert!(
+        cursors::save_fenced(&conn, "execution", &c, "x", 1)
+            .await
+            .unwrap()
+    );
+    c.advance(200, "b");
+    assert!(
+        !cursors::save_fenced(&conn, "execution", &c, "x", 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !cursors::save_fenced(&conn, "execution", &c, "y", 1)
+            .await
+            .unwrap()
+    );
+    let older = {
+        let mut o = cursors::Cursor::default();
+        o.advance(50, "z");
+        o
+    };
+    assert!(
+        !cursors::save_fenced(&conn, "execution", &older, "x", 1)
+            .await
+            .unwrap()
+    );
+    // Released and taken by y at epoch 2: x's writes are refused, y's land.
+    store::release(&conn, &Unit::Private, "x").await.unwrap();
+    assert_eq!(
+        store::claim(&conn, &Unit::Private, "y", ttl).await.unwrap(),
+        Some(2)
+    );
+    assert!(
+        !cursors::save_fenced(&conn, "execution", &c, "x", 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        cursors::save_fenced(&conn, "execution", &c, "y", 2)
+            .await
+            .unwrap()
+    );
+    let stored = cursors::load(&conn).await.unwrap();
+    assert_eq!(stored["execution"].ts, 200);
+    let _ = conn.close().await;
+    db.drop_database().await;
+}

@@ -637,7 +637,7 @@ impl Publisher {
             .finish();
         channel
             .basic_publish(
-                properties(
+                properties_of(
                     event,
                     persistent,
                     epoch.map(|e| (self.params.ownership.instance_id(), e)),
@@ -653,9 +653,17 @@ impl Publisher {
     }
 }
 
-/// AMQP properties of an event (spec section 4); in a cluster, `owner` adds the headers
-/// `instance` and `epoch` (section 11).
-pub fn properties(event: &Event, persistent: bool, owner: Option<(&str, u64)>) -> BasicProperties {
+/// AMQP properties of an event (spec section 4).
+pub fn properties(event: &Event, persistent: bool) -> BasicProperties {
+    properties_of(event, persistent, None)
+}
+
+/// [`properties`], plus in a cluster (`owner`) the headers `instance` and `epoch` (section 11).
+pub fn properties_of(
+    event: &Event,
+    persistent: bool,
+    owner: Option<(&str, u64)>,
+) -> BasicProperties {
     let mut headers = FieldTable::new();
     for (k, v) in [
         ("trace_id", event.trace_id.as_str()),
