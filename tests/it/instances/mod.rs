@@ -7,7 +7,9 @@
 //! Every test here is `#[ignore]`d (each starts three or four processes and runs for tens of
 //! seconds); `.ci/run` runs them as their own step:
 //! `cargo test --test it instances -- --ignored --test-threads 1`. They print the measured
-//! figures (failover p50/max, repeats) with `--nocapture`.
+//! figures (failover p50/max, repeats) with `--nocapture`. A test the feature does not pass yet
+//! says so in its `#[ignore = "issue 14: ..."]` and is in the step's `--skip` list; run it by
+//! name to see where the feature stands.
 
 mod api;
 mod faults;

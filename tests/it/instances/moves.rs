@@ -109,7 +109,7 @@ async fn after_move(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "several gateway processes: .ci/run's instances step"]
+#[ignore = "issue 14: SIGTERM is break-before-make (topics unheld upstream, trades and private events lost); .ci/run skips it"]
 async fn rolling_restart_loses_nothing() {
     let syms = symbols(30);
     let want = expected(&syms, true);
@@ -180,7 +180,7 @@ async fn rolling_restart_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "several gateway processes: .ci/run's instances step"]
+#[ignore = "issue 14: a join moves topics break-before-make (trades and private events lost); .ci/run skips it"]
 async fn a_fourth_instance_joins_make_before_break() {
     let syms = symbols(60);
     let want = expected(&syms, true);

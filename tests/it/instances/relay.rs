@@ -73,7 +73,7 @@ async fn receives(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "several gateway processes: .ci/run's instances step"]
+#[ignore = "issue 14: the /ws relay (branch i14-relay) is not in the gateway yet; .ci/run skips it"]
 async fn a_ws_client_on_b_receives_a_topic_owned_by_c() {
     let syms = symbols(6);
     let want = expected(&syms, false);
@@ -140,7 +140,7 @@ async fn a_ws_client_on_b_receives_a_topic_owned_by_c() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "several gateway processes: .ci/run's instances step"]
+#[ignore = "issue 14: the cluster-wide connection budget (branch i14-relay) is not in the gateway yet; .ci/run skips it"]
 async fn a_reconnect_storm_keeps_the_connection_budget() {
     const BUDGET: usize = 40;
     let syms = symbols(30);
