@@ -40,6 +40,8 @@ pub struct App {
     supervisor: Supervisor,
     /// Cancelled first on stop: the source closes its sockets and its stream ends.
     source_stop: CancellationToken,
+    /// Cluster mode: cancelled once the controller has handed its leases over on stop.
+    cluster_left: Option<CancellationToken>,
     shutdown_timeout: Duration,
     registry: SubscriptionHandle,
     health: Arc<HealthBoard>,
@@ -203,7 +205,8 @@ impl App {
             .context("the HTTP listener has no socket address")?;
         tracing::info!(address = %api_addr, "Listening for HTTP (REST, /ws, /metrics).");
         ownership.set_api_addr(api_addr.to_string());
-        if ownership.is_cluster() {
+        let cluster_left = ownership.is_cluster().then(CancellationToken::new);
+        if let Some(left) = &cluster_left {
             supervisor.spawn_critical(
                 "cluster-controller",
                 cluster::controller::run(
@@ -214,6 +217,8 @@ impl App {
                         ownership: ownership.clone(),
                         registry: Some(registry.clone()),
                         api_addr: api_addr.to_string(),
+                        leave: supervisor.shutdown.clone(),
+                        left: left.clone(),
                     },
                     source_stop.clone(),
                 ),
@@ -264,6 +269,7 @@ impl App {
             rest: rest_client,
             supervisor,
             source_stop,
+            cluster_left,
             shutdown_timeout: pipeline_file.process.shutdown_timeout,
             registry,
             health,
@@ -305,6 +311,11 @@ impl App {
     /// task died or the stop took longer than the shutdown timeout.
     pub async fn run(self) -> anyhow::Result<()> {
         self.supervisor.shutdown.cancelled().await;
+        if let Some(left) = &self.cluster_left {
+            // Make-before-break: the others subscribe this instance's topics before it closes
+            // its connections (bounded by the controller, and by half the shutdown timeout).
+            let _ = tokio::time::timeout(self.shutdown_timeout / 2, left.cancelled()).await;
+        }
         tracing::info!("Stopping: closing Bybit connections, then draining the pipeline.");
         self.source_stop.cancel();
         self.supervisor.tracker.close();

@@ -49,6 +49,11 @@ pub struct ControllerParams {
     pub registry: Option<SubscriptionHandle>,
     /// The address other instances and operators reach this one's API at.
     pub api_addr: String,
+    /// Cancelled when the process is asked to stop (SIGTERM): the controller hands its leases
+    /// over (make-before-break) while the source still runs, then cancels `left`.
+    pub leave: CancellationToken,
+    /// Cancelled once this instance has left (its leases handed over or released).
+    pub left: CancellationToken,
 }
 
 /// Runs until `stop`, then leaves the cluster.
@@ -58,6 +63,7 @@ pub async fn run(params: ControllerParams, stop: CancellationToken) -> Result<()
         p: params,
         next_renew: Instant::now(),
         mirrored: None,
+        seen: None,
     };
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(listen(c.p.url.clone(), wake.clone(), stop.clone()));
@@ -80,6 +86,7 @@ pub async fn run(params: ControllerParams, stop: CancellationToken) -> Result<()
         let wake_at = c.next_renew.min(poll);
         tokio::select! {
             () = stop.cancelled() => break,
+            () = c.p.leave.cancelled() => break,
             () = wake.notified() => {}
             () = tokio::time::sleep_until(wake_at.into()) => {}
             () = sleep_until_opt(deadline) => {
@@ -96,8 +103,12 @@ pub async fn run(params: ControllerParams, stop: CancellationToken) -> Result<()
             }
         }
     }
+    if !stop.is_cancelled() {
+        c.hand_over_and_leave(&wake, &stop).await;
+    }
     listener.abort();
     c.leave().await;
+    c.p.left.cancel();
     Ok(())
 }
 
@@ -148,6 +159,8 @@ struct Controller {
     next_renew: Instant,
     /// The desired set last mirrored.
     mirrored: Option<std::collections::BTreeSet<crate::subscriptions::TopicKey>>,
+    /// Every locally desired topic last announced.
+    seen: Option<std::collections::BTreeSet<crate::subscriptions::TopicKey>>,
 }
 
 impl Controller {
@@ -188,8 +201,16 @@ impl Controller {
         // API subscriptions are read from the shared `subscriptions` table by every instance
         // (they outlive the instance that created them, and a cancel through any instance
         // ends them); the mirror carries the rest: `/ws` clients and the pipeline file.
-        let keys: std::collections::BTreeSet<_> = registry
-            .snapshot()
+        let snapshot = registry.snapshot();
+        let all: std::collections::BTreeSet<_> = snapshot.iter().map(|v| v.key.clone()).collect();
+        if self.seen.as_ref() != Some(&all) {
+            // An API subscription created or cancelled here: its row is written already (the
+            // service writes the row before the registry), so wake every instance now.
+            if store::notify(&self.p.db).await.is_ok() {
+                self.seen = Some(all);
+            }
+        }
+        let keys: std::collections::BTreeSet<_> = snapshot
             .into_iter()
             .filter(|v| v.holders.iter().any(|h| !h.is_service()))
             .map(|v| v.key)
@@ -374,7 +395,65 @@ impl Controller {
             .set_desired(snap.desired.clone(), ClusterView { instances, leases });
     }
 
-    /// SIGTERM: stop counting as live, want nothing, give every lease back at once.
+    /// SIGTERM, make-before-break: stop counting as live (so the others' targets exclude this
+    /// instance and they start taking its units over: subscribe, then say ready), keep renewing
+    /// and publishing, and hand each lease over once its taker is ready. Bounded by
+    /// `lease_ttl + 2 × renew_interval`; with no other live instance, nothing to wait for.
+    async fn hand_over_and_leave(&mut self, wake: &Notify, stop: &CancellationToken) {
+        if let Err(e) = store::leave(&self.p.db, &self.id).await {
+            tracing::warn!(error = %e, "Cluster: cannot announce leaving.");
+            return;
+        }
+        let cfg = self.p.config.clone();
+        let until = Instant::now() + cfg.lease_ttl + cfg.renew_interval * 2;
+        tracing::info!(instance = %self.id, units = self.p.ownership.owned_all_count(), "Cluster: leaving; handing leases over.");
+        while self.holds_any() && Instant::now() < until {
+            if Instant::now() >= self.next_renew {
+                let sent = Instant::now();
+                match store::renew(&self.p.db, &self.id, cfg.lease_ttl, true).await {
+                    Ok(held) => {
+                        let deadline = sent + cfg.lease_ttl.saturating_sub(cfg.renew_interval);
+                        self.p
+                            .ownership
+                            .renewed(sent, deadline, held.into_iter().collect());
+                        self.next_renew = sent + cfg.renew_interval;
+                    }
+                    Err(_) => {
+                        metrics::counter!(m::CLUSTER_RENEW_FAILURES).increment(1);
+                        self.next_renew = Instant::now() + cfg.renew_interval / 4;
+                    }
+                }
+            }
+            let Ok(snap) = store::snapshot(&self.p.db, cfg.lease_ttl).await else {
+                break;
+            };
+            if !snap.instances.iter().any(|i| i.live && i.id != self.id) {
+                break;
+            }
+            for lease in &snap.leases {
+                if lease.owner.as_deref() != Some(self.id.as_str()) || !lease.live {
+                    continue;
+                }
+                let (Some(to), true) = (&lease.handover_to, lease.handover_ready) else {
+                    continue;
+                };
+                self.p.ownership.drop_unit(&lease.unit);
+                if let Ok(true) =
+                    store::transfer(&self.p.db, &lease.unit, &self.id, to, cfg.lease_ttl).await
+                {
+                    metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out")
+                        .increment(1);
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(cfg.poll_interval.min(cfg.renew_interval)) => {}
+            }
+        }
+    }
+
+    /// Stops counting as live, wants nothing, gives every remaining lease back at once.
     async fn leave(&mut self) {
         let held: Vec<Unit> = self.p.ownership.owned_all().into_keys().collect();
         self.p.ownership.expire();

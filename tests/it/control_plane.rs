@@ -34,6 +34,8 @@ fn config() -> ClusterConfig {
 struct Member {
     ownership: Ownership,
     stop: CancellationToken,
+    leave: CancellationToken,
+    left: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -47,7 +49,10 @@ async fn member(db: &TestDatabase, id: &str, keys: &[TopicKey]) -> Member {
     }
     let ownership = Ownership::member(id);
     let stop = CancellationToken::new();
+    let (leave, left) = (CancellationToken::new(), CancellationToken::new());
     let params = ControllerParams {
+        leave: leave.clone(),
+        left: left.clone(),
         db: conn,
         url: SecretString::from(db.url.clone()),
         config: config(),
@@ -62,6 +67,8 @@ async fn member(db: &TestDatabase, id: &str, keys: &[TopicKey]) -> Member {
     Member {
         ownership,
         stop,
+        leave,
+        left,
         task,
     }
 }
@@ -211,16 +218,41 @@ async fn one_owner_per_unit_balance_failover_fencing_and_moves() {
         }
     }
 
-    // SIGTERM of b: it leaves, releases at once; c and d take its units well within a ttl.
+    // SIGTERM of b: it stops counting as live and keeps its leases until c and d, subscribed,
+    // are ready; then hands each over (make-before-break) and has left.
     let b_units = b.ownership.owned();
-    b.stop.cancel();
+    let c_before = c.ownership.owned().len() + d.ownership.owned().len();
+    b.leave.cancel();
+    let left_at = Instant::now();
+    let mut taken_while_b_held = false;
+    while !b.left.is_cancelled() {
+        assert!(
+            left_at.elapsed() < Duration::from_secs(5),
+            "b left within its bound"
+        );
+        // Some unit held by b is already incoming on c or d (subscribed before b lets go).
+        for u in b.ownership.owned().keys() {
+            if let Unit::Topic(k) = u
+                && (c.ownership.owns(k) || d.ownership.owns(k))
+            {
+                taken_while_b_held = true;
+            }
+        }
+        let _ = owners(&[&b, &c, &d]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "leave: b handed over and left after {:?}",
+        left_at.elapsed()
+    );
     let _ = b.task.await;
-    let took = wait_for("b's units taken over", Duration::from_secs(10), || {
+    assert!(taken_while_b_held || b_units.keys().all(|u| *u == Unit::Private) || c_before == 0);
+    let took = wait_for("b's units taken over", Duration::from_secs(5), || {
         let o = owners(&[&c, &d]);
         b_units.keys().all(|u| o.contains_key(u))
     })
     .await;
-    eprintln!("leave: b's units owned by c/d after {took:?}");
+    eprintln!("leave: b's units owned by c/d {took:?} after b left");
 
     c.stop.cancel();
     d.stop.cancel();
@@ -355,6 +387,54 @@ async fn two_apps_share_the_topics_and_one_takes_over_when_the_other_stops() {
         .unwrap();
     assert_eq!(health["components"]["cluster"], "up", "{health}");
 
+    // A subscription created through a is upstream (once) within 1 s; cancelled through b, it
+    // is no longer upstream anywhere.
+    let posted = Instant::now();
+    let created: serde_json::Value = http::client()
+        .post(format!("{}/api/v1/subscriptions", a.http()))
+        .header("X-API-Key", TEST_API_KEY)
+        .json(&serde_json::json!({
+            "channel_type": "trades", "symbol": "APIUSDT", "category": "linear",
+            "requesting_service": "alpha"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("created").to_owned();
+    while fake.push_topic("publicTrade.APIUSDT", r#"{"op":"pong"}"#) != 1 {
+        assert!(
+            posted.elapsed() < Duration::from_secs(3),
+            "API topic upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "two apps: API subscription via a upstream after {:?}",
+        posted.elapsed()
+    );
+    let cancelled = http::client()
+        .delete(format!("{}/api/v1/subscriptions/{id}", b.http()))
+        .header("X-API-Key", TEST_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(cancelled.status().is_success(), "{}", cancelled.status());
+    let cancel_at = Instant::now();
+    while fake.push_topic("publicTrade.APIUSDT", r#"{"op":"pong"}"#) != 0 {
+        assert!(
+            cancel_at.elapsed() < Duration::from_secs(5),
+            "cancel through b ends it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "two apps: cancelled via b, unsubscribed after {:?}",
+        cancel_at.elapsed()
+    );
+
     // SIGTERM of a: b subscribes every topic, each once.
     a.shutdown().await.unwrap();
     let stopped = Instant::now();
@@ -443,4 +523,65 @@ async fn the_shared_cursor_is_written_only_under_the_private_lease_at_its_epoch(
     assert_eq!(stored["execution"].ts, 200);
     let _ = conn.close().await;
     db.drop_database().await;
+}
+
+/// Cluster mode end to end with the real broker: a subscription created through the REST API
+/// is claimed and subscribed upstream within 1 s, and its messages carry the headers
+/// `instance` and `epoch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_messages_carry_instance_and_epoch_headers() {
+    use crate::support::{
+        amqp::{collect, consume, open, queue_len, trade_text},
+        stack::{Db, Options, Stack},
+    };
+    use ws_gateway::pipeline_file::PipelineFile;
+
+    let stack = Stack::start(
+        Options {
+            db: Db::Postgres,
+            ..Options::default()
+        },
+        |c| {
+            c.vars
+                .insert("WS_GATEWAY_CLUSTER".into(), "postgres".into());
+            c.vars
+                .insert("WS_GATEWAY_INSTANCE_ID".into(), "gw-headers".into());
+            let source = std::mem::take(&mut c.pipeline.source);
+            c.pipeline = PipelineFile::parse(
+                "[cluster]\nrenew_interval = \"200ms\"\nlease_ttl = \"1s\"\npoll_interval = \"200ms\"\n",
+            )
+            .unwrap();
+            c.pipeline.source = source;
+        },
+    )
+    .await;
+    let posted = Instant::now();
+    stack.trades("BTCUSDT", "alpha").await;
+    let upstream = posted.elapsed();
+    eprintln!("cluster: API subscription subscribed upstream {upstream:?} after the POST");
+    assert!(upstream < Duration::from_secs(2), "{upstream:?}");
+    for _ in 0..5 {
+        stack
+            .fake
+            .push_topic("publicTrade.BTCUSDT", &trade_text("BTCUSDT"));
+    }
+    let (conn, ch) = open(&stack.amqp).await;
+    let class = stack.queue("trades");
+    let settled = crate::support::wait_until(Duration::from_secs(20), || async {
+        (queue_len(&ch, &class).await >= 5).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "trades in the class queue");
+    let mut rx = consume(&ch, &class).await;
+    let got = collect(&mut rx, 5, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 5);
+    for m in &got {
+        assert_eq!(m.header("instance").as_deref(), Some("gw-headers"));
+        let epoch = m.header("epoch").expect("an epoch header");
+        assert!(epoch.contains('1'), "epoch 1 (first claim): {epoch}");
+    }
+    let _ = ch.close().await;
+    let _ = conn.close().await;
+    let alpha = stack.queue("trades.alpha");
+    stack.finish(&[alpha]).await;
 }
