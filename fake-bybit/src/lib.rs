@@ -97,6 +97,14 @@ struct State {
     accepted: HashMap<String, usize>,
     closes: HashMap<String, usize>,
     refuse: bool,
+    /// TCP connections accepted by the listener (refused ones included).
+    attempts: usize,
+    /// TCP connections closed at once because of [`FakeBybit::refuse_connections`].
+    refused: usize,
+    /// Peer address of each connection (by id, kept after close).
+    peers: BTreeMap<u64, SocketAddr>,
+    /// Every change of a connection's subscribed topics, in order (kept after close).
+    topic_log: Vec<TopicChange>,
     rules: Rules,
     rest: rest::RestState,
     account: account::AccountState,
@@ -119,6 +127,18 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// One change of one connection's subscribed topics: `held` after a subscribe ack, not
+/// `held` after an unsubscribe or when the connection closed ([`FakeBybit::topic_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicChange {
+    pub at: Instant,
+    /// The connection's id (accept order, as in [`FakeBybit::connections`]).
+    pub conn: u64,
+    pub path: String,
+    pub topic: String,
+    pub held: bool,
 }
 
 /// Handle to a running fake; clones share it. The server stops when the last handle is dropped
@@ -363,6 +383,55 @@ impl FakeBybit {
             .filter(|(p, _)| p == path)
             .map(|(_, log)| log.clone())
             .collect()
+    }
+
+    /// How many open connections on `path` hold each topic (a topic subscribed on two
+    /// connections counts 2).
+    pub fn holders(&self, path: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for c in self.state().conns.values().filter(|c| c.path == path) {
+            for t in &c.proto.topics {
+                *out.entry(t.clone()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// The open connections: id, path, the client's address, subscribed topics.
+    pub fn connections(&self) -> Vec<(u64, String, Option<SocketAddr>, BTreeSet<String>)> {
+        let state = self.state();
+        state
+            .conns
+            .iter()
+            .map(|(id, c)| {
+                (
+                    *id,
+                    c.path.clone(),
+                    state.peers.get(id).copied(),
+                    c.proto.topics.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The client address of every connection ever accepted, by id.
+    pub fn peers(&self) -> BTreeMap<u64, SocketAddr> {
+        self.state().peers.clone()
+    }
+
+    /// Every change of a connection's subscribed topics since start, oldest first.
+    pub fn topic_log(&self) -> Vec<TopicChange> {
+        self.state().topic_log.clone()
+    }
+
+    /// TCP connections the WebSocket listener accepted since start (refused ones included).
+    pub fn connection_attempts(&self) -> usize {
+        self.state().attempts
+    }
+
+    /// TCP connections closed at once while [`FakeBybit::refuse_connections`] was on.
+    pub fn connections_refused(&self) -> usize {
+        self.state().refused
     }
 
     /// Requests on `path` whose `op` is `op`.

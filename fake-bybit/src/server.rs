@@ -17,7 +17,7 @@ use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Conn, Out, State,
+    Conn, Out, State, TopicChange,
     protocol::{self, ConnState, Flavor},
 };
 
@@ -37,9 +37,15 @@ pub(super) async fn accept_loop(
                 Err(_) => continue,
             },
         };
-        if state.lock().unwrap_or_else(|e| e.into_inner()).refuse {
-            drop(tcp);
-            continue;
+        {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            s.attempts += 1;
+            if s.refuse {
+                s.refused += 1;
+                drop(s);
+                drop(tcp);
+                continue;
+            }
         }
         // As a real exchange does: without it, Nagle holds each small frame until the
         // client's delayed ACK, and frames arrive in ~25-40 ms bursts.
@@ -51,6 +57,7 @@ pub(super) async fn accept_loop(
 // The handshake callback's error type is tungstenite's, not ours to shrink.
 #[allow(clippy::result_large_err)]
 async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, stop: CancellationToken) {
+    let peer = tcp.peer_addr().ok();
     let path = Arc::new(Mutex::new(String::new()));
     let seen = path.clone();
     let callback = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -91,6 +98,9 @@ async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, stop: Cance
             },
         );
         s.by_connection.insert(id, (path.clone(), Vec::new()));
+        if let Some(peer) = peer {
+            s.peers.insert(id, peer);
+        }
         id
     };
     loop {
@@ -111,8 +121,13 @@ async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, stop: Cance
                         if let Some((_, log)) = s.by_connection.get_mut(&id) {
                             log.push(value.clone());
                         }
-                        let State { conns, rules, .. } = &mut *s;
-                        conns.get_mut(&id).and_then(|c| protocol::answer(&mut c.proto, rules, &value))
+                        let State { conns, rules, topic_log, .. } = &mut *s;
+                        conns.get_mut(&id).and_then(|c| {
+                            let before = c.proto.topics.clone();
+                            let reply = protocol::answer(&mut c.proto, rules, &value);
+                            log_topic_changes(topic_log, id, &c.path, &before, &c.proto.topics);
+                            reply
+                        })
                     };
                     if let Some(reply) = reply
                         && ws.send(Message::text(reply)).await.is_err()
@@ -129,11 +144,41 @@ async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, stop: Cance
             },
         }
     }
-    state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .conns
-        .remove(&id);
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = s.conns.remove(&id) {
+        log_topic_changes(
+            &mut s.topic_log,
+            id,
+            &c.path,
+            &c.proto.topics,
+            &BTreeSet::new(),
+        );
+    }
+}
+
+/// Appends one [`TopicChange`] per topic gained or lost by connection `conn`.
+fn log_topic_changes(
+    log: &mut Vec<TopicChange>,
+    conn: u64,
+    path: &str,
+    before: &BTreeSet<String>,
+    after: &BTreeSet<String>,
+) {
+    let at = std::time::Instant::now();
+    for (topics, held) in [
+        (after.difference(before), true),
+        (before.difference(after), false),
+    ] {
+        for topic in topics {
+            log.push(TopicChange {
+                at,
+                conn,
+                path: path.to_owned(),
+                topic: topic.clone(),
+                held,
+            });
+        }
+    }
 }
 
 /// Writes `first` and whatever text frames are already queued behind it (at most 256) with one

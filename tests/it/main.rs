@@ -10,6 +10,7 @@ mod config;
 mod control_plane;
 mod downstream;
 mod e2e;
+mod instances;
 mod metrics;
 mod packaging;
 mod persistence;

@@ -7,7 +7,8 @@
 //! - [`source`]: `source::spawn` driven directly against the fake Bybit;
 //! - [`amqp`]: a pipeline fed in-process ([`amqp::PipelineHarness`]), a consumer, cleanup;
 //! - [`http`]: REST calls with the test key; [`wsclient`]: a `/ws` client and event builders;
-//! - [`metrics`]: the `/metrics` parser; [`proxy`]: a TCP proxy to cut a service.
+//! - [`metrics`]: the `/metrics` parser; [`proxy`]: a TCP proxy to cut a service;
+//! - [`instances`]: several real binaries in cluster mode (issue 14), their faults and readers.
 //!
 //! The fake Bybit itself is the dev-only `fake-bybit` workspace crate.
 //!
@@ -19,6 +20,7 @@
 pub mod amqp;
 pub mod binary;
 pub mod http;
+pub mod instances;
 pub mod metrics;
 pub mod proxy;
 pub mod rabbit_cluster;

@@ -1,0 +1,126 @@
+//! Any instance serves the API: a subscription created through A is subscribed upstream by its
+//! owner within 1 s, and B and C list it.
+
+use std::time::{Duration, Instant};
+
+use fake_bybit::LINEAR;
+use serde_json::{Value, json};
+
+use super::{A, B, C, HOSTS, expected, ms, pipeline, symbols};
+use crate::support::{
+    http,
+    instances::{Cluster, owners, p50_max},
+    secs,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "several gateway processes: .ci/run's instances step"]
+async fn a_subscription_made_through_a_is_upstream_on_its_owner_within_1_s() {
+    let syms = symbols(6);
+    let want = expected(&syms, false);
+    let mut c = Cluster::new(&pipeline(&syms, false)).await;
+    for (id, host) in &HOSTS[..3] {
+        c.add(id, host).await;
+    }
+    c.start_together(&[A, B, C]).await;
+    assert!(
+        c.wait_upstream(&[A, B, C], &want, secs(60)).await.is_some(),
+        "every topic upstream once: {:?}",
+        c.upstream()
+    );
+    let mut fails = Vec::new();
+    let mut figures = Vec::new();
+    let client = http::client();
+    for n in 0..5 {
+        let symbol = format!("API{n}USDT");
+        let topic = format!("publicTrade.{symbol}");
+        let t0 = Instant::now();
+        let resp = client
+            .post(format!("{}/api/v1/subscriptions", c.get(A).base()))
+            .json(&json!({"channel_type": "trades", "symbol": symbol, "requesting_service": "inst-api"}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            fails.push(format!("POST through {A}: {status} {body}"));
+            continue;
+        }
+        let t_post = t0.elapsed();
+        let held = crate::support::wait_until(secs(10), || {
+            let who = c
+                .upstream()
+                .get(&(LINEAR.to_owned(), topic.clone()))
+                .cloned();
+            async move { who.map(|w| (w, t0.elapsed())) }
+        })
+        .await;
+        let Some((who, t)) = held else {
+            fails.push(format!("{topic} never subscribed upstream (10 s)"));
+            continue;
+        };
+        let after_post = t.saturating_sub(t_post);
+        figures.push(after_post);
+        if after_post > secs(1) {
+            fails.push(format!(
+                "{topic}: upstream {} ms after the POST answered (> 1 s)",
+                ms(after_post)
+            ));
+        }
+        // Held once, by the owner every instance names.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut named = Vec::new();
+        for id in [A, B, C] {
+            let view = c.cluster_view(id).await.unwrap_or_default();
+            named.push(
+                owners(&view)
+                    .get(&(LINEAR.to_owned(), topic.clone()))
+                    .map(|(o, _)| o.clone()),
+            );
+        }
+        let now = c
+            .upstream()
+            .get(&(LINEAR.to_owned(), topic.clone()))
+            .cloned()
+            .unwrap_or_default();
+        if named.iter().any(|o| o.as_ref() != now.first()) || now.len() != 1 {
+            fails.push(format!(
+                "{topic}: first held by {who:?}, now by {now:?}; owners named by A, B, C: {named:?}"
+            ));
+        }
+    }
+    // Lists are the same on every instance.
+    let mut lists = Vec::new();
+    for id in [A, B, C] {
+        let resp = client
+            .get(format!(
+                "{}/api/v1/subscriptions?requesting_service=inst-api",
+                c.get(id).base()
+            ))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap_or_default();
+        let mut ids: Vec<String> = body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        lists.push(ids);
+    }
+    if lists[0].len() != 5 || lists.iter().any(|l| l != &lists[0]) {
+        fails.push(format!("subscription lists differ: {lists:?}"));
+    }
+    let (p50, max) = p50_max(&figures);
+    eprintln!(
+        "subscription through {A} → upstream on its owner: p50 {} ms, max {} ms over {} subscriptions",
+        ms(p50),
+        ms(max),
+        figures.len()
+    );
+    c.finish().await;
+    assert!(fails.is_empty(), "{fails:#?}");
+}
