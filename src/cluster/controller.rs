@@ -4,9 +4,11 @@
 //!
 //! - a unit targeted here whose lease is free or expired is claimed with `epoch + 1`;
 //! - a unit targeted here that a live owner holds is a planned move: this instance asks for it
-//!   (`handover_to`), subscribes upstream ([`super::Ownership::upstream`] includes it) and, one
-//!   renew interval later (subscribed), says it is ready; the owner then stops publishing and
-//!   hands the lease over with `epoch + 1` in one statement (make-before-break);
+//!   (`handover_to`), subscribes upstream ([`super::Ownership::upstream`] includes it), holds
+//!   the unit's events in its publisher, and once the exchange acknowledged the unit's topics
+//!   here says it is ready; the owner then stops publishing and hands the lease over with
+//!   `epoch + 1` in one statement, letting go upstream only once that happened
+//!   (make-before-break);
 //! - a unit held here that no one wants any more is released;
 //! - past the fencing deadline without a renewal, everything held is dropped at once.
 //!
@@ -311,15 +313,25 @@ impl Controller {
             }
             let Some(lease) = lease else { continue };
             if lease.owner.as_deref() == Some(self.id.as_str()) {
+                // Handed over to this instance: its events stay held until the renewal makes
+                // the lease ours (no gap between the old owner letting go and us publishing).
+                if self.p.ownership.held(unit).is_none()
+                    && self.p.ownership.taking_since(unit).is_some()
+                {
+                    taking.insert(unit.clone());
+                }
                 continue;
             }
-            // A planned move: subscribe first, say ready one renew interval later.
+            // A planned move: subscribe first, say ready once the exchange acknowledged it.
             taking.insert(unit.clone());
-            let ready = self
-                .p
-                .ownership
-                .taking_since(unit)
-                .is_some_and(|t| t.elapsed() >= self.p.config.renew_interval);
+            // Ready once the exchange acknowledged every topic of the unit on our connection
+            // (or, for a unit it never acknowledges, e.g. a rejected topic, after five renew
+            // intervals: the old owner then lets go of a topic nobody receives anyway).
+            let since = self.p.ownership.taking_since(unit);
+            let ready = since.is_some_and(|t| {
+                self.p.ownership.unit_active(unit)
+                    || t.elapsed() >= self.p.config.renew_interval * 5
+            });
             if let Err(e) = store::request_handover(&self.p.db, unit, &self.id, ready).await {
                 tracing::debug!(error = %e, "Cluster: handover request failed.");
             }
@@ -334,11 +346,16 @@ impl Controller {
                 Some(t) if t == &self.id => {}
                 Some(t) => {
                     if lease.handover_ready && lease.handover_to.as_ref() == Some(t) {
-                        // Stop publishing first, then hand over.
-                        self.p.ownership.drop_unit(&lease.unit);
-                        match store::transfer(&self.p.db, &lease.unit, &self.id, t, self.ttl())
-                            .await
-                        {
+                        // Stop publishing first, then hand over; the upstream subscription
+                        // goes only once the transfer happened (else it is ours again).
+                        let out = self.p.ownership.take_out(&lease.unit);
+                        let done =
+                            store::transfer(&self.p.db, &lease.unit, &self.id, t, self.ttl()).await;
+                        match (&done, out) {
+                            (Ok(true), _) | (_, None) => self.p.ownership.handed_out(),
+                            (_, Some(held)) => self.p.ownership.put_back(lease.unit.clone(), held),
+                        }
+                        match done {
                             Ok(true) => {
                                 tracing::info!(unit = %lease.unit.name(), to = %t, "Cluster: lease handed over.");
                                 metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out").increment(1);
@@ -440,10 +457,14 @@ impl Controller {
                 let (Some(to), true) = (&lease.handover_to, lease.handover_ready) else {
                     continue;
                 };
-                self.p.ownership.drop_unit(&lease.unit);
-                if let Ok(true) =
-                    store::transfer(&self.p.db, &lease.unit, &self.id, to, cfg.lease_ttl).await
-                {
+                let out = self.p.ownership.take_out(&lease.unit);
+                let done =
+                    store::transfer(&self.p.db, &lease.unit, &self.id, to, cfg.lease_ttl).await;
+                match (&done, out) {
+                    (Ok(true), _) | (_, None) => self.p.ownership.handed_out(),
+                    (_, Some(held)) => self.p.ownership.put_back(lease.unit.clone(), held),
+                }
+                if let Ok(true) = done {
                     metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out")
                         .increment(1);
                 }

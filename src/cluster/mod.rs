@@ -92,6 +92,18 @@ pub fn parse_key(name: &str) -> Option<TopicKey> {
     (!topic.is_empty()).then(|| TopicKey::new(endpoint, topic))
 }
 
+/// [`Ownership::decide`]'s answer for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Publish it with this epoch.
+    Publish(u64),
+    /// Keep it: its unit is being handed to this instance (make-before-break); ask again when
+    /// the owned set changes.
+    Hold,
+    /// Not this instance's to publish (fenced).
+    Drop,
+}
+
 /// One lease this instance holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Held {
@@ -156,6 +168,9 @@ struct State {
     deadline: Option<Instant>,
     /// The cluster's desired topics (all instances and the API subscriptions).
     desired: BTreeSet<TopicKey>,
+    /// Topics the exchange acknowledged on this instance's connections (reported by the
+    /// source): a planned move says ready only once all of its unit's topics are here.
+    active: HashSet<TopicKey>,
     /// The last snapshot, for the API.
     view: ClusterView,
 }
@@ -270,6 +285,22 @@ impl Ownership {
             .map(|h| h.epoch)
     }
 
+    /// What the publisher does with an event of `key` received at `received`: publish it under
+    /// an epoch, hold it (a planned move is handing the unit to this instance: the event is
+    /// published once the lease arrives, or dropped if the move is called off), or drop it.
+    pub fn decide(&self, key: &TopicKey, received: Instant) -> Admit {
+        if let Some(epoch) = self.admit(key, received) {
+            return Admit::Publish(epoch);
+        }
+        let s = self.read();
+        match s.taking.get(&Unit::of(key)) {
+            Some(since) if *since <= received && !s.held.contains_key(&Unit::of(key)) => {
+                Admit::Hold
+            }
+            _ => Admit::Drop,
+        }
+    }
+
     /// Wakes whenever the owned set changes.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
@@ -371,6 +402,24 @@ impl Ownership {
         handed_in
     }
 
+    /// Controller, before a hand-over: stop publishing `unit` at once, without telling the
+    /// source yet (its upstream subscription stays until the transfer is known to have
+    /// happened: [`Ownership::handed_out`], or [`Ownership::put_back`] when it did not).
+    pub(crate) fn take_out(&self, unit: &Unit) -> Option<Held> {
+        self.write().held.remove(unit)
+    }
+
+    /// Controller: the transfer of a unit taken out happened; the source lets go of it.
+    pub(crate) fn handed_out(&self) {
+        self.bump();
+    }
+
+    /// Controller: the transfer of `unit` did not happen (another taker asked meanwhile);
+    /// this instance still owns it, at the same epoch, publishing again.
+    pub(crate) fn put_back(&self, unit: Unit, held: Held) {
+        self.write().held.entry(unit).or_insert(held);
+    }
+
     /// Controller: stop publishing `unit` at once (handed over or released).
     pub(crate) fn drop_unit(&self, unit: &Unit) {
         let removed = self.write().held.remove(unit).is_some();
@@ -400,10 +449,35 @@ impl Ownership {
         }
         s.taking.retain(|u, _| units.contains(u));
         for u in units {
+            if !s.taking.contains_key(&u) && !s.held.contains_key(&u) {
+                // A fresh take-over: only acks from now on count for it.
+                s.active.retain(|k| Unit::of(k) != u);
+            }
             s.taking.entry(u).or_insert(now);
         }
         drop(s);
         self.bump();
+    }
+
+    /// Source: the exchange acknowledged `key` on a connection of ours (`true`), or it is no
+    /// longer subscribed there (`false`: rejected, or its connection dropped).
+    pub fn note_upstream(&self, key: &TopicKey, active: bool) {
+        if !self.inner.cluster {
+            return;
+        }
+        let mut s = self.write();
+        if active {
+            s.active.insert(key.clone());
+        } else {
+            s.active.remove(key);
+        }
+    }
+
+    /// Controller: every desired topic of `unit` is acknowledged upstream here.
+    pub(crate) fn unit_active(&self, unit: &Unit) -> bool {
+        let s = self.read();
+        let mut topics = s.desired.iter().filter(|k| &Unit::of(k) == unit).peekable();
+        topics.peek().is_some() && topics.all(|k| s.active.contains(k))
     }
 
     /// Controller: how long ago this instance began taking `unit` over.

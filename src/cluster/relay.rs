@@ -138,7 +138,8 @@ pub async fn follow(
     out: watch::Sender<BTreeSet<TopicKey>>,
     shutdown: CancellationToken,
 ) {
-    let mut desired = registry.changes();
+    // Holders, not just the desired set: a `/ws` client may take a topic that is desired already.
+    let mut desired = registry.holder_changes();
     let mut owned = ownership.changes();
     loop {
         desired.borrow_and_update();

@@ -33,6 +33,7 @@ impl ConnCtx {
     fn mark_pending(&self) {
         for topic in self.topics.borrow().iter() {
             let key = TopicKey::new(self.endpoint, topic.clone());
+            self.ownership.note_upstream(&key, false);
             if !matches!(
                 self.registry.status(&key),
                 Some(TopicStatus::Failed(_)) | None

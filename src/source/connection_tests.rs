@@ -49,6 +49,7 @@ fn ctx() -> (
         environment: crate::config::BybitEnvironment::Mainnet,
         clock: crate::rest::ServerClock::local(),
         budget: None,
+        ownership: crate::cluster::Ownership::solo("test"),
         bucket: Arc::new(TokenBucket::new(
             config.connect_burst,
             config.connect_refill,

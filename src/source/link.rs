@@ -109,6 +109,8 @@ pub(super) struct ConnCtx {
     pub bucket: Arc<TokenBucket>,
     /// The cluster-wide connection budget (`None`: cluster off).
     pub budget: Option<crate::cluster::budget::ConnectBudget>,
+    /// Told which topics the exchange acknowledged (a planned move waits for them).
+    pub ownership: crate::cluster::Ownership,
     /// The shared reachability probe (see [`super::probe`]).
     pub prober: Arc<Prober>,
     /// REST and fetch permits for public trade recovery (shared by every connection).

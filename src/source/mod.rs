@@ -188,6 +188,7 @@ impl Manager {
             health: self.params.health.clone(),
             bucket: self.bucket.clone(),
             budget: self.params.budget.clone(),
+            ownership: self.params.ownership.clone(),
             prober: self.prober.clone(),
             trade_recovery: self.trade_recovery.clone(),
             trade_marks: Default::default(),
@@ -220,6 +221,16 @@ impl Manager {
                     .collect()
             };
             if desired.is_empty() && !self.endpoints.contains_key(&endpoint) {
+                continue;
+            }
+            if endpoint == Endpoint::Private
+                && desired.is_empty()
+                && self.params.ownership.is_cluster()
+            {
+                // The private stream is no longer ours: close it (dropping its sender retires
+                // the connection), so taking it again authenticates anew and catches up from
+                // the shared cursor; an idle open socket would resume without a catch-up.
+                self.endpoints.remove(&endpoint);
                 continue;
             }
             if endpoint == Endpoint::Private && self.params.bybit.credentials.is_none() {

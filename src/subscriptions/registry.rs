@@ -105,6 +105,9 @@ pub struct SubscriptionRegistry {
     version: watch::Sender<u64>,
     /// Status transitions; bounded, a lagging reader re-reads [`Self::snapshot`].
     status_tx: broadcast::Sender<StatusChange>,
+    /// Bumped on every change of any topic's holders (also when the desired set stays the
+    /// same, e.g. a `/ws` client taking a topic the pipeline file holds already).
+    holders: watch::Sender<u64>,
 }
 
 impl Default for SubscriptionRegistry {
@@ -113,6 +116,7 @@ impl Default for SubscriptionRegistry {
             topics: Mutex::default(),
             version: watch::Sender::new(0),
             status_tx: broadcast::Sender::new(4096),
+            holders: watch::Sender::new(0),
         }
     }
 }
@@ -140,8 +144,11 @@ impl SubscriptionRegistry {
         });
         let is_new = entry.holders.is_empty();
         let retry = matches!(entry.status, TopicStatus::Failed(_));
-        entry.holders.insert(requester);
+        let added = entry.holders.insert(requester);
         drop(topics);
+        if added {
+            self.holders.send_modify(|v| *v += 1);
+        }
         if is_new || retry {
             self.bump();
         }
@@ -156,7 +163,11 @@ impl SubscriptionRegistry {
         let Some(entry) = topics.get_mut(key) else {
             return false;
         };
-        if !entry.holders.remove(&requester) || !entry.holders.is_empty() {
+        if !entry.holders.remove(&requester) {
+            return false;
+        }
+        self.holders.send_modify(|v| *v += 1);
+        if !entry.holders.is_empty() {
             return false;
         }
         topics.remove(key);
@@ -169,14 +180,20 @@ impl SubscriptionRegistry {
     pub fn release_all(&self, requester: &Requester) -> Vec<TopicKey> {
         let mut topics = self.lock();
         let mut gone = Vec::new();
+        let mut any = false;
         topics.retain(|key, entry| {
-            if entry.holders.remove(requester) && entry.holders.is_empty() {
+            let removed = entry.holders.remove(requester);
+            any |= removed;
+            if removed && entry.holders.is_empty() {
                 gone.push(key.clone());
                 return false;
             }
             true
         });
         drop(topics);
+        if any {
+            self.holders.send_modify(|v| *v += 1);
+        }
         if !gone.is_empty() {
             self.bump();
         }
@@ -246,6 +263,11 @@ impl SubscriptionRegistry {
     /// A receiver that sees a new value whenever the desired set changes.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// A receiver that sees a new value whenever any topic's holders change.
+    pub fn holder_changes(&self) -> watch::Receiver<u64> {
+        self.holders.subscribe()
     }
 
     /// Status transitions from now on.
@@ -320,5 +342,27 @@ mod tests {
             "the source decides whether the retry backoff has passed"
         );
         assert!(*reg.changes().borrow() > before);
+    }
+
+    #[test]
+    fn a_second_holder_of_a_desired_topic_changes_the_holders_not_the_desired_set() {
+        let reg = SubscriptionRegistry::default();
+        let mut holders = reg.holder_changes();
+        reg.acquire(&key("publicTrade.BTCUSDT"), Requester::PipelineFile);
+        let desired = *reg.changes().borrow();
+        holders.borrow_and_update();
+        reg.acquire(&key("publicTrade.BTCUSDT"), Requester::WsClient(1));
+        assert!(holders.has_changed().unwrap(), "a /ws client took it");
+        assert_eq!(
+            *reg.changes().borrow(),
+            desired,
+            "the source has nothing to do"
+        );
+        holders.borrow_and_update();
+        reg.release(&key("publicTrade.BTCUSDT"), Requester::WsClient(1));
+        assert!(holders.has_changed().unwrap(), "the /ws client let go");
+        holders.borrow_and_update();
+        reg.release_all(&Requester::PipelineFile);
+        assert!(holders.has_changed().unwrap());
     }
 }

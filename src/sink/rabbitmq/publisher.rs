@@ -26,6 +26,7 @@ use super::{
 use crate::{
     backoff::Backoff,
     buffer::Droppable,
+    cluster::Admit,
     event::{Event, EventClass},
     health::ComponentState,
     pipeline_file::{PublishConfig, QueueType},
@@ -135,6 +136,15 @@ impl Meters {
     }
 }
 
+/// Events held for units being handed to this instance, at most (oldest dropped, counted as
+/// fenced): a hand-over takes about one renew interval.
+const STANDBY_MAX: usize = 100_000;
+
+/// Counts one event this instance may not publish.
+fn fenced() {
+    metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "fenced").increment(1);
+}
+
 /// Registers the per-queue-type confirm histograms of the types in use (so both show at zero).
 fn register_queue_types() {
     for qt in [QueueType::Classic, QueueType::Quorum] {
@@ -159,6 +169,9 @@ pub struct Publisher {
     refused: RefusedRetry,
     /// The nodes of `AMQP_URL` and the one in use.
     nodes: Nodes,
+    /// Cluster mode: events of units a planned move is handing to this instance, in arrival
+    /// order, published once the lease arrives ([`Publisher::release_standby`]).
+    standby: VecDeque<Arc<Event>>,
 }
 
 impl Publisher {
@@ -175,6 +188,7 @@ impl Publisher {
             outage: false,
             stop_by: None,
             refused: RefusedRetry::new(),
+            standby: VecDeque::new(),
         }
     }
 
@@ -432,6 +446,8 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         let window = self.params.config.confirm_window.max(1);
         let mut changes = self.params.bindings.changes();
+        // Cluster mode: a lease arriving releases the events held for it at once.
+        let mut owned = self.params.ownership.changes();
         self.applied.clear();
         let version = *changes.borrow_and_update();
         topology::reconcile(declarer, &self.params.bindings, version, &mut self.applied).await?;
@@ -442,6 +458,7 @@ impl Publisher {
         loop {
             self.note_close();
             let mut sent_now = 0;
+            self.release_standby();
             let hold = self.refused.hold_until(tokio::time::Instant::now());
             while hold.is_none() && self.window.inflight.len() < window {
                 if sent_now == BURST {
@@ -492,6 +509,7 @@ impl Publisher {
                     }
                 }
                 () = self.outbox.ready(), if hold.is_none() && self.window.inflight.len() < window => {}
+                _ = owned.changed(), if !self.standby.is_empty() => {}
                 () = tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)), if hold.is_some() => {}
                 () = tokio::time::sleep_until(self.stop_by.unwrap_or_else(tokio::time::Instant::now)), if self.stop_by.is_some() => {
                     return Err(PublishError::StopDeadline);
@@ -597,25 +615,58 @@ impl Publisher {
         }
     }
 
-    /// Cluster mode: the epoch this event may be published under now, or `None` when this
-    /// instance does not hold its topic's lease (lost, not renewed by the deadline, or taken
-    /// after the event arrived): then it is dropped and counted (`reason="fenced"`). A private
-    /// event dropped so is safe: the new owner catches up from the shared cursor, which this
-    /// event never advanced. Alone: always `Some(None)`.
-    fn admit(&self, event: &Event) -> Option<Option<u64>> {
+    /// Cluster mode: the epoch this event may be published under now, or `None` when it is
+    /// not published now: this instance does not hold its topic's lease (lost, not renewed by
+    /// the deadline, or taken after the event arrived), so it is dropped and counted
+    /// (`reason="fenced"`), or a planned move is handing the topic to this instance, so it
+    /// waits in `standby` until the lease arrives (make-before-break: the overlap's events are
+    /// repeats with the same `key`). A private event dropped so is safe: the new owner catches
+    /// up from the shared cursor, which this event never advanced. Alone: always `Some(None)`.
+    fn admit(&mut self, event: &Arc<Event>) -> Option<Option<u64>> {
         let ownership = &self.params.ownership;
         if !ownership.is_cluster() {
             return Some(None);
         }
         let key = crate::subscriptions::TopicKey::new(event.endpoint, event.topic.as_str());
-        match ownership.admit(&key, event.received_mono) {
-            Some(epoch) => Some(Some(epoch)),
-            None => {
-                metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "fenced")
-                    .increment(1);
+        match ownership.decide(&key, event.received_mono) {
+            Admit::Publish(epoch) => Some(Some(epoch)),
+            Admit::Hold => {
+                if self.standby.len() >= STANDBY_MAX {
+                    self.standby.pop_front();
+                    fenced();
+                }
+                self.standby.push_back(event.clone());
+                None
+            }
+            Admit::Drop => {
+                fenced();
                 tracing::debug!(topic = %event.topic, trace_id = %event.trace_id, "Not this instance's topic (fenced); event dropped.");
                 None
             }
+        }
+    }
+
+    /// Cluster mode: the held events whose lease arrived go to the front of the sending order
+    /// (before anything newer from the outbox), in the order they came; those whose move was
+    /// called off are dropped (fenced); the rest keep waiting.
+    fn release_standby(&mut self) {
+        if self.standby.is_empty() {
+            return;
+        }
+        let ownership = &self.params.ownership;
+        let mut keep = VecDeque::new();
+        let mut ready = VecDeque::new();
+        for event in self.standby.drain(..) {
+            let key = crate::subscriptions::TopicKey::new(event.endpoint, event.topic.as_str());
+            match ownership.decide(&key, event.received_mono) {
+                Admit::Publish(_) => ready.push_back(event),
+                Admit::Hold => keep.push_back(event),
+                Admit::Drop => fenced(),
+            }
+        }
+        self.standby = keep;
+        while let Some(event) = ready.pop_back() {
+            self.window.retry.push_front(event);
         }
     }
 

@@ -83,9 +83,11 @@ impl Session<'_> {
     }
 
     pub(super) fn status(&self, topic: &str, status: TopicStatus) {
+        let key = TopicKey::new(self.ctx.endpoint, topic);
         self.ctx
-            .registry
-            .set_status(&TopicKey::new(self.ctx.endpoint, topic), status);
+            .ownership
+            .note_upstream(&key, status == TopicStatus::Active);
+        self.ctx.registry.set_status(&key, status);
     }
 
     pub(super) async fn ack(&mut self, ack: &Ack) {

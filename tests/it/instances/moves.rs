@@ -109,7 +109,7 @@ async fn after_move(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 14: SIGTERM is break-before-make (topics unheld upstream, trades and private events lost); .ci/run skips it"]
+#[ignore = "issue 14: a rolling restart still leaves a few topics unheld upstream for up to a second when a SIGTERM meets the rebalance toward the instance restarted before it; .ci/run skips it"]
 async fn rolling_restart_loses_nothing() {
     let syms = symbols(30);
     let want = expected(&syms, true);
@@ -180,7 +180,7 @@ async fn rolling_restart_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 14: a join moves topics break-before-make (trades and private events lost); .ci/run skips it"]
+#[ignore = "several gateway processes: .ci/run's instances step"]
 async fn a_fourth_instance_joins_make_before_break() {
     let syms = symbols(60);
     let want = expected(&syms, true);
@@ -217,10 +217,20 @@ async fn a_fourth_instance_joins_make_before_break() {
                 .iter()
                 .filter(|(k, o)| before.get(*k).is_some_and(|b| b != *o))
                 .count();
-            let view = c.cluster_view(A).await.unwrap_or_default();
-            let counts = owned_counts(&view);
-            // Share of 60 topics + the private stream over four, plus a small slack.
+            // Share of 60 topics + the private stream over four, plus a small slack; moves are
+            // make-before-break (each waits for the taker's upstream ack), so the balance is
+            // read once the moves are done.
             let cap = (want.len() - 1).div_ceil(4) as u64 + 3;
+            let mut counts = BTreeMap::new();
+            let balanced_by = Instant::now() + secs(15);
+            while Instant::now() < balanced_by {
+                let view = c.cluster_view(A).await.unwrap_or_default();
+                counts = owned_counts(&view);
+                if counts.len() == 4 && counts.values().all(|n| *n <= cap) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             if counts.values().any(|n| *n > cap) {
                 fails.push(format!(
                     "after the join some instance owns more than {cap}: {counts:?}"

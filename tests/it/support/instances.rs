@@ -169,6 +169,14 @@ impl Drop for Instance {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // `INSTANCES_KEEP_LOGS=<dir>` keeps each instance's whole log for a look afterwards.
+        if let Ok(dir) = std::env::var("INSTANCES_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(
+                self.dir.path().join("gateway.log"),
+                std::path::Path::new(&dir).join(format!("{}.log", self.id)),
+            );
+        }
     }
 }
 
