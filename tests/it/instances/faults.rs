@@ -16,7 +16,7 @@ use super::{
     stale_after_takeover, symbols, trade_gaps,
 };
 use crate::support::{
-    instances::{Cluster, Recorder, epoch_regressions, owned_counts, p50_max, repeats},
+    instances::{Cluster, Msg, Recorder, epoch_regressions, owned_counts, p50_max, repeats},
     secs,
 };
 
@@ -91,6 +91,60 @@ fn old_epochs(rec: &BTreeMap<String, Recorder>, victim: &str) -> BTreeMap<String
 }
 
 /// `/api/v1/cluster` on each instance agrees with the fake on every owner.
+/// Stops the traffic, lets the queues settle and checks what a takeover from `victim` must
+/// keep: nothing of it under its old epochs (`old`) after the new owner's first message, no
+/// lower epoch after a higher one, no private event lost. Returns the executions, orders and
+/// trades received.
+async fn after_takeover(
+    c: &Cluster,
+    traffic: &mut Traffic,
+    rec: &BTreeMap<String, Recorder>,
+    victim: &str,
+    old: &BTreeMap<String, u64>,
+    fails: &mut Vec<String>,
+) -> (Vec<Msg>, Vec<Msg>, Vec<Msg>) {
+    traffic.stop();
+    tokio::time::sleep(secs(3)).await;
+    for r in rec.values() {
+        r.settle(secs(2), secs(30)).await;
+    }
+    let (execs, orders, trades) = (
+        rec["executions"].msgs(),
+        rec["orders"].msgs(),
+        rec["trades"].msgs(),
+    );
+    for (class, msgs) in [
+        ("executions", &execs),
+        ("orders", &orders),
+        ("trades", &trades),
+    ] {
+        let stale = stale_after_takeover(msgs, victim, old);
+        if !stale.is_empty() {
+            fails.push(format!(
+                "{class}: {} messages of {victim} under its old epoch after the new owner's first: {:?}",
+                stale.len(),
+                &stale[..stale.len().min(5)]
+            ));
+        }
+        let back = epoch_regressions(msgs);
+        if !back.is_empty() {
+            fails.push(format!(
+                "{class}: a lower epoch after a higher one: {:?}",
+                &back[..back.len().min(5)]
+            ));
+        }
+    }
+    let (missing_exec, missing_orders, n_exec, _) = private_missing(&c.fake, &execs, &orders);
+    if !missing_exec.is_empty() || !missing_orders.is_empty() {
+        fails.push(format!(
+            "private loss: executions missing {} of {n_exec}, orders without their latest state {}",
+            missing_exec.len(),
+            missing_orders.len()
+        ));
+    }
+    (execs, orders, trades)
+}
+
 async fn view_agrees(c: &Cluster, want: &BTreeSet<(String, String)>, fails: &mut Vec<String>) {
     if c.wait_settled(&[A, B, C], want, secs(10)).await.is_none() {
         fails.push(format!(
@@ -306,45 +360,8 @@ async fn a_paused_owner_publishes_nothing_under_its_lost_leases() {
         ));
     }
     tokio::time::sleep(secs(2)).await;
-    traffic.stop();
-    tokio::time::sleep(secs(3)).await;
-    for r in rec.values() {
-        r.settle(secs(2), secs(30)).await;
-    }
-    let (execs, orders, trades) = (
-        rec["executions"].msgs(),
-        rec["orders"].msgs(),
-        rec["trades"].msgs(),
-    );
-    for (class, msgs) in [
-        ("executions", &execs),
-        ("orders", &orders),
-        ("trades", &trades),
-    ] {
-        let stale = stale_after_takeover(msgs, &victim, &old);
-        if !stale.is_empty() {
-            fails.push(format!(
-                "{class}: {} messages of {victim} under its old epoch after the new owner's first: {:?}",
-                stale.len(),
-                &stale[..stale.len().min(5)]
-            ));
-        }
-        let back = epoch_regressions(msgs);
-        if !back.is_empty() {
-            fails.push(format!(
-                "{class}: a lower epoch after a higher one: {:?}",
-                &back[..back.len().min(5)]
-            ));
-        }
-    }
-    let (missing_exec, missing_orders, n_exec, _) = private_missing(&c.fake, &execs, &orders);
-    if !missing_exec.is_empty() || !missing_orders.is_empty() {
-        fails.push(format!(
-            "private loss: executions missing {} of {n_exec}, orders without their latest state {}",
-            missing_exec.len(),
-            missing_orders.len()
-        ));
-    }
+    let (execs, orders, trades) =
+        after_takeover(&c, &mut traffic, &rec, &victim, &old, &mut fails).await;
     eprintln!(
         "kill -STOP 10 s: repeats executions {} of {}, orders {} of {}, trades {} of {}",
         repeats(&execs),
@@ -407,43 +424,7 @@ async fn postgres_cut_for_one_instance_moves_its_topics() {
         ));
     }
     view_agrees(&c, &want, &mut fails).await;
-    traffic.stop();
-    tokio::time::sleep(secs(3)).await;
-    for r in rec.values() {
-        r.settle(secs(2), secs(30)).await;
-    }
-    let (execs, orders, trades) = (
-        rec["executions"].msgs(),
-        rec["orders"].msgs(),
-        rec["trades"].msgs(),
-    );
-    for (class, msgs) in [
-        ("executions", &execs),
-        ("orders", &orders),
-        ("trades", &trades),
-    ] {
-        let stale = stale_after_takeover(msgs, &victim, &old);
-        if !stale.is_empty() {
-            fails.push(format!(
-                "{class}: {} messages of {victim} under its old epoch after the new owner's first",
-                stale.len()
-            ));
-        }
-        let back = epoch_regressions(msgs);
-        if !back.is_empty() {
-            fails.push(format!(
-                "{class}: a lower epoch after a higher one: {back:?}"
-            ));
-        }
-    }
-    let (missing_exec, missing_orders, n_exec, _) = private_missing(&c.fake, &execs, &orders);
-    if !missing_exec.is_empty() || !missing_orders.is_empty() {
-        fails.push(format!(
-            "private loss: executions missing {} of {n_exec}, orders without their latest state {}",
-            missing_exec.len(),
-            missing_orders.len()
-        ));
-    }
+    after_takeover(&c, &mut traffic, &rec, &victim, &old, &mut fails).await;
     let log = c.get(&victim).log_tail(30);
     drop(rec);
     c.finish().await;
