@@ -465,6 +465,7 @@ impl Controller {
                     (_, Some(held)) => self.p.ownership.put_back(lease.unit.clone(), held),
                 }
                 if let Ok(true) = done {
+                    tracing::info!(unit = %lease.unit.name(), to = %to, "Cluster: lease handed over (leaving).");
                     metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out")
                         .increment(1);
                 }
