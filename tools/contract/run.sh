@@ -90,11 +90,14 @@ failures=()
 # ---- 1. schemathesis ----------------------------------------------------------------------
 step "schemathesis (max $max_examples examples per operation)"
 t=$SECONDS
+# One worker: with two, hypothesis compiles lambda sources in two threads at once, which this
+# machine's CPython 3.11 can break with "SystemError: AST constructor recursion depth mismatch"
+# (a runtime error inside the tool, seen once in CI on 2026-11-27, not an API failure).
 if (cd "$work" && "$py/st" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
   --header "X-API-Key: $key" \
   --phases examples,coverage,fuzzing,stateful \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --max-examples "$max_examples" --seed 1 --workers 2 \
+  --max-examples "$max_examples" --seed 1 --workers 1 \
   --generation-database none --no-color --request-timeout 10); then
   echo "schemathesis: passed in $((SECONDS - t)) s"
 else
