@@ -272,31 +272,32 @@ impl Ownership {
     /// The epoch under which an event of `key` received at `received` may be published now, or
     /// `None` when it must not be (fenced: the lease was lost, or it was taken after `received`).
     pub fn admit(&self, key: &TopicKey, received: Instant) -> Option<u64> {
-        if !self.inner.cluster {
-            return Some(0);
+        match self.decide(key, received) {
+            Admit::Publish(epoch) => Some(epoch),
+            Admit::Hold | Admit::Drop => None,
         }
-        let s = self.read();
-        if s.deadline.is_none_or(|d| Instant::now() >= d) {
-            return None;
-        }
-        s.held
-            .get(&Unit::of(key))
-            .filter(|h| h.since <= received)
-            .map(|h| h.epoch)
     }
 
     /// What the publisher does with an event of `key` received at `received`: publish it under
     /// an epoch, hold it (a planned move is handing the unit to this instance: the event is
     /// published once the lease arrives, or dropped if the move is called off), or drop it.
+    /// One read of the shared state.
     pub fn decide(&self, key: &TopicKey, received: Instant) -> Admit {
-        if let Some(epoch) = self.admit(key, received) {
-            return Admit::Publish(epoch);
+        if !self.inner.cluster {
+            return Admit::Publish(0);
         }
+        let unit = Unit::of(key);
         let s = self.read();
-        match s.taking.get(&Unit::of(key)) {
-            Some(since) if *since <= received && !s.held.contains_key(&Unit::of(key)) => {
-                Admit::Hold
-            }
+        if let Some(h) = s.held.get(&unit) {
+            let live = s.deadline.is_some_and(|d| Instant::now() < d);
+            return if live && h.since <= received {
+                Admit::Publish(h.epoch)
+            } else {
+                Admit::Drop
+            };
+        }
+        match s.taking.get(&unit) {
+            Some(since) if *since <= received => Admit::Hold,
             _ => Admit::Drop,
         }
     }
