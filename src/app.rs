@@ -87,6 +87,7 @@ impl App {
         let caps = Capabilities {
             private_available: settings.bybit.credentials.is_some(),
             broker_configured: settings.amqp_url.is_some(),
+            shared_status: ownership.is_cluster(),
         };
         let subscriptions =
             Subscriptions::new(registry.clone(), bindings.clone(), db.clone(), caps);
@@ -283,6 +284,12 @@ impl App {
                     },
                     source_stop.clone(),
                 ),
+            );
+        }
+        if ownership.is_cluster() {
+            supervisor.spawn(
+                "cluster-status",
+                cluster::status::share(db.clone(), ownership.clone(), supervisor.shutdown.clone()),
             );
         }
         let state = AppState {

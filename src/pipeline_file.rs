@@ -249,6 +249,8 @@ pub struct SourceConfig {
     pub args_per_request: usize,
     /// Bybit's limit of characters of args per connection; past it we shard.
     pub max_args_chars_per_connection: usize,
+    /// Bybit's limit of args (topics) per options connection; past it we shard.
+    pub option_args_per_connection: usize,
     /// Capacity of each connection's outbound command queue (ping, subscribe, unsubscribe).
     pub command_capacity: usize,
     /// A topic Bybit rejected (`failed`) is subscribed again after a reconnect or a re-post
@@ -285,6 +287,7 @@ impl Default for SourceConfig {
             spot_args_per_request: 10,
             args_per_request: 10,
             max_args_chars_per_connection: 21_000,
+            option_args_per_connection: 2_000,
             command_capacity: 256,
             failed_retry: Duration::from_secs(300),
             failed_retry_max: Duration::from_secs(3600),

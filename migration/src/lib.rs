@@ -8,6 +8,7 @@ mod m20261123_000002_create_account_balances;
 mod m20261127_000003_create_catchup_cursors;
 mod m20261127_000004_create_cluster;
 mod m20261127_000005_create_connect_grants;
+mod m20261127_000006_add_lease_trade_marks;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_create_catchup_cursors::Migration),
             Box::new(m20261127_000004_create_cluster::Migration),
             Box::new(m20261127_000005_create_connect_grants::Migration),
+            Box::new(m20261127_000006_add_lease_trade_marks::Migration),
         ]
     }
 }

@@ -300,7 +300,12 @@ impl Controller {
             let free = lease.is_none_or(|l| l.owner.is_none() || !l.live);
             if free {
                 match store::claim(&self.p.db, unit, &self.id, self.ttl()).await {
-                    Ok(Some(epoch)) => {
+                    Ok(Some(store::Claimed { epoch, trade_mark })) => {
+                        if let Some(mark) = trade_mark {
+                            tracing::debug!(unit = %unit.name(), last_trade = %mark.id,
+                                "Cluster: claimed with the previous owner's last trade.");
+                            self.p.ownership.inherit_trade(unit, mark);
+                        }
                         tracing::info!(unit = %unit.name(), epoch, "Cluster: lease claimed.");
                         metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "claimed")
                             .increment(1);

@@ -22,7 +22,9 @@
 pub mod assign;
 pub mod budget;
 pub mod controller;
+pub mod marks;
 pub mod relay;
+pub mod status;
 pub mod store;
 
 use std::{
@@ -35,7 +37,7 @@ use tokio::sync::watch;
 
 use crate::{
     event::{Category, Endpoint},
-    subscriptions::TopicKey,
+    subscriptions::{TopicKey, TopicStatus},
 };
 
 /// What one upstream lease covers: one public topic, or the whole private stream (one unit, so
@@ -154,6 +156,8 @@ struct Inner {
     started_at: chrono::DateTime<chrono::Utc>,
     api_addr: std::sync::OnceLock<String>,
     state: RwLock<State>,
+    /// Public trade marks, apart from `state`: noted on every trade frame.
+    marks: std::sync::Mutex<marks::Marks>,
     /// Bumped whenever the owned set changes; the source and the `/ws` relay wait on it.
     changes: watch::Sender<u64>,
 }
@@ -171,6 +175,9 @@ struct State {
     /// Topics the exchange acknowledged on this instance's connections (reported by the
     /// source): a planned move says ready only once all of its unit's topics are here.
     active: HashSet<TopicKey>,
+    /// What the exchange last said of each topic on this instance's connections (reported by
+    /// the source): the owner writes it to the shared `subscriptions` rows.
+    statuses: HashMap<TopicKey, TopicStatus>,
     /// The last snapshot, for the API.
     view: ClusterView,
 }
@@ -194,6 +201,7 @@ impl Ownership {
                 started_at: chrono::Utc::now(),
                 api_addr: std::sync::OnceLock::new(),
                 state: RwLock::new(State::default()),
+                marks: std::sync::Mutex::default(),
                 changes: watch::Sender::new(0),
             }),
         }
@@ -461,7 +469,7 @@ impl Ownership {
     }
 
     /// Source: the exchange acknowledged `key` on a connection of ours (`true`), or it is no
-    /// longer subscribed there (`false`: rejected, or its connection dropped).
+    /// longer subscribed there (`false`: its connection dropped; a failed topic stays failed).
     pub fn note_upstream(&self, key: &TopicKey, active: bool) {
         if !self.inner.cluster {
             return;
@@ -469,9 +477,44 @@ impl Ownership {
         let mut s = self.write();
         if active {
             s.active.insert(key.clone());
+            s.statuses.insert(key.clone(), TopicStatus::Active);
+        } else {
+            s.active.remove(key);
+            if let Some(status @ TopicStatus::Active) = s.statuses.get_mut(key) {
+                *status = TopicStatus::Pending;
+            }
+        }
+    }
+
+    /// Source: what the exchange said of `key` on a connection of ours.
+    pub fn note_status(&self, key: &TopicKey, status: &TopicStatus) {
+        if !self.inner.cluster {
+            return;
+        }
+        let mut s = self.write();
+        if *status == TopicStatus::Active {
+            s.active.insert(key.clone());
         } else {
             s.active.remove(key);
         }
+        s.statuses.insert(key.clone(), status.clone());
+    }
+
+    /// The status of every desired topic of the units held now (before the deadline), with
+    /// the lease's epoch: what this instance, as their owner, tells the other instances.
+    pub(crate) fn owned_statuses(&self) -> Vec<(TopicKey, u64, TopicStatus)> {
+        let s = self.read();
+        if s.deadline.is_none_or(|d| Instant::now() >= d) {
+            return Vec::new();
+        }
+        s.desired
+            .iter()
+            .filter_map(|k| {
+                let held = s.held.get(&Unit::of(k))?;
+                let status = s.statuses.get(k).cloned().unwrap_or(TopicStatus::Pending);
+                Some((k.clone(), held.epoch, status))
+            })
+            .collect()
     }
 
     /// Controller: every desired topic of `unit` is acknowledged upstream here.

@@ -157,13 +157,23 @@ pub async fn snapshot(
     Ok(snap)
 }
 
-/// Takes `unit` if it is free or expired, with the next epoch; returns that epoch.
+/// A lease taken by [`claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The new epoch.
+    pub epoch: u64,
+    /// The last public trade the previous owner wrote (a lease taken from a dead owner; a
+    /// released lease has none).
+    pub trade_mark: Option<super::marks::Mark>,
+}
+
+/// Takes `unit` if it is free or expired, with the next epoch.
 pub async fn claim(
     db: &impl ConnectionTrait,
     unit: &Unit,
     id: &str,
     ttl: std::time::Duration,
-) -> Result<Option<u64>, DbErr> {
+) -> Result<Option<Claimed>, DbErr> {
     let row = db
         .query_one_raw(stmt(
             "INSERT INTO cluster_leases (unit, owner, epoch, expires_at) \
@@ -172,15 +182,23 @@ pub async fn claim(
              epoch = cluster_leases.epoch + 1, expires_at = EXCLUDED.expires_at, \
              handover_to = NULL, handover_ready = FALSE \
              WHERE cluster_leases.owner IS NULL OR cluster_leases.expires_at <= now() \
-             RETURNING epoch",
+             RETURNING epoch, trade_mark_id, trade_mark_time",
             vec![unit.name().into(), id.into(), secs(ttl)],
         ))
         .await?;
     match row {
         Some(r) => {
             let epoch: i64 = r.try_get("", "epoch")?;
+            let mark_id: Option<String> = r.try_get("", "trade_mark_id")?;
+            let mark_time: Option<i64> = r.try_get("", "trade_mark_time")?;
             notify(db).await?;
-            Ok(Some(u64::try_from(epoch).unwrap_or(0)))
+            Ok(Some(Claimed {
+                epoch: u64::try_from(epoch).unwrap_or(0),
+                trade_mark: mark_id.map(|id| super::marks::Mark {
+                    id,
+                    time: mark_time.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
+                }),
+            }))
         }
         None => Ok(None),
     }
@@ -235,7 +253,8 @@ pub async fn transfer(
 pub async fn release(db: &impl ConnectionTrait, unit: &Unit, id: &str) -> Result<(), DbErr> {
     db.execute_raw(stmt(
         "UPDATE cluster_leases SET owner = NULL, expires_at = now(), handover_to = NULL, \
-         handover_ready = FALSE WHERE unit = $1 AND owner = $2",
+         handover_ready = FALSE, trade_mark_id = NULL, trade_mark_time = NULL \
+         WHERE unit = $1 AND owner = $2",
         vec![unit.name().into(), id.into()],
     ))
     .await?;

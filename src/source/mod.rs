@@ -241,8 +241,18 @@ impl Manager {
             let Some(mut shards) = self.endpoints.remove(&endpoint) else {
                 continue;
             };
-            let max = self.params.config.max_args_chars_per_connection;
-            let plan = reconcile::assign_shards(&desired, &shards.assignment, max);
+            let config = &self.params.config;
+            let max_args = if endpoint == Endpoint::Public(Category::Option) {
+                config.option_args_per_connection
+            } else {
+                usize::MAX
+            };
+            let plan = reconcile::assign_shards(
+                &desired,
+                &shards.assignment,
+                config.max_args_chars_per_connection,
+                max_args,
+            );
             shards.assignment = plan
                 .iter()
                 .enumerate()

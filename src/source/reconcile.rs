@@ -15,12 +15,14 @@ pub fn topic_chars(topic: &str) -> usize {
     topic.len() + 3
 }
 
-/// Spreads `desired` topics over shards of at most `max_chars` args characters each. Topics
-/// keep the shard they had in `current`; new ones go to the first shard with room.
+/// Spreads `desired` topics over shards of at most `max_chars` args characters and `max_args`
+/// topics each. Topics keep the shard they had in `current`; new ones go to the first shard
+/// with room.
 pub fn assign_shards(
     desired: &BTreeSet<String>,
     current: &HashMap<String, usize>,
     max_chars: usize,
+    max_args: usize,
 ) -> Vec<BTreeSet<String>> {
     let mut shards: Vec<BTreeSet<String>> = Vec::new();
     let mut load: Vec<usize> = Vec::new();
@@ -39,9 +41,8 @@ pub fn assign_shards(
     }
     for t in desired.iter().filter(|t| !current.contains_key(*t)) {
         let need = topic_chars(t);
-        let i = load
-            .iter()
-            .position(|&l| l + need <= max_chars)
+        let i = (0..load.len())
+            .position(|i| load[i] + need <= max_chars && shards[i].len() < max_args)
             .unwrap_or(load.len());
         place(&mut shards, &mut load, i, t);
     }

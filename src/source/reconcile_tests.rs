@@ -153,15 +153,24 @@ fn resync_unsubscribes_and_resubscribes_one_topic() {
 fn shards_fill_to_the_character_limit_and_topics_keep_their_shard() {
     let desired: BTreeSet<String> = (0..10).map(|i| format!("tickers.SYM{i}")).collect();
     // Each topic is 12 chars + 3 = 15; 40 fits two per shard.
-    let shards = assign_shards(&desired, &HashMap::new(), 40);
+    let shards = assign_shards(&desired, &HashMap::new(), 40, usize::MAX);
     assert_eq!(shards.len(), 5);
     assert!(shards.iter().all(|s| s.len() == 2));
     let mut current = HashMap::new();
     current.insert("tickers.SYM9".to_owned(), 0usize);
-    let shards = assign_shards(&set(&["tickers.SYM9"]), &current, 40);
+    let shards = assign_shards(&set(&["tickers.SYM9"]), &current, 40, usize::MAX);
     assert!(shards[0].contains("tickers.SYM9"));
-    let big = assign_shards(&desired, &HashMap::new(), 21_000);
+    let big = assign_shards(&desired, &HashMap::new(), 21_000, usize::MAX);
     assert_eq!(big.len(), 1);
+}
+
+#[test]
+fn options_shards_hold_at_most_their_args_limit() {
+    // Bybit: 2,000 args per options connection, whatever their length.
+    let desired: BTreeSet<String> = (0..4_500).map(|i| format!("tickers.O{i}")).collect();
+    let shards = assign_shards(&desired, &HashMap::new(), usize::MAX, 2_000);
+    let sizes: Vec<usize> = shards.iter().map(BTreeSet::len).collect();
+    assert_eq!(sizes, [2_000, 2_000, 500]);
 }
 
 #[test]

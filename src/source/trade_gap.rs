@@ -95,18 +95,15 @@ pub struct TradeMarks {
 
 impl TradeMarks {
     /// Notes the last trade of a frame of `topic` with `data` (one lookup and a backward scan
-    /// of the last item; no allocation once the topic is known).
-    pub fn note(&mut self, topic: &str, data: &str) {
-        let Some((id, time)) = last_trade(data) else {
-            return;
-        };
-        match self.marks.get_mut(topic) {
-            Some(mark) => mark.set(id, time),
-            None => {
-                self.marks
-                    .insert(topic.to_owned(), TradeMark::new(id, time));
-            }
+    /// of the last item; no allocation once the topic is known); returns it.
+    pub fn note(&mut self, topic: &str, data: &str) -> Option<&TradeMark> {
+        let (id, time) = last_trade(data)?;
+        if !self.marks.contains_key(topic) {
+            self.marks.insert(topic.to_owned(), TradeMark::default());
         }
+        let mark = self.marks.get_mut(topic)?;
+        mark.set(id, time);
+        Some(mark)
     }
 
     /// Sets the mark of `topic` (after recovered trades were emitted).
@@ -286,17 +283,18 @@ fn lost_between(asc: &[Rest<'_>], last: &TradeMark) -> Lost {
 }
 
 /// The recovered events for `trades` (WS-shape items, oldest first) of `topic` on `endpoint`:
-/// frames in the `publicTrade` shape, [`TRADES_PER_EVENT`] trades each, keyed like a live
+/// frames in the `publicTrade` shape, `per_event` trades each, keyed like a live
 /// frame (`<category>:<topic>:<first trade id>`), `ts` the chunk's last trade time.
 pub fn recovered_frames(
     endpoint: Endpoint,
     connection_id: u64,
     topic: &str,
     trades: &[Value],
+    per_event: usize,
 ) -> Vec<RawFrame> {
     let category = endpoint.label();
     trades
-        .chunks(TRADES_PER_EVENT)
+        .chunks(per_event.max(1))
         .filter_map(|chunk| {
             let first = chunk.first()?.get("i")?.as_str()?;
             let ts = chunk.iter().filter_map(|t| t.get("T")?.as_u64()).max();
@@ -439,7 +437,13 @@ mod tests {
             .map(recent_trade_to_ws)
             .collect();
         let endpoint = Endpoint::Public(Category::Linear);
-        let frames = recovered_frames(endpoint, 7, "publicTrade.BTCUSDT", &trades);
+        let frames = recovered_frames(
+            endpoint,
+            7,
+            "publicTrade.BTCUSDT",
+            &trades,
+            TRADES_PER_EVENT,
+        );
         assert_eq!(frames.len(), 3);
         assert_eq!(frames[0].topic(), "publicTrade.BTCUSDT");
         let data: Vec<Value> = serde_json::from_str(frames[2].data()).unwrap();

@@ -29,6 +29,10 @@ pub struct Capabilities {
     pub private_available: bool,
     /// A broker is configured: a create waits (briefly) for its binding to be applied.
     pub broker_configured: bool,
+    /// Several instances share the rows (cluster mode): each topic's status is written by its
+    /// owner (`cluster::status`), never from this instance's own registry, which knows only
+    /// the topics this instance subscribes.
+    pub shared_status: bool,
 }
 
 /// Why a create was refused (besides an invalid [`TopicSpec`], which the caller reports).
@@ -57,7 +61,7 @@ pub struct Subscriptions {
     pub(super) registry: SubscriptionHandle,
     pub(super) bindings: QueueBindings,
     pub(super) db: DatabaseConnection,
-    caps: Capabilities,
+    pub(super) caps: Capabilities,
 }
 
 impl Subscriptions {
@@ -115,8 +119,12 @@ impl Subscriptions {
         if self.caps.broker_configured {
             let _ = tokio::time::timeout(BIND_WAIT, self.bindings.wait_applied(version)).await;
         }
-        // The topic may already be live for someone else: show its real status at once.
-        let row = match self.registry.status(&key) {
+        // The topic may already be live for someone else: show its real status at once (in a
+        // cluster its owner writes it within a second).
+        let local = (!self.caps.shared_status)
+            .then(|| self.registry.status(&key))
+            .flatten();
+        let row = match local {
             Some(status) if created && status.as_str() != row.status => {
                 let (s, m) = (status.as_str(), status.message());
                 q::set_status(db, key.endpoint, &key.topic, s, m).await?;
@@ -195,7 +203,8 @@ impl Subscriptions {
     }
 
     /// Loads the active subscriptions of the database into the registry (and their queue
-    /// bindings), so a restart resubscribes them. Their status starts again at `pending`.
+    /// bindings), so a restart resubscribes them. Their status starts again at `pending`
+    /// (alone; in a cluster the topics' owners keep writing it).
     pub(crate) async fn restore(&self) -> Result<usize, DbErr> {
         let rows = q::active(&self.db).await?;
         let mut restored = 0usize;
@@ -208,7 +217,9 @@ impl Subscriptions {
             let service = row.requesting_service.as_str();
             self.registry.acquire(&key, Requester::named(service));
             self.bindings.bind(Binding::of(service, &spec));
-            q::set_status(&self.db, key.endpoint, &key.topic, "pending", None).await?;
+            if !self.caps.shared_status {
+                q::set_status(&self.db, key.endpoint, &key.topic, "pending", None).await?;
+            }
             restored += 1;
         }
         tracing::info!(restored, "Restored active subscriptions from the database.");

@@ -15,8 +15,12 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 impl Subscriptions {
     /// Follows the registry's status changes into the rows until `shutdown`; a failed write or a
-    /// lagging follower resyncs every desired topic.
+    /// lagging follower resyncs every desired topic. Does nothing when the status is shared
+    /// (cluster mode: each topic's owner writes it).
     pub(crate) async fn follow_status(self, shutdown: CancellationToken) {
+        if self.caps.shared_status {
+            return;
+        }
         let mut rx = self.registry.status_changes();
         let mut dirty = !self.resync().await;
         let mut tick = tokio::time::interval(RESYNC_EVERY);
@@ -89,7 +93,17 @@ impl Subscriptions {
     }
 
     /// Topics held by services (not `/ws` clients or the pipeline file): only their rows exist.
-    fn service_topics(&self) -> Vec<TopicKey> {
+    /// In a cluster, every topic seen: the rows may have been created on another instance.
+    fn service_topics(
+        &self,
+        seen: &HashMap<Endpoint, HashMap<String, DateTime<Utc>>>,
+    ) -> Vec<TopicKey> {
+        if self.caps.shared_status {
+            return seen
+                .iter()
+                .flat_map(|(e, topics)| topics.keys().map(|t| TopicKey::new(*e, t.clone())))
+                .collect();
+        }
         self.registry
             .snapshot()
             .into_iter()
@@ -102,7 +116,7 @@ impl Subscriptions {
         if seen.is_empty() {
             return;
         }
-        for key in self.service_topics() {
+        for key in self.service_topics(seen) {
             let Some(at) = seen.get(&key.endpoint).and_then(|t| t.get(&key.topic)) else {
                 continue;
             };

@@ -84,9 +84,7 @@ impl Session<'_> {
 
     pub(super) fn status(&self, topic: &str, status: TopicStatus) {
         let key = TopicKey::new(self.ctx.endpoint, topic);
-        self.ctx
-            .ownership
-            .note_upstream(&key, status == TopicStatus::Active);
+        self.ctx.ownership.note_status(&key, &status);
         self.ctx.registry.set_status(&key, status);
     }
 
@@ -126,6 +124,9 @@ impl Session<'_> {
         }
         for t in &out.unsubscribed {
             if !self.books.is_resyncing(t) {
+                let key = TopicKey::new(self.ctx.endpoint, t.as_str());
+                self.ctx.ownership.note_upstream(&key, false);
+                self.ctx.ownership.forget_trade(self.ctx.endpoint, t);
                 self.books.forget(t);
                 self.last_seen.remove(t);
             }

@@ -40,6 +40,9 @@ struct Recovery {
     generation: u64,
     /// The last trade emitted before the gap.
     mark: TradeMark,
+    /// Recovered trades per event: [`trade_gap::TRADES_PER_EVENT`] after this connection's own
+    /// gap; 1 after a dead owner's, whose last published frames are not known exactly.
+    per_event: usize,
     acked_at: Instant,
     /// Live frames that arrived since the ack, in order.
     held: Vec<RawFrame>,
@@ -96,8 +99,13 @@ impl Session<'_> {
         {
             return;
         }
-        let Some(mark) = self.ctx.trade_marks.get(topic).cloned() else {
-            return;
+        // This connection's own last trade, or the one a lease taken from a dead owner brought.
+        let key = crate::subscriptions::TopicKey::new(self.ctx.endpoint, topic);
+        let inherited = self.ctx.ownership.take_inherited_trade(&key);
+        let (mark, per_event) = match (self.ctx.trade_marks.get(topic), inherited) {
+            (Some(mark), _) => (mark.clone(), trade_gap::TRADES_PER_EVENT),
+            (None, Some(m)) => (TradeMark::new(&m.id, m.time), 1),
+            (None, None) => return,
         };
         self.trades.generation += 1;
         tracing::debug!(endpoint = self.label(), topic, last_trade = %mark.id,
@@ -107,6 +115,7 @@ impl Session<'_> {
             Recovery {
                 generation: self.trades.generation,
                 mark,
+                per_event,
                 acked_at: Instant::now(),
                 held: Vec::new(),
                 first_live: None,
@@ -115,13 +124,23 @@ impl Session<'_> {
         );
     }
 
+    /// Notes the last trade of a frame, here and, in a cluster, for the lease (the next owner
+    /// recovers from it if this instance dies).
+    fn note_trade(&mut self, topic: &str, data: &str) {
+        if let Some(mark) = self.ctx.trade_marks.note(topic, data) {
+            self.ctx
+                .ownership
+                .note_trade(self.ctx.endpoint, topic, &mark.id, mark.time);
+        }
+    }
+
     /// A live `publicTrade` frame: noted as the topic's last trade and emitted, or held while
     /// its topic is recovered, or dropped as a repeat of recovered trades.
     pub(super) fn trade_frame(&mut self, text: Utf8Bytes, head: DataHead) -> Next {
         let topic = head.topic(text.as_str());
         let data = head.data(text.as_str());
         if self.trades.idle() {
-            self.ctx.trade_marks.note(topic, data);
+            self.note_trade(topic, data);
             return Next::Emit(text, head);
         }
         if let Some(seen) = self.trades.repeats.get(topic) {
@@ -136,7 +155,7 @@ impl Session<'_> {
             self.trades.repeats.remove(&topic);
         }
         let topic = head.topic(text.as_str());
-        self.ctx.trade_marks.note(topic, data);
+        self.note_trade(topic, data);
         let Some(recovery) = self.trades.pending.get_mut(topic) else {
             return Next::Emit(text, head);
         };
@@ -295,9 +314,18 @@ impl Session<'_> {
             let id = last.get("i").and_then(Value::as_str).unwrap_or_default();
             let time = last.get("T").and_then(Value::as_u64).unwrap_or(0);
             self.ctx.trade_marks.set(&topic, TradeMark::new(id, time));
+            self.ctx
+                .ownership
+                .note_trade(self.ctx.endpoint, &topic, id, time);
             self.trades.repeats.insert(topic.clone(), ids);
         }
-        let mut out = trade_gap::recovered_frames(self.ctx.endpoint, self.id, &topic, &plan.trades);
+        let mut out = trade_gap::recovered_frames(
+            self.ctx.endpoint,
+            self.id,
+            &topic,
+            &plan.trades,
+            recovery.per_event,
+        );
         out.extend(recovery.held);
         Next::Release(out)
     }

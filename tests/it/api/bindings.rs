@@ -43,6 +43,7 @@ async fn bindings_are_added_on_create_and_removed_when_no_subscription_uses_them
             Capabilities {
                 private_available: true,
                 broker_configured: false,
+                shared_status: false,
             },
         ),
         db,

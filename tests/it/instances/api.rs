@@ -1,5 +1,5 @@
 //! Any instance serves the API: a subscription created through A is subscribed upstream by its
-//! owner within 1 s, and B and C list it.
+//! owner within 1 s, and B and C list it, with the status its owner writes.
 
 use std::time::{Duration, Instant};
 
@@ -90,29 +90,44 @@ async fn a_subscription_made_through_a_is_upstream_on_its_owner_within_1_s() {
             ));
         }
     }
-    // Lists are the same on every instance.
-    let mut lists = Vec::new();
-    for id in [A, B, C] {
-        let resp = client
-            .get(format!(
-                "{}/api/v1/subscriptions?requesting_service=inst-api",
-                c.get(id).base()
-            ))
-            .send()
-            .await
-            .unwrap();
-        let body: Value = resp.json().await.unwrap_or_default();
-        let mut ids: Vec<String> = body
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["id"].as_str().map(str::to_owned))
-            .collect();
-        ids.sort();
-        lists.push(ids);
+    // A topic already live upstream (a pipeline-file topic, owned by whoever holds it) gets a
+    // row through A: its owner writes the row's status, which no instance's own registry has.
+    let resp = client
+        .post(format!("{}/api/v1/subscriptions", c.get(A).base()))
+        .json(&json!({"channel_type": "trades", "symbol": syms[0], "requesting_service": "inst-api-live"}))
+        .send()
+        .await
+        .unwrap();
+    if !resp.status().is_success() {
+        fails.push(format!(
+            "POST of a live topic through {A}: {}",
+            resp.status()
+        ));
     }
-    if lists[0].len() != 5 || lists.iter().any(|l| l != &lists[0]) {
-        fails.push(format!("subscription lists differ: {lists:?}"));
+    // Lists are the same on every instance, statuses included: each topic's owner writes them.
+    let lists = crate::support::wait_until(secs(5), || {
+        let client = client.clone();
+        let bases: Vec<String> = [A, B, C].iter().map(|id| c.get(id).base()).collect();
+        async move {
+            let mut lists = Vec::new();
+            for base in bases {
+                lists.push(api_subscriptions(&client, &base).await);
+            }
+            let settled = lists[0].len() == 6
+                && lists.iter().all(|l| l == &lists[0])
+                && lists[0].iter().all(|(_, status)| status == "active");
+            settled.then_some(lists)
+        }
+    })
+    .await;
+    if lists.is_none() {
+        let mut seen = Vec::new();
+        for id in [A, B, C] {
+            seen.push(api_subscriptions(&client, &c.get(id).base()).await);
+        }
+        fails.push(format!(
+            "after 5 s, A, B and C do not all list the 6 subscriptions as active: {seen:?}"
+        ));
     }
     let (p50, max) = p50_max(&figures);
     eprintln!(
@@ -123,4 +138,34 @@ async fn a_subscription_made_through_a_is_upstream_on_its_owner_within_1_s() {
     );
     c.finish().await;
     assert!(fails.is_empty(), "{fails:#?}");
+}
+
+/// `(id, status)` of the test's subscriptions as one instance lists them, sorted by id.
+async fn api_subscriptions(client: &reqwest::Client, base: &str) -> Vec<(String, String)> {
+    let body: Value = match client
+        .get(format!("{base}/api/v1/subscriptions"))
+        .send()
+        .await
+    {
+        Ok(resp) => resp.json().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    };
+    let mut out: Vec<(String, String)> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            s["requesting_service"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("inst-api"))
+        })
+        .filter_map(|s| {
+            Some((
+                s["id"].as_str()?.to_owned(),
+                s["status"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    out.sort();
+    out
 }

@@ -259,6 +259,17 @@ async fn kill_9_of_the_private_owner_fails_over_within_5_s() {
         gaps.values().map(|(m, _)| m.len()).sum::<usize>(),
         gaps.len(),
     );
+    // The dead owner's public trades are recovered by the next owner from the lease's mark.
+    let missing_trades: usize = gaps.values().map(|(m, _)| m.len()).sum();
+    if missing_trades > 0 {
+        fails.push(format!(
+            "public trades missing after the failovers: {missing_trades} over {} symbols: {:?}",
+            gaps.len(),
+            gaps.iter()
+                .map(|(s, (m, _))| (s, m.len(), m.first()))
+                .collect::<Vec<_>>()
+        ));
+    }
     let mut fenced = Vec::new();
     for id in [A, B, C] {
         let n = c
