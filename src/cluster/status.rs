@@ -53,6 +53,9 @@ pub(crate) async fn share(
                         .is_none_or(|(e, m)| e != epoch || m != mark)
                 })
                 .collect();
+        // Units no longer held are forgotten (a later tenure writes its marks again).
+        let held: std::collections::HashSet<&Unit> = noted.iter().map(|(u, _, _)| u).collect();
+        written.retain(|u, _| held.contains(u));
         if result.is_ok() && !due.is_empty() {
             result = write_marks(&db, id, &due).await;
             if result.is_ok() {
