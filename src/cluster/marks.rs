@@ -143,3 +143,62 @@ impl Ownership {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Category;
+
+    #[test]
+    fn owned_trade_topics_have_a_mark_a_trade_or_the_tenure_start() {
+        let o = Ownership::member("a");
+        let linear = Endpoint::Public(Category::Linear);
+        let trades = TopicKey::new(linear, "publicTrade.X");
+        let tickers = TopicKey::new(linear, "tickers.X");
+        let now = Instant::now();
+        o.renewed(
+            now,
+            now + Duration::from_secs(60),
+            [(Unit::of(&trades), 4), (Unit::of(&tickers), 5)].into(),
+        );
+        let wall = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
+        // No trade yet: a time-only mark about TENURE_MARGIN before the tenure began.
+        let marks = o.owned_trade_marks();
+        assert_eq!(marks.len(), 1, "only publicTrade topics: {marks:?}");
+        let (unit, epoch, mark) = &marks[0];
+        assert_eq!((unit, *epoch), (&Unit::of(&trades), 4));
+        assert!(mark.id.is_empty());
+        assert!(
+            mark.time <= wall - 1_900 && mark.time + 5_000 > wall,
+            "{mark:?}"
+        );
+        o.note_trade(linear, "publicTrade.X", "17", 123);
+        assert_eq!(
+            o.owned_trade_marks()[0].2,
+            Mark {
+                id: "17".into(),
+                time: 123
+            }
+        );
+        o.forget_trade(linear, "publicTrade.X");
+        assert!(o.owned_trade_marks()[0].2.id.is_empty());
+    }
+
+    #[test]
+    fn an_inherited_mark_is_taken_once_and_only_in_a_cluster() {
+        let key = TopicKey::new(Endpoint::Public(Category::Spot), "publicTrade.Y");
+        let mark = Mark {
+            id: "9".into(),
+            time: 1,
+        };
+        let o = Ownership::member("a");
+        o.inherit_trade(&Unit::of(&key), mark.clone());
+        o.inherit_trade(&Unit::Private, mark.clone());
+        assert_eq!(o.take_inherited_trade(&key), Some(mark.clone()));
+        assert_eq!(o.take_inherited_trade(&key), None);
+        let solo = Ownership::solo("s");
+        solo.note_trade(key.endpoint, &key.topic, "1", 1);
+        assert!(solo.owned_trade_marks().is_empty());
+        assert_eq!(solo.take_inherited_trade(&key), None);
+    }
+}

@@ -7,10 +7,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ownership, Unit, marks::Mark};
+use super::{Ownership, Unit, marks::Mark, store};
 
 /// How often the owned topics' statuses are written (rows created elsewhere meanwhile start
 /// at `pending` and are corrected by the next write).
@@ -38,7 +38,7 @@ pub(crate) async fn share(
         let owned = ownership.owned_statuses();
         let mut result = match owned.is_empty() {
             true => Ok(()),
-            false => write(&db, id, &owned).await.map(|changed| {
+            false => store::write_statuses(&db, id, &owned).await.map(|changed| {
                 if changed > 0 {
                     tracing::debug!(changed, "Cluster: subscription statuses written.");
                 }
@@ -57,7 +57,7 @@ pub(crate) async fn share(
         let held: std::collections::HashSet<&Unit> = noted.iter().map(|(u, _, _)| u).collect();
         written.retain(|u, _| held.contains(u));
         if result.is_ok() && !due.is_empty() {
-            result = write_marks(&db, id, &due).await;
+            result = store::write_trade_marks(&db, id, &due).await;
             if result.is_ok() {
                 written.extend(due.into_iter().map(|(u, e, m)| (u, (e, m))));
             }
@@ -71,77 +71,4 @@ pub(crate) async fn share(
             Err(_) => {}
         }
     }
-}
-
-/// Writes the last trades of owned `publicTrade` topics to their lease rows (fenced by owner
-/// and epoch).
-async fn write_marks(
-    db: &impl ConnectionTrait,
-    id: &str,
-    marks: &[(Unit, u64, Mark)],
-) -> Result<(), DbErr> {
-    let items: Vec<serde_json::Value> = marks
-        .iter()
-        .map(|(unit, epoch, mark)| {
-            serde_json::json!({"unit": unit.name(), "epoch": epoch, "id": mark.id, "time": mark.time})
-        })
-        .collect();
-    db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE cluster_leases l SET trade_mark_id = v.id, trade_mark_time = v.time \
-         FROM jsonb_to_recordset($1::jsonb) AS v(unit text, epoch bigint, id text, time bigint) \
-         WHERE l.unit = v.unit AND l.owner = $2 AND l.epoch = v.epoch AND l.expires_at > now() \
-           AND (v.id <> '' OR l.trade_mark_id IS NULL)",
-        vec![
-            serde_json::Value::Array(items).to_string().into(),
-            id.into(),
-        ],
-    ))
-    .await?;
-    Ok(())
-}
-
-/// One statement for every owned topic; rows already right are not touched. Returns the rows
-/// changed.
-async fn write(
-    db: &impl ConnectionTrait,
-    id: &str,
-    owned: &[(
-        crate::subscriptions::TopicKey,
-        u64,
-        crate::subscriptions::TopicStatus,
-    )],
-) -> Result<u64, DbErr> {
-    let items: Vec<serde_json::Value> = owned
-        .iter()
-        .map(|(key, epoch, status)| {
-            serde_json::json!({
-                "unit": Unit::of(key).name(),
-                "endpoint": key.endpoint.label(),
-                "topic": key.topic,
-                "status": status.as_str(),
-                "message": status.message(),
-                "epoch": epoch,
-            })
-        })
-        .collect();
-    let r = db
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE subscriptions s \
-             SET status = v.status, status_message = v.message, updated_at = now() \
-             FROM jsonb_to_recordset($1::jsonb) \
-                  AS v(unit text, endpoint text, topic text, status text, message text, epoch bigint) \
-             JOIN cluster_leases l ON l.unit = v.unit AND l.owner = $2 AND l.epoch = v.epoch \
-                  AND l.expires_at > now() \
-             WHERE s.is_active AND s.endpoint = v.endpoint AND s.topic = v.topic \
-               AND (s.status IS DISTINCT FROM v.status \
-                    OR s.status_message IS DISTINCT FROM v.message)",
-            vec![
-                serde_json::Value::Array(items).to_string().into(),
-                id.into(),
-            ],
-        ))
-        .await?;
-    Ok(r.rows_affected())
 }

@@ -8,8 +8,8 @@ use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait, Value,
 };
 
-use super::{Unit, key_name, parse_key};
-use crate::subscriptions::TopicKey;
+use super::{Unit, key_name, marks::Mark, parse_key};
+use crate::subscriptions::{TopicKey, TopicStatus};
 
 /// The `LISTEN`/`NOTIFY` channel every change is announced on.
 pub const CHANNEL: &str = "ws_gateway_cluster";
@@ -311,4 +311,74 @@ pub async fn notify(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     db.execute_unprepared(&format!("NOTIFY {CHANNEL}"))
         .await
         .map(|_| ())
+}
+
+/// The owner `id` writes the statuses of its topics (with the epochs it holds them at) to
+/// every active `subscriptions` row of each topic, whoever created the row; only under a live
+/// lease of `id` at that epoch. One statement; rows already right are not touched. Returns the
+/// rows changed.
+pub async fn write_statuses(
+    db: &impl ConnectionTrait,
+    id: &str,
+    owned: &[(TopicKey, u64, TopicStatus)],
+) -> Result<u64, DbErr> {
+    let items: Vec<serde_json::Value> = owned
+        .iter()
+        .map(|(key, epoch, status)| {
+            serde_json::json!({
+                "unit": Unit::of(key).name(),
+                "endpoint": key.endpoint.label(),
+                "topic": key.topic,
+                "status": status.as_str(),
+                "message": status.message(),
+                "epoch": epoch,
+            })
+        })
+        .collect();
+    let r = db
+        .execute_raw(stmt(
+            "UPDATE subscriptions s \
+             SET status = v.status, status_message = v.message, updated_at = now() \
+             FROM jsonb_to_recordset($1::jsonb) \
+                  AS v(unit text, endpoint text, topic text, status text, message text, epoch bigint) \
+             JOIN cluster_leases l ON l.unit = v.unit AND l.owner = $2 AND l.epoch = v.epoch \
+                  AND l.expires_at > now() \
+             WHERE s.is_active AND s.endpoint = v.endpoint AND s.topic = v.topic \
+               AND (s.status IS DISTINCT FROM v.status \
+                    OR s.status_message IS DISTINCT FROM v.message)",
+            vec![
+                serde_json::Value::Array(items).to_string().into(),
+                id.into(),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected())
+}
+
+/// The owner `id` writes the last trades of its `publicTrade` topics to their lease rows, only
+/// under a live lease of `id` at that epoch; a time-only mark (empty id) only where the lease
+/// has no mark.
+pub async fn write_trade_marks(
+    db: &impl ConnectionTrait,
+    id: &str,
+    marks: &[(Unit, u64, Mark)],
+) -> Result<(), DbErr> {
+    let items: Vec<serde_json::Value> = marks
+        .iter()
+        .map(|(unit, epoch, mark)| {
+            serde_json::json!({"unit": unit.name(), "epoch": epoch, "id": mark.id, "time": mark.time})
+        })
+        .collect();
+    db.execute_raw(stmt(
+        "UPDATE cluster_leases l SET trade_mark_id = v.id, trade_mark_time = v.time \
+         FROM jsonb_to_recordset($1::jsonb) AS v(unit text, epoch bigint, id text, time bigint) \
+         WHERE l.unit = v.unit AND l.owner = $2 AND l.epoch = v.epoch AND l.expires_at > now() \
+           AND (v.id <> '' OR l.trade_mark_id IS NULL)",
+        vec![
+            serde_json::Value::Array(items).to_string().into(),
+            id.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
 }
