@@ -10,6 +10,16 @@ mod m20261127_000004_create_cluster;
 mod m20261127_000005_create_connect_grants;
 mod m20261127_000006_add_lease_trade_marks;
 
+/// Runs `sql` (several statements) on PostgreSQL; nothing elsewhere (the cluster tables exist
+/// only there, the cluster mode is refused on SQLite).
+async fn on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() != sea_orm_migration::sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    manager.get_connection().execute_unprepared(sql).await?;
+    Ok(())
+}
+
 /// Every migration, oldest first.
 #[derive(Debug)]
 pub struct Migrator;

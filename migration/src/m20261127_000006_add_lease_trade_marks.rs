@@ -4,7 +4,6 @@
 //! PostgreSQL only, like the rest of the cluster tables.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -22,18 +21,10 @@ ALTER TABLE cluster_leases DROP COLUMN IF EXISTS trade_mark_id;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
+        crate::on_postgres(manager, UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
+        crate::on_postgres(manager, DOWN).await
     }
 }

@@ -40,9 +40,7 @@ struct Member {
 }
 
 async fn member(db: &TestDatabase, id: &str, keys: &[TopicKey]) -> Member {
-    let conn = ws_gateway::store::connect(&SecretString::from(db.url.clone()))
-        .await
-        .expect("connect");
+    let conn = db.migrated().await;
     let registry = SubscriptionRegistry::new_handle();
     for k in keys {
         registry.acquire(k, "pipeline");
@@ -461,9 +459,7 @@ async fn the_shared_cursor_is_written_only_under_the_private_lease_at_its_epoch(
     use ws_gateway::{cluster::store, store::cursors};
 
     let db = TestDatabase::postgres().await;
-    let conn = ws_gateway::store::connect(&SecretString::from(db.url.clone()))
-        .await
-        .unwrap();
+    let conn = db.migrated().await;
     let ttl = Duration::from_secs(5);
     store::register(&conn, "x", "127.0.0.1:1").await.unwrap();
     let epoch = store::claim(&conn, &Unit::Private, "x", ttl)
@@ -534,13 +530,11 @@ async fn the_shared_cursor_is_written_only_under_the_private_lease_at_its_epoch(
 /// owner's death brings the mark, a release forgets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_and_trade_marks_are_written_only_by_the_owner_at_its_epoch() {
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::ConnectionTrait;
     use ws_gateway::{cluster::marks::Mark, cluster::store, subscriptions::TopicStatus};
 
     let db = TestDatabase::postgres().await;
-    let conn = ws_gateway::store::connect(&SecretString::from(db.url.clone()))
-        .await
-        .unwrap();
+    let conn = db.migrated().await;
     let key = TopicKey::new(Endpoint::Public(Category::Linear), "publicTrade.BTCUSDT");
     let unit = Unit::of(&key);
     let ttl = Duration::from_secs(5);
@@ -563,15 +557,12 @@ async fn statuses_and_trade_marks_are_written_only_by_the_owner_at_its_epoch() {
         .unwrap();
     }
     let statuses = |conn: &sea_orm::DatabaseConnection| {
-        let conn = conn.clone();
+        let rows = query(
+            conn,
+            "SELECT status FROM subscriptions ORDER BY requesting_service",
+        );
         async move {
-            let rows = conn
-                .query_all_raw(Statement::from_string(
-                    conn.get_database_backend(),
-                    "SELECT status FROM subscriptions ORDER BY requesting_service",
-                ))
-                .await
-                .unwrap();
+            let rows = rows.await;
             rows.iter()
                 .map(|r| r.try_get::<String>("", "status").unwrap())
                 .collect::<Vec<_>>()
@@ -593,19 +584,19 @@ async fn statuses_and_trade_marks_are_written_only_by_the_owner_at_its_epoch() {
         time,
     };
     let lease_mark = |conn: &sea_orm::DatabaseConnection| {
-        let conn = conn.clone();
+        let rows = query(
+            conn,
+            "SELECT trade_mark_id, trade_mark_time FROM cluster_leases",
+        );
         async move {
-            let row = conn
-                .query_one_raw(Statement::from_string(
-                    conn.get_database_backend(),
-                    "SELECT trade_mark_id, trade_mark_time FROM cluster_leases",
-                ))
-                .await
-                .unwrap()
-                .unwrap();
+            let rows = rows.await;
             (
-                row.try_get::<Option<String>>("", "trade_mark_id").unwrap(),
-                row.try_get::<Option<i64>>("", "trade_mark_time").unwrap(),
+                rows[0]
+                    .try_get::<Option<String>>("", "trade_mark_id")
+                    .unwrap(),
+                rows[0]
+                    .try_get::<Option<i64>>("", "trade_mark_time")
+                    .unwrap(),
             )
         }
     };
@@ -643,6 +634,19 @@ async fn statuses_and_trade_marks_are_written_only_by_the_owner_at_its_epoch() {
     assert_eq!(claimed.trade_mark, None);
     let _ = conn.close().await;
     db.drop_database().await;
+}
+
+/// The rows `sql` returns.
+fn query(
+    conn: &sea_orm::DatabaseConnection,
+    sql: &str,
+) -> impl std::future::Future<Output = Vec<sea_orm::QueryResult>> + use<> {
+    use sea_orm::ConnectionTrait;
+    let (conn, sql) = (conn.clone(), sql.to_owned());
+    async move {
+        let stmt = sea_orm::Statement::from_string(conn.get_database_backend(), sql);
+        conn.query_all_raw(stmt).await.expect("query")
+    }
 }
 
 /// Cluster mode end to end with the real broker: a subscription created through the REST API

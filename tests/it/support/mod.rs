@@ -127,6 +127,13 @@ impl TestDatabase {
         }
     }
 
+    /// A connection to this database with every migration applied (`store::connect`).
+    pub async fn migrated(&self) -> sea_orm::DatabaseConnection {
+        ws_gateway::store::connect(&secrecy::SecretString::from(self.url.clone()))
+            .await
+            .expect("connect and migrate the test database")
+    }
+
     /// Drops the database (best effort; connections are terminated first).
     pub async fn drop_database(&self) {
         if let Ok(admin) = Database::connect(&postgres_base()).await {
