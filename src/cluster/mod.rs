@@ -36,7 +36,7 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
-    event::{Category, Endpoint},
+    event::{Category, Endpoint, SharedStr},
     subscriptions::{TopicKey, TopicStatus},
 };
 
@@ -76,6 +76,27 @@ impl Unit {
             k if k.endpoint == Endpoint::Private => None,
             k => Some(Self::Topic(k)),
         }
+    }
+}
+
+/// Each topic's unit, kept by the publisher so that deciding an event allocates nothing (a
+/// topic's text is shared, so a lookup clones a reference count). Bounded: cleared past
+/// [`UnitCache::MAX`] topics.
+#[derive(Debug, Default)]
+pub struct UnitCache(HashMap<(Endpoint, SharedStr), Unit>);
+
+impl UnitCache {
+    /// Topics kept at most.
+    pub const MAX: usize = 65_536;
+
+    /// The unit of `topic` on `endpoint`.
+    pub fn get(&mut self, endpoint: Endpoint, topic: &SharedStr) -> &Unit {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0
+            .entry((endpoint, topic.clone()))
+            .or_insert_with(|| Unit::of(&TopicKey::new(endpoint, topic.as_str())))
     }
 }
 
@@ -294,9 +315,17 @@ impl Ownership {
         if !self.inner.cluster {
             return Admit::Publish(0);
         }
-        let unit = Unit::of(key);
+        self.decide_unit(&Unit::of(key), received)
+    }
+
+    /// [`Ownership::decide`] for an event of `unit` (the publisher keeps each topic's unit, so
+    /// deciding allocates nothing).
+    pub fn decide_unit(&self, unit: &Unit, received: Instant) -> Admit {
+        if !self.inner.cluster {
+            return Admit::Publish(0);
+        }
         let s = self.read();
-        if let Some(h) = s.held.get(&unit) {
+        if let Some(h) = s.held.get(unit) {
             let live = s.deadline.is_some_and(|d| Instant::now() < d);
             return if live && h.since <= received {
                 Admit::Publish(h.epoch)
@@ -304,7 +333,7 @@ impl Ownership {
                 Admit::Drop
             };
         }
-        match s.taking.get(&unit) {
+        match s.taking.get(unit) {
             Some(since) if *since <= received => Admit::Hold,
             _ => Admit::Drop,
         }

@@ -26,7 +26,7 @@ use super::{
 use crate::{
     backoff::Backoff,
     buffer::Droppable,
-    cluster::Admit,
+    cluster::{Admit, UnitCache},
     event::{Event, EventClass},
     health::ComponentState,
     pipeline_file::{PublishConfig, QueueType},
@@ -172,6 +172,8 @@ pub struct Publisher {
     /// Cluster mode: events of units a planned move is handing to this instance, in arrival
     /// order, published once the lease arrives ([`Publisher::release_standby`]).
     standby: VecDeque<Arc<Event>>,
+    /// Cluster mode: each topic's lease unit.
+    units: UnitCache,
 }
 
 impl Publisher {
@@ -189,6 +191,7 @@ impl Publisher {
             stop_by: None,
             refused: RefusedRetry::new(),
             standby: VecDeque::new(),
+            units: UnitCache::default(),
         }
     }
 
@@ -627,8 +630,8 @@ impl Publisher {
         if !ownership.is_cluster() {
             return Some(None);
         }
-        let key = crate::subscriptions::TopicKey::new(event.endpoint, event.topic.as_str());
-        match ownership.decide(&key, event.received_mono) {
+        let unit = self.units.get(event.endpoint, &event.topic);
+        match ownership.decide_unit(unit, event.received_mono) {
             Admit::Publish(epoch) => Some(Some(epoch)),
             Admit::Hold => {
                 if self.standby.len() >= STANDBY_MAX {
@@ -657,8 +660,8 @@ impl Publisher {
         let mut keep = VecDeque::new();
         let mut ready = VecDeque::new();
         for event in self.standby.drain(..) {
-            let key = crate::subscriptions::TopicKey::new(event.endpoint, event.topic.as_str());
-            match ownership.decide(&key, event.received_mono) {
+            let unit = self.units.get(event.endpoint, &event.topic);
+            match ownership.decide_unit(unit, event.received_mono) {
                 Admit::Publish(_) => ready.push_back(event),
                 Admit::Hold => keep.push_back(event),
                 Admit::Drop => fenced(),
