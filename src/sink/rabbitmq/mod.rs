@@ -18,7 +18,9 @@ mod loss;
 mod nodes;
 mod outbox;
 mod publisher;
+mod refused;
 pub mod spool;
+mod standby;
 pub mod topology;
 mod url_args;
 

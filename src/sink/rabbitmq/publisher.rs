@@ -21,12 +21,13 @@ use super::{
     loss::LossLog,
     nodes::Nodes,
     outbox::Outbox,
+    refused::RefusedRetry,
+    standby::Standby,
     topology::{self, Declarer, MAX_SHORT_STR, Mismatch},
 };
 use crate::{
     backoff::Backoff,
     buffer::Droppable,
-    cluster::{Admit, UnitCache},
     event::{Event, EventClass},
     health::ComponentState,
     pipeline_file::{PublishConfig, QueueType},
@@ -50,51 +51,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection whose oldest unconfirmed message waits this long is taken as stuck (a
 /// resource alarm, a black hole): private events are written ahead to the spool.
 const STALL: Duration = Duration::from_secs(2);
-
-/// First delay before messages the broker refused (NACK, return) are sent again.
-const REFUSED_RETRY_BASE: Duration = Duration::from_millis(100);
-/// Longest delay between re-sends of refused messages.
-const REFUSED_RETRY_CAP: Duration = Duration::from_secs(10);
-
-/// When refused messages may be sent again: exponential (100 ms, 200 ms, ... capped at 10 s)
-/// while the broker keeps refusing, back to the first delay once it confirms. Until then
-/// nothing is sent, neither the refused messages nor newer ones, so per-topic order holds;
-/// the messages stay in the retry queue (private ones are never dropped).
-#[derive(Debug)]
-struct RefusedRetry {
-    attempt: u32,
-    not_before: Option<tokio::time::Instant>,
-}
-
-impl RefusedRetry {
-    fn new() -> Self {
-        Self {
-            attempt: 0,
-            not_before: None,
-        }
-    }
-
-    /// The broker refused messages at `now`: hold re-sends for the next delay, and return it.
-    fn refused(&mut self, now: tokio::time::Instant) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(30)).unwrap_or(u32::MAX);
-        let delay = REFUSED_RETRY_BASE
-            .saturating_mul(factor)
-            .min(REFUSED_RETRY_CAP);
-        self.attempt = self.attempt.saturating_add(1);
-        self.not_before = Some(now + delay);
-        delay
-    }
-
-    /// The broker confirmed messages: the next refusal starts from the first delay again.
-    fn confirmed(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// Until when sending must wait (`None`: send now).
-    fn hold_until(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
-        self.not_before.filter(|t| *t > now)
-    }
-}
 
 /// Metric handles resolved once.
 #[derive(Debug)]
@@ -136,15 +92,6 @@ impl Meters {
     }
 }
 
-/// Events held for units being handed to this instance, at most (oldest dropped, counted as
-/// fenced): a hand-over takes about one renew interval.
-const STANDBY_MAX: usize = 100_000;
-
-/// Counts one event this instance may not publish.
-fn fenced() {
-    metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "fenced").increment(1);
-}
-
 /// Registers the per-queue-type confirm histograms of the types in use (so both show at zero).
 fn register_queue_types() {
     for qt in [QueueType::Classic, QueueType::Quorum] {
@@ -169,11 +116,9 @@ pub struct Publisher {
     refused: RefusedRetry,
     /// The nodes of `AMQP_URL` and the one in use.
     nodes: Nodes,
-    /// Cluster mode: events of units a planned move is handing to this instance, in arrival
-    /// order, published once the lease arrives ([`Publisher::release_standby`]).
-    standby: VecDeque<Arc<Event>>,
-    /// Cluster mode: each topic's lease unit.
-    units: UnitCache,
+    /// Cluster mode: whether each event may be published, and the events held for units a
+    /// planned move is handing to this instance.
+    standby: Standby,
 }
 
 impl Publisher {
@@ -190,8 +135,7 @@ impl Publisher {
             outage: false,
             stop_by: None,
             refused: RefusedRetry::new(),
-            standby: VecDeque::new(),
-            units: UnitCache::default(),
+            standby: Standby::default(),
         }
     }
 
@@ -461,7 +405,14 @@ impl Publisher {
         loop {
             self.note_close();
             let mut sent_now = 0;
-            self.release_standby();
+            for event in self
+                .standby
+                .release(&self.params.ownership)
+                .into_iter()
+                .rev()
+            {
+                self.window.retry.push_front(event);
+            }
             let hold = self.refused.hold_until(tokio::time::Instant::now());
             while hold.is_none() && self.window.inflight.len() < window {
                 if sent_now == BURST {
@@ -476,7 +427,7 @@ impl Publisher {
                     break;
                 };
                 sent_now += 1;
-                let Some(epoch) = self.admit(&event) else {
+                let Some(epoch) = self.standby.admit(&self.params.ownership, &event) else {
                     continue;
                 };
                 if let Err(error) = self.publish(channel, &event, epoch).await {
@@ -618,61 +569,6 @@ impl Publisher {
         }
     }
 
-    /// Cluster mode: the epoch this event may be published under now, or `None` when it is
-    /// not published now: this instance does not hold its topic's lease (lost, not renewed by
-    /// the deadline, or taken after the event arrived), so it is dropped and counted
-    /// (`reason="fenced"`), or a planned move is handing the topic to this instance, so it
-    /// waits in `standby` until the lease arrives (make-before-break: the overlap's events are
-    /// repeats with the same `key`). A private event dropped so is safe: the new owner catches
-    /// up from the shared cursor, which this event never advanced. Alone: always `Some(None)`.
-    fn admit(&mut self, event: &Arc<Event>) -> Option<Option<u64>> {
-        let ownership = &self.params.ownership;
-        if !ownership.is_cluster() {
-            return Some(None);
-        }
-        let unit = self.units.get(event.endpoint, &event.topic);
-        match ownership.decide_unit(unit, event.received_mono) {
-            Admit::Publish(epoch) => Some(Some(epoch)),
-            Admit::Hold => {
-                if self.standby.len() >= STANDBY_MAX {
-                    self.standby.pop_front();
-                    fenced();
-                }
-                self.standby.push_back(event.clone());
-                None
-            }
-            Admit::Drop => {
-                fenced();
-                tracing::debug!(topic = %event.topic, trace_id = %event.trace_id, "Not this instance's topic (fenced); event dropped.");
-                None
-            }
-        }
-    }
-
-    /// Cluster mode: the held events whose lease arrived go to the front of the sending order
-    /// (before anything newer from the outbox), in the order they came; those whose move was
-    /// called off are dropped (fenced); the rest keep waiting.
-    fn release_standby(&mut self) {
-        if self.standby.is_empty() {
-            return;
-        }
-        let ownership = &self.params.ownership;
-        let mut keep = VecDeque::new();
-        let mut ready = VecDeque::new();
-        for event in self.standby.drain(..) {
-            let unit = self.units.get(event.endpoint, &event.topic);
-            match ownership.decide_unit(unit, event.received_mono) {
-                Admit::Publish(_) => ready.push_back(event),
-                Admit::Hold => keep.push_back(event),
-                Admit::Drop => fenced(),
-            }
-        }
-        self.standby = keep;
-        while let Some(event) = ready.pop_back() {
-            self.window.retry.push_front(event);
-        }
-    }
-
     async fn publish(
         &self,
         channel: &Channel,
@@ -748,26 +644,4 @@ pub fn properties_of(
         .with_headers(headers)
         .with_delivery_mode(if persistent { 2 } else { 1 });
     props
-}
-
-#[cfg(test)]
-mod refused_retry_tests {
-    use super::*;
-
-    #[test]
-    fn refusals_back_off_exponentially_to_a_cap_and_confirms_reset_it() {
-        let now = tokio::time::Instant::now();
-        let mut r = RefusedRetry::new();
-        assert_eq!(r.hold_until(now), None, "nothing refused: send at once");
-        let delays: Vec<_> = (0..10).map(|_| r.refused(now)).collect();
-        assert_eq!(delays[0], Duration::from_millis(100));
-        assert_eq!(delays[1], Duration::from_millis(200));
-        assert_eq!(delays[3], Duration::from_millis(800));
-        assert!(delays.windows(2).all(|w| w[1] >= w[0]));
-        assert_eq!(*delays.last().unwrap(), REFUSED_RETRY_CAP);
-        assert_eq!(r.hold_until(now), Some(now + REFUSED_RETRY_CAP));
-        assert_eq!(r.hold_until(now + REFUSED_RETRY_CAP), None);
-        r.confirmed();
-        assert_eq!(r.refused(now), Duration::from_millis(100));
-    }
 }
