@@ -346,6 +346,22 @@ impl Relay {
         }
     }
 
+    /// Binds (`true`) or unbinds the relay queue for `key`.
+    async fn bind(&self, ch: &Channel, key: &str, bind: bool) -> Result<(), RelayError> {
+        let (queue, exchange) = (&self.config.queue, &self.config.exchange);
+        let result = if bind {
+            ch.queue_bind(QueueBindArguments::new(queue, exchange, key))
+                .await
+        } else {
+            ch.queue_unbind(QueueUnbindArguments::new(queue, exchange, key))
+                .await
+        };
+        result.map_err(|source| RelayError::Bind {
+            key: key.to_owned(),
+            source,
+        })
+    }
+
     /// Brings the bindings to the current topic set: topics leave the filter before their
     /// binding goes, and join it before their binding is made.
     async fn sync(
@@ -362,29 +378,11 @@ impl Relay {
                 tracing::warn!(error = %RelayError::TooLong(key), "A topic cannot be relayed.");
                 continue;
             }
-            ch.queue_bind(QueueBindArguments::new(
-                &self.config.queue,
-                &self.config.exchange,
-                &key,
-            ))
-            .await
-            .map_err(|source| RelayError::Bind {
-                key: key.clone(),
-                source,
-            })?;
+            self.bind(ch, &key, true).await?;
             bound.insert(key);
         }
         for key in bound.difference(&keys).cloned().collect::<Vec<_>>() {
-            ch.queue_unbind(QueueUnbindArguments::new(
-                &self.config.queue,
-                &self.config.exchange,
-                &key,
-            ))
-            .await
-            .map_err(|source| RelayError::Bind {
-                key: key.clone(),
-                source,
-            })?;
+            self.bind(ch, &key, false).await?;
             bound.remove(&key);
         }
         self.meters.topics.set(topics.len() as f64);
