@@ -5,8 +5,9 @@
 //!   mirrored); API subscriptions are read from `subscriptions` itself;
 //! - `cluster_leases`: per unit (`private`, or `<category>|<topic>`), its owner, the fencing
 //!   `epoch` (incremented on every change of owner), `expires_at`, the instance a planned move
-//!   hands it to (`handover_to`) and whether that one is subscribed already (`handover_ready`),
-//!   and the owner's last upstream status, readable by every instance.
+//!   hands it to (`handover_to`) and whether that one is subscribed already (`handover_ready`);
+//!   `status` / `status_message` are unused (the owner writes each topic's status to the
+//!   `subscriptions` rows themselves, `cluster::status`).
 
 use sea_orm_migration::prelude::*;
 
