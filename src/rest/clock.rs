@@ -95,6 +95,106 @@ impl ServerClock {
     }
 }
 
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{Attempt, RestClient, RestError, endpoints};
+
+impl RestClient {
+    /// Reads Bybit's server time and records the offset in the clock; returns it in ms.
+    pub async fn sync_clock(&self) -> Result<i64, RestError> {
+        self.sync_clock_with(2).await
+    }
+
+    pub(super) async fn sync_clock_with(&self, attempts: u32) -> Result<i64, RestError> {
+        // Its own short loop over single attempts (not `get_with`, which calls this on a
+        // refused timestamp); the round trip measured is the successful attempt's.
+        let mut outcome = Err(RestError::GaveUp {
+            endpoint: endpoints::TIME,
+            attempts,
+            last: String::new(),
+        });
+        let (mut sent, mut received) = (0, 0);
+        for attempt in 1..=attempts.max(1) {
+            sent = ServerClock::local_ms();
+            let a = self.attempt(endpoints::TIME, "", false).await;
+            received = ServerClock::local_ms();
+            match a {
+                Attempt::Done(r) => {
+                    outcome = Ok(r);
+                    break;
+                }
+                Attempt::Fail(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+                Attempt::Retry(last) | Attempt::RateLimited(last, _) | Attempt::ClockSkew(last) => {
+                    outcome = Err(RestError::GaveUp {
+                        endpoint: endpoints::TIME,
+                        attempts: attempt,
+                        last,
+                    });
+                }
+            }
+            if attempt < attempts {
+                tokio::time::sleep(self.delay(attempt)).await;
+            }
+        }
+        let result = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.clock.mark_attempted();
+                return Err(e);
+            }
+        };
+        let server_ms = result
+            .get("timeNano")
+            .and_then(Value::as_str)
+            .and_then(|n| n.parse::<i128>().ok())
+            .map(|n| n / 1_000_000)
+            .or_else(|| {
+                result
+                    .get("timeSecond")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<i128>().ok())
+                    .map(|s| s * 1000)
+            })
+            .and_then(|ms| i64::try_from(ms).ok());
+        let Some(server_ms) = server_ms else {
+            self.inner.clock.mark_attempted();
+            return Err(RestError::BadAnswer {
+                endpoint: endpoints::TIME,
+                reason: "no timeNano/timeSecond in the answer".into(),
+            });
+        };
+        Ok(self.inner.clock.record(server_ms, sent, received))
+    }
+
+    /// Syncs the clock now and then every `every` (every 30 s after a failure) until `stop`.
+    pub async fn run_clock_sync(self, every: Duration, stop: CancellationToken) {
+        loop {
+            let synced = tokio::select! {
+                () = stop.cancelled() => return,
+                r = self.sync_clock() => r,
+            };
+            let wait = match synced {
+                Ok(offset_ms) => {
+                    tracing::debug!(offset_ms, "Bybit server time synced.");
+                    every
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Bybit server time sync failed; using the last offset.");
+                    every.min(Duration::from_secs(30))
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
