@@ -418,9 +418,10 @@ impl Controller {
         }
     }
 
-    /// Hands `unit` to `to` (asked and ready): stops publishing it first, transfers the lease,
-    /// and lets go upstream only once the transfer happened; else the unit is ours again (same
-    /// epoch). The upstream subscription stays throughout (`Ownership::take_out`), so a source
+    /// Hands `unit` to `to` (asked and ready): stops publishing it first (holding its events),
+    /// transfers the lease, and lets go upstream only once the transfer happened (the held
+    /// events are dropped: the taker has them); else the unit is ours again (same epoch, the
+    /// held events published). The upstream subscription stays throughout (`Ownership::take_out`), so a source
     /// woken meanwhile by another change keeps it.
     async fn transfer_out(&self, unit: &Unit, to: &str) -> Result<bool, sea_orm::DbErr> {
         let out = self.p.ownership.take_out(unit);

@@ -120,8 +120,8 @@ pub fn parse_key(name: &str) -> Option<TopicKey> {
 pub enum Admit {
     /// Publish it with this epoch.
     Publish(u64),
-    /// Keep it: its unit is being handed to this instance (make-before-break); ask again when
-    /// the owned set changes.
+    /// Keep it: its unit is being handed to this instance (make-before-break), or handed
+    /// from it with the transfer's outcome not known yet; ask again when the owned set changes.
     Hold,
     /// Not this instance's to publish (fenced).
     Drop,
@@ -190,8 +190,10 @@ struct State {
     /// Units a planned move hands to this instance: subscribed upstream, not published yet.
     taking: HashMap<Unit, Instant>,
     /// Units this instance is handing over right now (the transfer statement is in flight):
-    /// no longer published, still subscribed upstream until the transfer is known to have
-    /// happened, so a source woken meanwhile by another change does not let go early.
+    /// their events are held, not published (the taker may publish them already), and they
+    /// stay subscribed upstream until the transfer is known to have happened, so a source
+    /// woken meanwhile by another change does not let go early. If the transfer fails (the
+    /// taker withdrew), the held events are published after all: nobody else has them.
     handing_out: HashSet<Unit>,
     /// Past this, nothing held may be published (`None`: no successful renewal yet).
     deadline: Option<Instant>,
@@ -313,8 +315,9 @@ impl Ownership {
 
     /// What the publisher does with an event of `key` received at `received`: publish it under
     /// an epoch, hold it (a planned move is handing the unit to this instance: the event is
-    /// published once the lease arrives, or dropped if the move is called off), or drop it.
-    /// One read of the shared state.
+    /// published once the lease arrives, or dropped if the move is called off; or this instance
+    /// is transferring the unit: published if the transfer fails, dropped once it happened, as
+    /// the taker has it), or drop it. One read of the shared state.
     pub fn decide(&self, key: &TopicKey, received: Instant) -> Admit {
         if !self.inner.cluster {
             return Admit::Publish(0);
@@ -336,6 +339,9 @@ impl Ownership {
             } else {
                 Admit::Drop
             };
+        }
+        if s.handing_out.contains(unit) {
+            return Admit::Hold;
         }
         match s.taking.get(unit) {
             Some(since) if *since <= received => Admit::Hold,
@@ -451,8 +457,8 @@ impl Ownership {
         handed_in
     }
 
-    /// Controller, before a hand-over: stop publishing `unit` at once, keeping it in
-    /// [`Ownership::upstream`] (the subscription stays until the transfer is known to have
+    /// Controller, before a hand-over: stop publishing `unit` at once (its events are held
+    /// until the outcome is known), keeping it in [`Ownership::upstream`] (the subscription stays until the transfer is known to have
     /// happened: [`Ownership::handed_out`], or [`Ownership::put_back`] when it did not; the
     /// source may be woken by another change meanwhile).
     pub(crate) fn take_out(&self, unit: &Unit) -> Option<Held> {
@@ -476,6 +482,9 @@ impl Ownership {
         let mut s = self.write();
         s.handing_out.remove(&unit);
         s.held.entry(unit).or_insert(held);
+        drop(s);
+        // The publisher's held events of the unit go out now.
+        self.bump();
     }
 
     /// Controller: stop publishing `unit` at once (handed over or released).
@@ -647,7 +656,7 @@ mod tests {
     }
 
     #[test]
-    fn a_unit_being_handed_out_stays_subscribed_but_is_not_published() {
+    fn a_unit_being_handed_out_stays_subscribed_and_its_events_wait_for_the_outcome() {
         let o = Ownership::member("a");
         let endpoint = Endpoint::Public(Category::Linear);
         let k = TopicKey::new(endpoint, "publicTrade.X");
@@ -661,16 +670,18 @@ mod tests {
         );
         let topics = BTreeSet::from(["publicTrade.X".to_owned()]);
         assert_eq!(o.upstream(endpoint), topics);
-        // The transfer statement is in flight: no longer published, still subscribed.
+        // The transfer statement is in flight: held, not published; still subscribed.
         let held = o.take_out(&unit).expect("held");
-        assert_eq!(o.admit(&k, Instant::now()), None);
+        let during = Instant::now();
+        assert_eq!(o.decide(&k, during), Admit::Hold);
         assert_eq!(o.upstream(endpoint), topics);
-        // It did not happen: ours again, same epoch.
+        // It did not happen: ours again, same epoch; what came meanwhile is published.
         o.put_back(unit.clone(), held);
-        assert_eq!(o.admit(&k, Instant::now()), Some(2));
-        // It happened: the source lets go.
+        assert_eq!(o.decide(&k, during), Admit::Publish(2));
+        // It happened: the taker has them; the source lets go.
         o.take_out(&unit).expect("held");
         o.handed_out(&unit);
+        assert_eq!(o.decide(&k, during), Admit::Drop);
         assert!(o.upstream(endpoint).is_empty());
     }
 }
