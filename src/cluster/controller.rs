@@ -67,6 +67,7 @@ pub async fn run(params: ControllerParams, stop: CancellationToken) -> Result<()
         id: params.ownership.instance_id().to_owned(),
         p: params,
         next_renew: Instant::now(),
+        last_renew: Instant::now(),
         mirrored: None,
         seen: None,
     };
@@ -162,6 +163,9 @@ struct Controller {
     id: String,
     p: ControllerParams,
     next_renew: Instant,
+    /// When the last renewal was sent: a hand-over to this instance brings the next one
+    /// forward, but to no sooner than a quarter of the interval after it.
+    last_renew: Instant,
     /// The desired set last mirrored.
     mirrored: Option<std::collections::BTreeSet<crate::subscriptions::TopicKey>>,
     /// Every locally desired topic last announced.
@@ -231,6 +235,7 @@ impl Controller {
 
     async fn renew(&mut self) {
         let sent = Instant::now();
+        self.last_renew = sent;
         let cfg = &self.p.config;
         match store::renew(&self.p.db, &self.id, cfg.lease_ttl, false).await {
             Ok(held) => {
@@ -382,7 +387,8 @@ impl Controller {
     /// on later as a planned move of ours. A unit no longer targeted here whose lease the
     /// snapshot shows elsewhere may have been transferred to us since the snapshot: withdrawing
     /// the request tells (after it, no transfer to us can happen). Renews at once when any such
-    /// unit is ours, so it is published without waiting a renew interval.
+    /// unit is ours, so it is published without waiting a renew interval (at most four
+    /// renewals an interval, whatever happens).
     async fn keep_handed_in(&mut self, snap: &Snapshot, taking: &mut HashSet<Unit>) {
         let mut handed_in = false;
         for lease in &snap.leases {
@@ -414,7 +420,8 @@ impl Controller {
             }
         }
         if handed_in {
-            self.next_renew = Instant::now();
+            let soonest = self.last_renew + self.p.config.renew_interval / 4;
+            self.next_renew = self.next_renew.min(soonest.max(Instant::now()));
         }
     }
 

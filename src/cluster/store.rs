@@ -227,8 +227,8 @@ pub async fn request_handover(
 }
 
 /// Withdraws `id`'s request for `unit` (if it is still the one asking) and returns the
-/// lease's owner as of after that: once this ran, no transfer to `id` can happen, so an owner
-/// `id` means the transfer happened before. One statement, so the owner read is the row's
+/// lease's live owner as of after that (`None` if expired or free): once this ran, no transfer
+/// to `id` can happen, so an owner `id` means the transfer happened before. One statement, so the owner read is the row's
 /// latest version (an `UPDATE` waits for a concurrent transfer and sees its result).
 pub async fn withdraw_handover(
     db: &impl ConnectionTrait,
@@ -240,7 +240,7 @@ pub async fn withdraw_handover(
             "UPDATE cluster_leases SET \
              handover_ready = handover_ready AND handover_to IS DISTINCT FROM $2, \
              handover_to = CASE WHEN handover_to = $2 THEN NULL ELSE handover_to END \
-             WHERE unit = $1 RETURNING owner",
+             WHERE unit = $1 RETURNING CASE WHEN expires_at > now() THEN owner END AS owner",
             vec![unit.name().into(), id.into()],
         ))
         .await?;
