@@ -338,7 +338,8 @@ impl Controller {
             });
             match store::request_handover(&self.p.db, unit, &self.id, ready).await {
                 Ok(true) => {
-                    tracing::debug!(unit = %unit.name(), ready, from = ?lease.owner, "Cluster: asked for a hand-over.")
+                    tracing::debug!(unit = %unit.name(), ready, from = ?lease.owner,
+                        "Cluster: asked for a hand-over.")
                 }
                 Ok(false) => {}
                 Err(e) => tracing::debug!(error = %e, "Cluster: handover request failed."),
@@ -407,7 +408,8 @@ impl Controller {
             }
             match store::withdraw_handover(&self.p.db, &unit, &self.id).await {
                 Ok(Some(owner)) if owner == self.id => {
-                    tracing::debug!(unit = %unit.name(), "Cluster: a unit no longer targeted here was handed over meanwhile; keeping it.");
+                    tracing::debug!(unit = %unit.name(),
+                        "Cluster: a unit no longer targeted here was handed over meanwhile; keeping it.");
                     taking.insert(unit);
                     handed_in = true;
                 }
@@ -428,8 +430,8 @@ impl Controller {
     /// Hands `unit` to `to` (asked and ready): stops publishing it first (holding its events),
     /// transfers the lease, and lets go upstream only once the transfer happened (the held
     /// events are dropped: the taker has them); else the unit is ours again (same epoch, the
-    /// held events published). The upstream subscription stays throughout (`Ownership::take_out`), so a source
-    /// woken meanwhile by another change keeps it.
+    /// held events published). The upstream subscription stays throughout
+    /// (`Ownership::take_out`), so a source woken meanwhile by another change keeps it.
     async fn transfer_out(&self, unit: &Unit, to: &str) -> Result<bool, sea_orm::DbErr> {
         let out = self.p.ownership.take_out(unit);
         let done = store::transfer(&self.p.db, unit, &self.id, to, self.ttl()).await;

@@ -458,9 +458,10 @@ impl Ownership {
     }
 
     /// Controller, before a hand-over: stop publishing `unit` at once (its events are held
-    /// until the outcome is known), keeping it in [`Ownership::upstream`] (the subscription stays until the transfer is known to have
-    /// happened: [`Ownership::handed_out`], or [`Ownership::put_back`] when it did not; the
-    /// source may be woken by another change meanwhile).
+    /// until the outcome is known), keeping it in [`Ownership::upstream`] (the subscription
+    /// stays until the transfer is known to have happened: [`Ownership::handed_out`], or
+    /// [`Ownership::put_back`] when it did not; the source may be woken by another change
+    /// meanwhile).
     pub(crate) fn take_out(&self, unit: &Unit) -> Option<Held> {
         let mut s = self.write();
         let held = s.held.remove(unit);

@@ -228,8 +228,9 @@ pub async fn request_handover(
 
 /// Withdraws `id`'s request for `unit` (if it is still the one asking) and returns the
 /// lease's live owner as of after that (`None` if expired or free): once this ran, no transfer
-/// to `id` can happen, so an owner `id` means the transfer happened before. One statement, so the owner read is the row's
-/// latest version (an `UPDATE` waits for a concurrent transfer and sees its result).
+/// to `id` can happen, so an owner `id` means the transfer happened before. One statement, so
+/// the owner read is the row's latest version (an `UPDATE` waits for a concurrent transfer and
+/// sees its result).
 pub async fn withdraw_handover(
     db: &impl ConnectionTrait,
     unit: &Unit,
