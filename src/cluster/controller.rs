@@ -67,6 +67,7 @@ pub async fn run(params: ControllerParams, stop: CancellationToken) -> Result<()
         id: params.ownership.instance_id().to_owned(),
         p: params,
         next_renew: Instant::now(),
+        last_renew: Instant::now(),
         mirrored: None,
         seen: None,
     };
@@ -162,6 +163,9 @@ struct Controller {
     id: String,
     p: ControllerParams,
     next_renew: Instant,
+    /// When the last renewal was sent: a hand-over to this instance brings the next one
+    /// forward, but to no sooner than a quarter of the interval after it.
+    last_renew: Instant,
     /// The desired set last mirrored.
     mirrored: Option<std::collections::BTreeSet<crate::subscriptions::TopicKey>>,
     /// Every locally desired topic last announced.
@@ -231,6 +235,7 @@ impl Controller {
 
     async fn renew(&mut self) {
         let sent = Instant::now();
+        self.last_renew = sent;
         let cfg = &self.p.config;
         match store::renew(&self.p.db, &self.id, cfg.lease_ttl, false).await {
             Ok(held) => {
@@ -318,13 +323,7 @@ impl Controller {
             }
             let Some(lease) = lease else { continue };
             if lease.owner.as_deref() == Some(self.id.as_str()) {
-                // Handed over to this instance: its events stay held until the renewal makes
-                // the lease ours (no gap between the old owner letting go and us publishing).
-                if self.p.ownership.held(unit).is_none()
-                    && self.p.ownership.taking_since(unit).is_some()
-                {
-                    taking.insert(unit.clone());
-                }
+                // Ours already (a hand-over the renewal has not shown yet: `keep_handed_in`).
                 continue;
             }
             // A planned move: subscribe first, say ready once the exchange acknowledged it.
@@ -337,10 +336,16 @@ impl Controller {
                 self.p.ownership.unit_active(unit)
                     || t.elapsed() >= self.p.config.renew_interval * 5
             });
-            if let Err(e) = store::request_handover(&self.p.db, unit, &self.id, ready).await {
-                tracing::debug!(error = %e, "Cluster: handover request failed.");
+            match store::request_handover(&self.p.db, unit, &self.id, ready).await {
+                Ok(true) => {
+                    tracing::debug!(unit = %unit.name(), ready, from = ?lease.owner,
+                        "Cluster: asked for a hand-over.")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "Cluster: handover request failed."),
             }
         }
+        self.keep_handed_in(snap, &mut taking).await;
         self.p.ownership.set_taking(taking);
         // Units held here that belong elsewhere now.
         for lease in &snap.leases {
@@ -351,16 +356,7 @@ impl Controller {
                 Some(t) if t == &self.id => {}
                 Some(t) => {
                     if lease.handover_ready && lease.handover_to.as_ref() == Some(t) {
-                        // Stop publishing first, then hand over; the upstream subscription
-                        // goes only once the transfer happened (else it is ours again).
-                        let out = self.p.ownership.take_out(&lease.unit);
-                        let done =
-                            store::transfer(&self.p.db, &lease.unit, &self.id, t, self.ttl()).await;
-                        match (&done, out) {
-                            (Ok(true), _) | (_, None) => self.p.ownership.handed_out(),
-                            (_, Some(held)) => self.p.ownership.put_back(lease.unit.clone(), held),
-                        }
-                        match done {
+                        match self.transfer_out(&lease.unit, t).await {
                             Ok(true) => {
                                 tracing::info!(unit = %lease.unit.name(), to = %t, "Cluster: lease handed over.");
                                 metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out").increment(1);
@@ -383,6 +379,67 @@ impl Controller {
             }
         }
         changed
+    }
+
+    /// Keeps in `taking` every unit handed over to this instance that the renewal has not shown
+    /// yet, whatever the target says now: until the renewal makes it held, `taking` is what
+    /// keeps it subscribed upstream (the old owner has let go already), and its events stay
+    /// held rather than dropped. A target that changed meanwhile (an instance joined) moves it
+    /// on later as a planned move of ours. A unit no longer targeted here whose lease the
+    /// snapshot shows elsewhere may have been transferred to us since the snapshot: withdrawing
+    /// the request tells (after it, no transfer to us can happen). Renews at once when any such
+    /// unit is ours, so it is published without waiting a renew interval (at most four
+    /// renewals an interval, whatever happens).
+    async fn keep_handed_in(&mut self, snap: &Snapshot, taking: &mut HashSet<Unit>) {
+        let mut handed_in = false;
+        for lease in &snap.leases {
+            if lease.live
+                && lease.owner.as_deref() == Some(self.id.as_str())
+                && self.p.ownership.held(&lease.unit).is_none()
+                && self.p.ownership.taking_since(&lease.unit).is_some()
+            {
+                taking.insert(lease.unit.clone());
+                handed_in = true;
+            }
+        }
+        for unit in self.p.ownership.taking_units() {
+            if taking.contains(&unit) {
+                continue;
+            }
+            match store::withdraw_handover(&self.p.db, &unit, &self.id).await {
+                Ok(Some(owner)) if owner == self.id => {
+                    tracing::debug!(unit = %unit.name(),
+                        "Cluster: a unit no longer targeted here was handed over meanwhile; keeping it.");
+                    taking.insert(unit);
+                    handed_in = true;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Unknown: stay subscribed; the next round asks again.
+                    tracing::debug!(error = %e, "Cluster: cannot withdraw a handover request.");
+                    taking.insert(unit);
+                }
+            }
+        }
+        if handed_in {
+            let soonest = self.last_renew + self.p.config.renew_interval / 4;
+            self.next_renew = self.next_renew.min(soonest.max(Instant::now()));
+        }
+    }
+
+    /// Hands `unit` to `to` (asked and ready): stops publishing it first (holding its events),
+    /// transfers the lease, and lets go upstream only once the transfer happened (the held
+    /// events are dropped: the taker has them); else the unit is ours again (same epoch, the
+    /// held events published). The upstream subscription stays throughout
+    /// (`Ownership::take_out`), so a source woken meanwhile by another change keeps it.
+    async fn transfer_out(&self, unit: &Unit, to: &str) -> Result<bool, sea_orm::DbErr> {
+        let out = self.p.ownership.take_out(unit);
+        let done = store::transfer(&self.p.db, unit, &self.id, to, self.ttl()).await;
+        match (&done, out) {
+            (Ok(true), _) | (_, None) => self.p.ownership.handed_out(unit),
+            (_, Some(held)) => self.p.ownership.put_back(unit.clone(), held),
+        }
+        done
     }
 
     fn publish_view(&self, snap: &Snapshot) {
@@ -462,14 +519,7 @@ impl Controller {
                 let (Some(to), true) = (&lease.handover_to, lease.handover_ready) else {
                     continue;
                 };
-                let out = self.p.ownership.take_out(&lease.unit);
-                let done =
-                    store::transfer(&self.p.db, &lease.unit, &self.id, to, cfg.lease_ttl).await;
-                match (&done, out) {
-                    (Ok(true), _) | (_, None) => self.p.ownership.handed_out(),
-                    (_, Some(held)) => self.p.ownership.put_back(lease.unit.clone(), held),
-                }
-                if let Ok(true) = done {
+                if let Ok(true) = self.transfer_out(&lease.unit, to).await {
                     tracing::info!(unit = %lease.unit.name(), to = %to, "Cluster: lease handed over (leaving).");
                     metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out")
                         .increment(1);

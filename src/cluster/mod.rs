@@ -120,8 +120,8 @@ pub fn parse_key(name: &str) -> Option<TopicKey> {
 pub enum Admit {
     /// Publish it with this epoch.
     Publish(u64),
-    /// Keep it: its unit is being handed to this instance (make-before-break); ask again when
-    /// the owned set changes.
+    /// Keep it: its unit is being handed to this instance (make-before-break), or handed
+    /// from it with the transfer's outcome not known yet; ask again when the owned set changes.
     Hold,
     /// Not this instance's to publish (fenced).
     Drop,
@@ -189,6 +189,12 @@ struct State {
     held: HashMap<Unit, Held>,
     /// Units a planned move hands to this instance: subscribed upstream, not published yet.
     taking: HashMap<Unit, Instant>,
+    /// Units this instance is handing over right now (the transfer statement is in flight):
+    /// their events are held, not published (the taker may publish them already), and they
+    /// stay subscribed upstream until the transfer is known to have happened, so a source
+    /// woken meanwhile by another change does not let go early. If the transfer fails (the
+    /// taker withdrew), the held events are published after all: nobody else has them.
+    handing_out: HashSet<Unit>,
     /// Past this, nothing held may be published (`None`: no successful renewal yet).
     deadline: Option<Instant>,
     /// The cluster's desired topics (all instances and the API subscriptions).
@@ -309,8 +315,9 @@ impl Ownership {
 
     /// What the publisher does with an event of `key` received at `received`: publish it under
     /// an epoch, hold it (a planned move is handing the unit to this instance: the event is
-    /// published once the lease arrives, or dropped if the move is called off), or drop it.
-    /// One read of the shared state.
+    /// published once the lease arrives, or dropped if the move is called off; or this instance
+    /// is transferring the unit: published if the transfer fails, dropped once it happened, as
+    /// the taker has it), or drop it. One read of the shared state.
     pub fn decide(&self, key: &TopicKey, received: Instant) -> Admit {
         if !self.inner.cluster {
             return Admit::Publish(0);
@@ -333,6 +340,9 @@ impl Ownership {
                 Admit::Drop
             };
         }
+        if s.handing_out.contains(unit) {
+            return Admit::Hold;
+        }
         match s.taking.get(unit) {
             Some(since) if *since <= received => Admit::Hold,
             _ => Admit::Drop,
@@ -354,7 +364,8 @@ impl Ownership {
             .filter(|k| k.endpoint == endpoint)
             .filter(|k| {
                 let unit = Unit::of(k);
-                s.taking.contains_key(&unit) || (live && s.held.contains_key(&unit))
+                s.taking.contains_key(&unit)
+                    || (live && (s.held.contains_key(&unit) || s.handing_out.contains(&unit)))
             })
             .map(|k| k.topic.clone())
             .collect()
@@ -430,7 +441,13 @@ impl Ownership {
             };
             next.insert(unit, Held { epoch, since });
         }
-        let changed = !was_live || next.keys().cloned().collect::<HashSet<_>>() != before;
+        let now_held: HashSet<Unit> = next.keys().cloned().collect();
+        if now_held != before {
+            let gained: Vec<String> = now_held.difference(&before).map(Unit::name).collect();
+            let lost: Vec<String> = before.difference(&now_held).map(Unit::name).collect();
+            tracing::debug!(?gained, ?lost, "Cluster: renewal changed the leases held.");
+        }
+        let changed = !was_live || now_held != before;
         s.held = next;
         s.deadline = Some(deadline);
         drop(s);
@@ -440,22 +457,35 @@ impl Ownership {
         handed_in
     }
 
-    /// Controller, before a hand-over: stop publishing `unit` at once, without telling the
-    /// source yet (its upstream subscription stays until the transfer is known to have
-    /// happened: [`Ownership::handed_out`], or [`Ownership::put_back`] when it did not).
+    /// Controller, before a hand-over: stop publishing `unit` at once (its events are held
+    /// until the outcome is known), keeping it in [`Ownership::upstream`] (the subscription
+    /// stays until the transfer is known to have happened: [`Ownership::handed_out`], or
+    /// [`Ownership::put_back`] when it did not; the source may be woken by another change
+    /// meanwhile).
     pub(crate) fn take_out(&self, unit: &Unit) -> Option<Held> {
-        self.write().held.remove(unit)
+        let mut s = self.write();
+        let held = s.held.remove(unit);
+        if held.is_some() {
+            s.handing_out.insert(unit.clone());
+        }
+        held
     }
 
     /// Controller: the transfer of a unit taken out happened; the source lets go of it.
-    pub(crate) fn handed_out(&self) {
+    pub(crate) fn handed_out(&self, unit: &Unit) {
+        self.write().handing_out.remove(unit);
         self.bump();
     }
 
     /// Controller: the transfer of `unit` did not happen (another taker asked meanwhile);
     /// this instance still owns it, at the same epoch, publishing again.
     pub(crate) fn put_back(&self, unit: Unit, held: Held) {
-        self.write().held.entry(unit).or_insert(held);
+        let mut s = self.write();
+        s.handing_out.remove(&unit);
+        s.held.entry(unit).or_insert(held);
+        drop(s);
+        // The publisher's held events of the unit go out now.
+        self.bump();
     }
 
     /// Controller: stop publishing `unit` at once (handed over or released).
@@ -469,8 +499,9 @@ impl Ownership {
     /// Controller: the deadline passed without a renewal; everything held is lost.
     pub(crate) fn expire(&self) {
         let mut s = self.write();
-        let had = !s.held.is_empty();
+        let had = !s.held.is_empty() || !s.handing_out.is_empty();
         s.held.clear();
+        s.handing_out.clear();
         drop(s);
         if had {
             self.bump();
@@ -485,6 +516,14 @@ impl Ownership {
         if before == units {
             return;
         }
+        let gone: Vec<String> = before.difference(&units).map(Unit::name).collect();
+        let new: Vec<String> = units.difference(&before).map(Unit::name).collect();
+        tracing::debug!(
+            ?new,
+            ?gone,
+            held = s.held.len(),
+            "Cluster: units being taken over changed."
+        );
         s.taking.retain(|u, _| units.contains(u));
         for u in units {
             if !s.taking.contains_key(&u) && !s.held.contains_key(&u) {
@@ -553,6 +592,11 @@ impl Ownership {
         topics.peek().is_some() && topics.all(|k| s.active.contains(k))
     }
 
+    /// Controller: the units planned moves are handing to this instance now.
+    pub(crate) fn taking_units(&self) -> Vec<Unit> {
+        self.read().taking.keys().cloned().collect()
+    }
+
     /// Controller: how long ago this instance began taking `unit` over.
     pub(crate) fn taking_since(&self, unit: &Unit) -> Option<Instant> {
         self.read().taking.get(unit).copied()
@@ -610,5 +654,35 @@ mod tests {
         assert!(!o.owns(&k));
         let solo = Ownership::solo("s");
         assert_eq!(solo.admit(&k, before), Some(0));
+    }
+
+    #[test]
+    fn a_unit_being_handed_out_stays_subscribed_and_its_events_wait_for_the_outcome() {
+        let o = Ownership::member("a");
+        let endpoint = Endpoint::Public(Category::Linear);
+        let k = TopicKey::new(endpoint, "publicTrade.X");
+        let unit = Unit::of(&k);
+        o.set_desired([k.clone()].into(), ClusterView::default());
+        let now = Instant::now();
+        o.renewed(
+            now,
+            now + Duration::from_secs(60),
+            [(unit.clone(), 2)].into(),
+        );
+        let topics = BTreeSet::from(["publicTrade.X".to_owned()]);
+        assert_eq!(o.upstream(endpoint), topics);
+        // The transfer statement is in flight: held, not published; still subscribed.
+        let held = o.take_out(&unit).expect("held");
+        let during = Instant::now();
+        assert_eq!(o.decide(&k, during), Admit::Hold);
+        assert_eq!(o.upstream(endpoint), topics);
+        // It did not happen: ours again, same epoch; what came meanwhile is published.
+        o.put_back(unit.clone(), held);
+        assert_eq!(o.decide(&k, during), Admit::Publish(2));
+        // It happened: the taker has them; the source lets go.
+        o.take_out(&unit).expect("held");
+        o.handed_out(&unit);
+        assert_eq!(o.decide(&k, during), Admit::Drop);
+        assert!(o.upstream(endpoint).is_empty());
     }
 }

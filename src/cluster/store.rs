@@ -226,6 +226,31 @@ pub async fn request_handover(
     Ok(r.rows_affected() > 0)
 }
 
+/// Withdraws `id`'s request for `unit` (if it is still the one asking) and returns the
+/// lease's live owner as of after that (`None` if expired or free): once this ran, no transfer
+/// to `id` can happen, so an owner `id` means the transfer happened before. One statement, so
+/// the owner read is the row's latest version (an `UPDATE` waits for a concurrent transfer and
+/// sees its result).
+pub async fn withdraw_handover(
+    db: &impl ConnectionTrait,
+    unit: &Unit,
+    id: &str,
+) -> Result<Option<String>, DbErr> {
+    let row = db
+        .query_one_raw(stmt(
+            "UPDATE cluster_leases SET \
+             handover_ready = handover_ready AND handover_to IS DISTINCT FROM $2, \
+             handover_to = CASE WHEN handover_to = $2 THEN NULL ELSE handover_to END \
+             WHERE unit = $1 RETURNING CASE WHEN expires_at > now() THEN owner END AS owner",
+            vec![unit.name().into(), id.into()],
+        ))
+        .await?;
+    match row {
+        Some(r) => r.try_get("", "owner"),
+        None => Ok(None),
+    }
+}
+
 /// The owner `id` hands `unit` to the instance that asked and is ready, with the next epoch.
 pub async fn transfer(
     db: &impl ConnectionTrait,

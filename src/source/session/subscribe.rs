@@ -19,7 +19,7 @@ impl Session<'_> {
     pub(super) async fn send_requests(&mut self, requests: Vec<Request>) {
         for r in requests {
             tracing::debug!(endpoint = self.label(), req_id = %r.req_id, op = r.op.as_str(),
-                topics = r.topics.len(), "Sending a Bybit request.");
+                topics = ?r.topics, "Sending a Bybit request.");
             self.send(wire::topics_request(&r.req_id, r.op.as_str(), &r.topics))
                 .await;
         }

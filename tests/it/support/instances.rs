@@ -275,6 +275,11 @@ impl Cluster {
         vars.push(("DATABASE_URL", db_url));
         vars.push(("WS_GATEWAY_CLUSTER", "postgres".into()));
         vars.push(("WS_GATEWAY_INSTANCE_ID", id.to_owned()));
+        // `INSTANCES_LOG_LEVEL=<directive>` (e.g. `info,ws_gateway::cluster=debug`) sets every
+        // instance's `WS_GATEWAY_LOG_LEVEL`, for a look at kept logs (`INSTANCES_KEEP_LOGS`).
+        if let Ok(level) = std::env::var("INSTANCES_LOG_LEVEL") {
+            vars.push(("WS_GATEWAY_LOG_LEVEL", level));
+        }
         vars.extend(self.extra_vars.iter().cloned());
         let log = std::fs::OpenOptions::new()
             .create(true)
