@@ -47,8 +47,10 @@ pub fn classify(decoded: Decoded) -> Classified {
     let class = class_of(topic);
     let (category, symbol) = match decoded.frame.endpoint {
         Endpoint::Public(category) => {
+            // A byte search: cheaper per frame than a `char` pattern.
             let symbol = topic
-                .rfind('.')
+                .bytes()
+                .rposition(|b| b == b'.')
                 .map(|dot| dot + 1..topic.len())
                 .filter(|r| !r.is_empty());
             (Some(category), symbol)

@@ -317,6 +317,9 @@ impl Enricher {
     }
 
     /// Builds the event of one classified frame.
+    // Inlined into the stage's loop so the classified frame is read in place, not copied into
+    // the argument first.
+    #[inline]
     pub fn enrich(&mut self, c: Classified) -> Event {
         let class = c.class;
         let category = c.category;
