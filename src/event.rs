@@ -141,6 +141,7 @@ pub struct RawFrame {
 impl RawFrame {
     /// A frame and the head [`wire::parse`] located in it, received at `received_mono` (the
     /// wall-clock receive time is derived from it, see [`wall_clock_at`]).
+    #[inline]
     pub(crate) fn new(
         endpoint: Endpoint,
         connection_id: u64,
@@ -161,6 +162,7 @@ impl RawFrame {
 
     /// Parses `text` once and keeps it with what was located, received now. For tests,
     /// benches and replays; the source builds frames from its own parse.
+    #[inline]
     pub fn parse(
         endpoint: Endpoint,
         connection_id: u64,
@@ -205,26 +207,31 @@ impl RawFrame {
     }
 
     /// The frame's text, as received.
+    #[inline]
     pub fn text(&self) -> &str {
         self.text.as_str()
     }
 
     /// What the parse located.
+    #[inline]
     pub fn head(&self) -> &DataHead {
         &self.head
     }
 
     /// Bybit topic.
+    #[inline]
     pub fn topic(&self) -> &str {
         self.head.topic(self.text.as_str())
     }
 
     /// Bybit `type` (`snapshot`, `delta`), where present.
+    #[inline]
     pub fn kind(&self) -> Option<&str> {
         self.head.kind(self.text.as_str())
     }
 
     /// `data`, byte for byte as sent.
+    #[inline]
     pub fn data(&self) -> &str {
         self.head.data(self.text.as_str())
     }

@@ -40,13 +40,17 @@ impl Droppable for Classified {
 }
 
 /// Classifies one decoded frame.
+// Inlined into the caller so the frame is not copied into a new place per stage.
+#[inline(always)]
 pub fn classify(decoded: Decoded) -> Classified {
     let topic = decoded.topic();
     let class = class_of(topic);
     let (category, symbol) = match decoded.frame.endpoint {
         Endpoint::Public(category) => {
+            // A byte search: cheaper per frame than a `char` pattern.
             let symbol = topic
-                .rfind('.')
+                .bytes()
+                .rposition(|b| b == b'.')
                 .map(|dot| dot + 1..topic.len())
                 .filter(|r| !r.is_empty());
             (Some(category), symbol)

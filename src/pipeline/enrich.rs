@@ -65,6 +65,23 @@ struct TopicEntry {
     symbol: Option<SharedStr>,
     /// `","class":"…","topic":…,"category":…,"symbol":…,"type":`.
     middle: Box<[u8]>,
+    /// Per `type` value seen on this topic (at most [`MAX_TYPED`]): the shared value and
+    /// `middle` followed by it and `,"exchange_ts":`, so an event copies one piece for them.
+    typed: Vec<(Option<SharedStr>, Box<[u8]>)>,
+}
+
+/// At most this many `type` values are kept per topic (Bybit sends two: `snapshot`, `delta`).
+const MAX_TYPED: usize = 4;
+
+const EXCHANGE_TS: &[u8] = b",\"exchange_ts\":";
+
+/// `middle` followed by the `type` value and `,"exchange_ts":`.
+fn typed_part(middle: &[u8], kind: Option<&str>) -> Box<[u8]> {
+    let mut buf = Vec::with_capacity(middle.len() + opt_str_len(kind) + EXCHANGE_TS.len());
+    buf.extend_from_slice(middle);
+    write_opt_str(&mut buf, kind);
+    buf.extend_from_slice(EXCHANGE_TS);
+    buf.into_boxed_slice()
 }
 
 /// Ids, trace ids and the formatted second: the enricher's generators.
@@ -199,6 +216,20 @@ pub fn trace_id() -> String {
     hex::encode(bytes)
 }
 
+/// The shared text of a `type` value: one of `kinds` (at most [`MAX_KINDS`] are kept).
+fn shared_kind(kinds: &mut Vec<SharedStr>, k: &str) -> SharedStr {
+    match kinds.iter().find(|s| s.as_str() == k) {
+        Some(s) => s.clone(),
+        None => {
+            let s = SharedStr::from(k);
+            if kinds.len() < MAX_KINDS {
+                kinds.push(s.clone());
+            }
+            s
+        }
+    }
+}
+
 /// Whether serde_json would write `s` as `"s"` (nothing to escape).
 fn plain(s: &str) -> bool {
     !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
@@ -271,6 +302,7 @@ impl Enricher {
                     topic: None,
                     symbol: None,
                     middle: Box::default(),
+                    typed: Vec::new(),
                 },
             );
         }
@@ -285,6 +317,9 @@ impl Enricher {
     }
 
     /// Builds the event of one classified frame.
+    // Inlined into the stage's loop so the classified frame is read in place, not copied into
+    // the argument first.
+    #[inline]
     pub fn enrich(&mut self, c: Classified) -> Event {
         let class = c.class;
         let category = c.category;
@@ -312,6 +347,7 @@ impl Enricher {
                         topic: Some(topic.into()),
                         symbol: symbol.map(Into::into),
                         middle: middle(class, topic, category, symbol),
+                        typed: Vec::new(),
                     },
                 );
                 map.get_mut(topic).expect("inserted above")
@@ -326,24 +362,31 @@ impl Enricher {
         let shared_topic = entry.topic.get_or_insert_with(|| topic.into()).clone();
         // An entry is built for the symbol of its first frame; (category, topic) fixes it for
         // every real topic, but a different one must not reuse it.
+        let kinds = &mut self.kinds;
         let rebuilt;
-        let (middle_part, shared_symbol): (&[u8], _) =
+        let (typed, shared_symbol, shared_kind): (&[u8], _, _) =
             if entry.symbol.as_ref().map(SharedStr::as_str) != symbol {
-                rebuilt = middle(class, topic, category, symbol);
-                (&rebuilt, symbol.map(SharedStr::from))
+                rebuilt = typed_part(&middle(class, topic, category, symbol), kind);
+                let shared_kind = kind.map(|k| shared_kind(kinds, k));
+                (&rebuilt, symbol.map(SharedStr::from), shared_kind)
             } else {
-                (&entry.middle, entry.symbol.clone())
+                let found = entry.typed.iter().position(|(k, _)| k.as_deref() == kind);
+                let at = match found {
+                    Some(at) => at,
+                    None => {
+                        let part = typed_part(&entry.middle, kind);
+                        let shared_kind = kind.map(|k| shared_kind(kinds, k));
+                        if entry.typed.len() == MAX_TYPED {
+                            // More `type` values than Bybit sends: the oldest goes.
+                            entry.typed.remove(0);
+                        }
+                        entry.typed.push((shared_kind, part));
+                        entry.typed.len() - 1
+                    }
+                };
+                let (shared_kind, part) = &entry.typed[at];
+                (part, entry.symbol.clone(), shared_kind.clone())
             };
-        let shared_kind = kind.map(|k| match self.kinds.iter().find(|s| s.as_str() == k) {
-            Some(s) => s.clone(),
-            None => {
-                let s = SharedStr::from(k);
-                if self.kinds.len() < MAX_KINDS {
-                    self.kinds.push(s.clone());
-                }
-                s
-            }
-        });
 
         let now_ms = u64::try_from(received_at.timestamp_millis()).unwrap_or(0);
         let id = self.ids.uuid_v7(now_ms);
@@ -384,7 +427,6 @@ impl Enricher {
 
         const ID: &[u8] = b"{\"id\":\"";
         const TRACE: &[u8] = b"\",\"trace_id\":\"";
-        const EXCHANGE_TS: &[u8] = b",\"exchange_ts\":";
         const RECEIVED_AT: &[u8] = b",\"received_at\":\"";
         const SEQ: &[u8] = b"\",\"seq\":";
         const KEY: &[u8] = b",\"key\":";
@@ -396,9 +438,7 @@ impl Enricher {
             + 36
             + TRACE.len()
             + 32
-            + middle_part.len()
-            + opt_str_len(kind)
-            + EXCHANGE_TS.len()
+            + typed.len()
             + ts_text.len()
             + RECEIVED_AT.len()
             + RFC3339_MICROS
@@ -420,9 +460,7 @@ impl Enricher {
         );
         buf.extend_from_slice(TRACE);
         buf.extend_from_slice(&trace);
-        buf.extend_from_slice(middle_part);
-        write_opt_str(&mut buf, kind);
-        buf.extend_from_slice(EXCHANGE_TS);
+        buf.extend_from_slice(typed);
         buf.extend_from_slice(ts_text);
         buf.extend_from_slice(RECEIVED_AT);
         self.ids.write_rfc3339(&mut buf, received_at);

@@ -136,9 +136,13 @@ impl<'a> Key<'a> {
     }
 
     /// Appends the key's bytes (unescaped).
+    #[inline]
     pub fn write(&self, buf: &mut Vec<u8>) {
         for p in self.parts {
-            buf.extend_from_slice(p.as_bytes());
+            // Most keys have empty pieces: no copy for them.
+            if !p.is_empty() {
+                buf.extend_from_slice(p.as_bytes());
+            }
         }
     }
 

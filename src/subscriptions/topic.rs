@@ -334,7 +334,11 @@ impl TopicSpec {
 
 /// The class of a Bybit topic, from its first dot segment (`other` for unknown topics).
 pub(crate) fn class_of(topic: &str) -> EventClass {
-    let head = topic.split('.').next().unwrap_or_default();
+    // A byte search: cheaper per frame than a `char` pattern.
+    let head = match topic.bytes().position(|b| b == b'.') {
+        Some(dot) => &topic[..dot],
+        None => topic,
+    };
     match head {
         "publicTrade" => EventClass::Trades,
         "tickers" => EventClass::Tickers,

@@ -127,16 +127,17 @@ struct BybitFirstItem<'a> {
     start: Option<&'a RawValue>,
 }
 
-/// A JSON string value of the frame (`raw` is a sub-slice of `text`) as [`Text`].
-fn string_of(text: &str, raw: &RawValue) -> Option<Text> {
+/// A JSON string value of the frame (`raw` is a sub-slice of `text`) as [`Text`]; an escaped
+/// one is unescaped into `slot`.
+fn string_of(text: &str, raw: &RawValue, slot: &mut Option<Box<str>>) -> Option<Text> {
     let raw = raw.get();
     let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
     if inner.contains('\\') {
-        serde_json::from_str::<String>(raw)
-            .ok()
-            .map(|s| Text::Owned(s.into_boxed_str()))
+        let value = serde_json::from_str::<String>(raw).ok()?;
+        *slot = Some(value.into_boxed_str());
+        Some(Text::Escaped)
     } else {
-        Some(Text::At(offset(text, inner)))
+        Some(Text::At(Span::new(offset(text, inner))))
     }
 }
 
@@ -145,27 +146,61 @@ fn int_of(raw: &RawValue) -> Option<i64> {
     serde_json::from_str::<i64>(raw.get()).ok()
 }
 
-/// A string of the frame: where it sits in the text, or (escaped in the frame) its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a located string or value sits in the frame text, as 32-bit offsets: a head is moved
+/// with its frame through decode and classify, so it is kept small (a frame is far below 4 GiB:
+/// the socket limits messages to 64 MiB, and [`parse`] sends longer texts away first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    /// The span of `range` (a range of a text below 4 GiB).
+    #[inline]
+    fn new(range: Range<usize>) -> Self {
+        let start = u32::try_from(range.start).unwrap_or(u32::MAX);
+        let len = u32::try_from(range.len()).unwrap_or(0);
+        Self { start, len }
+    }
+
+    /// As a byte range of the text.
+    #[inline]
+    fn range(self) -> Range<usize> {
+        let start = self.start as usize;
+        start..start + self.len as usize
+    }
+}
+
+/// A string of the frame: where it sits in the text, or (escaped in the frame, only on the
+/// serde path) that its value is kept in the head's [`Escaped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Text {
-    At(Range<usize>),
-    Owned(Box<str>),
+    At(Span),
+    Escaped,
 }
 
 impl Text {
-    fn get<'a>(&'a self, text: &'a str) -> &'a str {
-        match self {
-            Self::At(range) => text.get(range.clone()).unwrap_or_default(),
-            Self::Owned(s) => s,
-        }
-    }
-
-    fn of(text: &str, s: Cow<'_, str>) -> Self {
+    /// The text of a string that serde read, its value going to `slot` when it was escaped.
+    fn of(text: &str, s: Cow<'_, str>, slot: &mut Option<Box<str>>) -> Self {
         match s {
-            Cow::Borrowed(b) => Self::At(offset(text, b)),
-            Cow::Owned(o) => Self::Owned(o.into_boxed_str()),
+            Cow::Borrowed(b) => Self::At(Span::new(offset(text, b))),
+            Cow::Owned(o) => {
+                *slot = Some(o.into_boxed_str());
+                Self::Escaped
+            }
         }
     }
+}
+
+/// The values of the head's strings that were escaped in the frame (rare: the serde path), boxed
+/// so the common head carries one pointer for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Escaped {
+    topic: Option<Box<str>>,
+    kind: Option<Box<str>>,
+    id: Option<Box<str>>,
+    first_i: Option<Box<str>>,
 }
 
 /// The range of `part` inside `text`, of which it is a sub-slice (serde borrows it).
@@ -179,65 +214,96 @@ fn offset(text: &str, part: &str) -> Range<usize> {
 
 /// What the one parse of a data push located: the fields the pipeline needs, as byte ranges
 /// of the frame text and numbers. Carried in the event module's `RawFrame` so nothing parses the
-/// frame again.
+/// frame again; kept small (32-bit offsets, escaped strings boxed) because it moves with the
+/// frame through every stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataHead {
     topic: Text,
     kind: Option<Text>,
+    data: Span,
+    /// The top-level `id`, when a string: Bybit's frame id (private pushes, option pushes).
+    id: Option<Text>,
+    /// `i` of the first item of an array `data`, when a string (publicTrade's trade id).
+    first_i: Option<Text>,
+    /// The values of the strings above that were escaped in the frame (`Text::Escaped`).
+    escaped: Option<Box<Escaped>>,
     /// `ts` (ms): server time of public pushes.
     pub ts: Option<i64>,
     /// `creationTime` (ms): private pushes.
     pub creation_time: Option<i64>,
-    data: Range<usize>,
     /// `data.u`, the order-book update id, when `data` is an object with an unsigned `u`.
     pub u: Option<u64>,
-    /// The top-level `id`, when a string: Bybit's frame id (private pushes, option pushes).
-    id: Option<Text>,
     /// The top-level `cs` (tickers' cross sequence), when an integer.
     pub cs: Option<i64>,
-    /// `i` of the first item of an array `data`, when a string (publicTrade's trade id).
-    first_i: Option<Text>,
     /// `start` of the first item of an array `data`, when an integer (kline's start time).
     pub first_start: Option<i64>,
 }
 
 impl DataHead {
+    /// The value of one of the head's strings: in place in `text`, or its escaped value
+    /// (`field` picks it from [`Escaped`]).
+    #[inline]
+    fn string<'a>(
+        &'a self,
+        t: Option<Text>,
+        text: &'a str,
+        field: fn(&Escaped) -> &Option<Box<str>>,
+    ) -> Option<&'a str> {
+        match t? {
+            Text::At(span) => Some(text.get(span.range()).unwrap_or_default()),
+            Text::Escaped => Some(
+                self.escaped
+                    .as_deref()
+                    .and_then(|e| field(e).as_deref())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
     /// Bybit topic (`publicTrade.BTCUSDT`, `wallet`).
+    #[inline]
     pub fn topic<'a>(&'a self, text: &'a str) -> &'a str {
-        self.topic.get(text)
+        self.string(Some(self.topic), text, |e| &e.topic)
+            .unwrap_or_default()
     }
 
     /// Bybit `type` (`snapshot`, `delta`) where present.
+    #[inline]
     pub fn kind<'a>(&'a self, text: &'a str) -> Option<&'a str> {
-        self.kind.as_ref().map(|k| k.get(text))
+        self.string(self.kind, text, |e| &e.kind)
     }
 
     /// Bybit's frame `id` (top level), when a string.
+    #[inline]
     pub fn id<'a>(&'a self, text: &'a str) -> Option<&'a str> {
-        self.id.as_ref().map(|k| k.get(text))
+        self.string(self.id, text, |e| &e.id)
     }
 
     /// `i` of the first item of an array `data` (publicTrade's first trade id), when a string.
+    #[inline]
     pub fn first_trade_id<'a>(&'a self, text: &'a str) -> Option<&'a str> {
-        self.first_i.as_ref().map(|k| k.get(text))
+        self.string(self.first_i, text, |e| &e.first_i)
     }
 
     /// Whether the topic, `id` and first trade id sit in the frame text as they are (no JSON
     /// escape in the frame): then each can be written between quotes as is (a string the parse
-    /// locates in place has no `"`, `\` or control character).
+    /// locates in place has no `"`, `\`, or control character).
+    #[inline]
     pub fn strings_in_place(&self) -> bool {
-        let at = |t: &Option<Text>| !matches!(t, Some(Text::Owned(_)));
-        matches!(self.topic, Text::At(_)) && at(&self.id) && at(&self.first_i)
+        let at = |t: Option<Text>| !matches!(t, Some(Text::Escaped));
+        at(Some(self.topic)) && at(self.id) && at(self.first_i)
     }
 
     /// The byte range of `data` in the frame text.
+    #[inline]
     pub fn data_range(&self) -> Range<usize> {
-        self.data.clone()
+        self.data.range()
     }
 
     /// `data`, byte for byte as sent.
+    #[inline]
     pub fn data<'a>(&self, text: &'a str) -> &'a str {
-        text.get(self.data.clone()).unwrap_or_default()
+        text.get(self.data.range()).unwrap_or_default()
     }
 
     fn from_message(text: &str, msg: BybitMessage<'_>) -> Self {
@@ -254,17 +320,24 @@ impl DataHead {
             .and_then(|item| serde_json::from_str::<BybitFirstItem<'_>>(item.get()).ok());
         let (id, cs) = extra.map_or((None, None), |e| (e.id, e.cs));
         let (first_i, first_start) = first.map_or((None, None), |f| (f.i, f.start));
-        Self {
-            topic: Text::of(text, msg.topic),
-            kind: msg.kind.map(|k| Text::of(text, k)),
+        let mut escaped = Escaped::default();
+        let head = Self {
+            topic: Text::of(text, msg.topic, &mut escaped.topic),
+            kind: msg.kind.map(|k| Text::of(text, k, &mut escaped.kind)),
+            data: Span::new(offset(text, raw)),
+            id: id.and_then(|v| string_of(text, v, &mut escaped.id)),
+            first_i: first_i.and_then(|v| string_of(text, v, &mut escaped.first_i)),
+            escaped: None,
             ts: msg.ts,
             creation_time: msg.creation_time,
-            data: offset(text, raw),
             u: serde_json::from_str::<BybitBookData>(raw).ok().map(|d| d.u),
-            id: id.and_then(|v| string_of(text, v)),
             cs: cs.and_then(int_of),
-            first_i: first_i.and_then(|v| string_of(text, v)),
             first_start: first_start.and_then(int_of),
+        };
+        let any = escaped != Escaped::default();
+        Self {
+            escaped: any.then(|| Box::new(escaped)),
+            ..head
         }
     }
 }
@@ -307,28 +380,50 @@ pub struct NotData;
 
 /// The one parse of a frame: what it is and, for a data push, where its fields are.
 pub fn parse(text: &str) -> Frame {
-    match scan::scan(text) {
-        scan::Scan::Data(l) => Frame::Data(DataHead {
-            topic: Text::At(l.topic),
-            kind: l.kind.map(Text::At),
-            ts: l.ts,
-            creation_time: l.creation_time,
-            data: l.data,
-            u: l.u,
-            id: l.id.map(Text::At),
-            cs: l.cs,
-            first_i: l.first_i.map(Text::At),
-            first_start: l.first_start,
-        }),
-        scan::Scan::Other => parse_with_serde(text),
+    if u32::try_from(text.len()).is_err() {
+        // Offsets are 32-bit ([`Span`]); the socket never delivers a text this long.
+        return Frame::Malformed { data: false };
+    }
+    match scanned(text) {
+        Some(head) => Frame::Data(head),
+        None => parse_with_serde(text),
     }
 }
 
 /// A data push's head, or [`NotData`].
 pub fn parse_data(text: &str) -> Result<DataHead, NotData> {
-    match parse(text) {
+    if u32::try_from(text.len()).is_err() {
+        return Err(NotData);
+    }
+    // The scanner's answer goes straight out (not through [`Frame`]: one move less per frame).
+    if let Some(head) = scanned(text) {
+        return Ok(head);
+    }
+    match parse_with_serde(text) {
         Frame::Data(head) => Ok(head),
         _ => Err(NotData),
+    }
+}
+
+/// The head of a plain data push, as the scanner located it (a text below 4 GiB); `None`: ask
+/// serde.
+#[inline]
+fn scanned(text: &str) -> Option<DataHead> {
+    match scan::scan(text) {
+        scan::Scan::Data(l) => Some(DataHead {
+            topic: Text::At(Span::new(l.topic)),
+            kind: l.kind.map(|r| Text::At(Span::new(r))),
+            data: Span::new(l.data),
+            id: l.id.map(|r| Text::At(Span::new(r))),
+            first_i: l.first_i.map(|r| Text::At(Span::new(r))),
+            escaped: None,
+            ts: l.ts,
+            creation_time: l.creation_time,
+            u: l.u,
+            cs: l.cs,
+            first_start: l.first_start,
+        }),
+        scan::Scan::Other => None,
     }
 }
 

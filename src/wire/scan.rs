@@ -78,6 +78,13 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 
 /// Bit 7 of each byte of the result is set where `word` has a byte that is `"`, `\` or a
 /// control character; exact for the lowest such byte.
+///
+/// Word at a time (SWAR): eight bytes of the text in one `u64`, the first byte lowest
+/// (`u64::from_le_bytes`), tested together. `has_zero(v)` is the classic
+/// `(v - 0x0101…) & !v & 0x8080…`: bit 7 is set in the lowest byte of `v` that is zero (a
+/// borrow may mark higher bytes too, never lower ones), so `trailing_zeros() / 8` of the result
+/// is the index of the first special byte. XOR with a repeated byte turns "equals `"`" into
+/// "is zero"; a control character (below 0x20) borrows in `byte - 0x20`.
 #[inline]
 fn specials(word: u64) -> u64 {
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
@@ -85,6 +92,61 @@ fn specials(word: u64) -> u64 {
     let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
     quote | backslash | control
+}
+
+/// Bit 7 of each byte of the result is set where `word`'s byte is not an ASCII digit; exact
+/// up to and including the lowest such byte (higher bytes may be marked wrongly, which the
+/// callers never look at: they want the length of the leading run of digits).
+///
+/// A byte is a digit when its high nibble is 3 and stays 3 after adding 6 (`'9' + 6` is `?`,
+/// `':' + 6` is `@`). The sum carries into the next byte only from a byte of 0xFA or more,
+/// itself no digit, so the bytes below the first non-digit are judged exactly. `v` is then zero
+/// exactly at the digits, and `((v & 0x7f) + 0x7f) | v` sets bit 7 of every non-zero byte
+/// without carrying between bytes.
+#[inline]
+fn non_digits(word: u64) -> u64 {
+    const NIBBLES: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const THREES: u64 = ONES * 0x30;
+    const LOW7: u64 = ONES * 0x7f;
+    let high = word & NIBBLES;
+    let carried = word.wrapping_add(ONES * 6) & NIBBLES;
+    let v = (high ^ THREES) | (carried ^ THREES);
+    ((v & LOW7).wrapping_add(LOW7) | v) & HIGHS
+}
+
+/// The value of eight ASCII digits in one word (the first, most significant digit in the lowest
+/// byte): pairs of digits are joined into bytes, pairs of pairs into 16-bit lanes, then the two
+/// halves into one number (no lane overflows: 99, 9999, 99999999).
+#[inline]
+fn eight_digits(word: u64) -> u64 {
+    let w = word.wrapping_sub(ONES * u64::from(b'0'));
+    let w = (w.wrapping_mul(10) + (w >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let w = (w.wrapping_mul(100) + (w >> 16)) & 0x0000_ffff_0000_ffff;
+    (w.wrapping_mul(10_000) + (w >> 32)) & 0xffff_ffff
+}
+
+/// The value of a run of ASCII digits that cannot overflow a `u64` (at most 19), eight at a time.
+#[inline]
+fn small_digits_value(mut digits: &[u8]) -> u64 {
+    let mut v: u64 = 0;
+    while let Some(word) = word_at(digits, 0) {
+        v = v * 100_000_000 + eight_digits(word);
+        digits = &digits[8..];
+    }
+    for &d in digits {
+        v = v * 10 + u64::from(d - b'0');
+    }
+    v
+}
+
+/// The eight bytes of `b` at `i` as a little-endian word (the first byte lowest), or `None`
+/// past the end.
+#[inline(always)]
+fn word_at(b: &[u8], i: usize) -> Option<u64> {
+    let chunk = b.get(i..i + 8)?;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    Some(u64::from_le_bytes(word))
 }
 
 struct Cursor<'a> {
@@ -141,10 +203,8 @@ impl Cursor<'_> {
         }
         let mut i = self.i + 1;
         // Eight bytes at a time, then byte by byte to the first special byte.
-        while i + 8 <= b.len() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&b[i..i + 8]);
-            let hit = specials(u64::from_le_bytes(word));
+        while let Some(word) = word_at(b, i) {
+            let hit = specials(word);
             if hit != 0 {
                 i += (hit.trailing_zeros() / 8) as usize;
                 if b[i] == b'"' {
@@ -205,11 +265,21 @@ impl Cursor<'_> {
         }
     }
 
+    /// Skips a run of ASCII digits, eight at a time ([`non_digits`]); returns its length.
     #[inline(always)]
     fn digits(&mut self) -> usize {
         let start = self.i;
         let b = self.b;
         let mut i = start;
+        while let Some(word) = word_at(b, i) {
+            let hit = non_digits(word);
+            if hit != 0 {
+                i += (hit.trailing_zeros() / 8) as usize;
+                self.i = i;
+                return i - start;
+            }
+            i += 8;
+        }
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
         }
@@ -256,11 +326,13 @@ impl Cursor<'_> {
         Ok(integer)
     }
 
-    fn literal(&mut self, word: &[u8]) -> Step {
-        if self.b.get(self.i..self.i + word.len()) != Some(word) {
+    /// `true`, `false` or `null` at the cursor (a fixed-size compare, no `memcmp` call).
+    #[inline(always)]
+    fn literal<const N: usize>(&mut self, word: &[u8; N]) -> Step {
+        if self.b.get(self.i..self.i + N) != Some(word.as_slice()) {
             return Err(Bail);
         }
-        self.i += word.len();
+        self.i += N;
         Ok(())
     }
 
@@ -394,20 +466,17 @@ impl Cursor<'_> {
             Some((b'-', rest)) => (true, rest),
             _ => (false, text),
         };
-        let mut v: u64 = 0;
-        if digits.len() <= 18 {
+        let v = if digits.len() <= 18 {
             // Below 10^18: no overflow possible, no checks per digit (a 13-digit `ts`).
-            for &d in digits {
-                v = v * 10 + u64::from(d - b'0');
-            }
+            small_digits_value(digits)
         } else {
-            for &d in digits {
-                v = v
-                    .checked_mul(10)
-                    .and_then(|v| v.checked_add(u64::from(d - b'0')))
-                    .ok_or(Bail)?;
-            }
-        }
+            digits
+                .iter()
+                .try_fold(0u64, |v, &d| {
+                    v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                })
+                .ok_or(Bail)?
+        };
         let v = if negative {
             0i64.checked_sub_unsigned(v)
         } else {
@@ -576,11 +645,7 @@ fn digits_u64(digits: &[u8]) -> Option<u64> {
     }
     if digits.len() <= 19 {
         // Below 10^19: no overflow possible.
-        return Some(
-            digits
-                .iter()
-                .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0')),
-        );
+        return Some(small_digits_value(digits));
     }
     digits.iter().try_fold(0u64, |v, &d| {
         v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
@@ -695,4 +760,68 @@ fn scan_object(b: &[u8]) -> Step<Option<Located>> {
         return Err(Bail);
     }
     Ok((topic && data).then_some(out))
+}
+
+#[cfg(test)]
+mod swar_tests {
+    use super::*;
+
+    /// Words built from bytes that matter (digits, their neighbours, quotes, controls, high
+    /// bytes that carry) in every position.
+    fn words() -> impl Iterator<Item = [u8; 8]> {
+        const BYTES: &[u8] = b"0123456789/:\"\\ \x00\x1f\x7f\x80\xfa\xffa.-";
+        (0..20_000u64).map(|n| {
+            let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            std::array::from_fn(|_| {
+                x = x.rotate_left(7) ^ (x >> 3);
+                BYTES[(x % BYTES.len() as u64) as usize]
+            })
+        })
+    }
+
+    #[test]
+    fn non_digits_finds_the_first_byte_that_is_no_digit() {
+        for w in words() {
+            let expected = w.iter().position(|b| !b.is_ascii_digit());
+            let hit = non_digits(u64::from_le_bytes(w));
+            let got = (hit != 0).then(|| (hit.trailing_zeros() / 8) as usize);
+            assert_eq!(got, expected, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn specials_finds_the_first_quote_backslash_or_control_character() {
+        for w in words() {
+            let expected = w.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            let hit = specials(u64::from_le_bytes(w));
+            let got = (hit != 0).then(|| (hit.trailing_zeros() / 8) as usize);
+            assert_eq!(got, expected, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn digit_values_match_str_parse() {
+        for text in [
+            "0",
+            "7",
+            "12345678",
+            "00000001",
+            "99999999",
+            "1758841135824",
+        ] {
+            assert_eq!(
+                small_digits_value(text.as_bytes()),
+                text.parse::<u64>().unwrap()
+            );
+        }
+        assert_eq!(
+            small_digits_value(b"9999999999999999999"),
+            9_999_999_999_999_999_999
+        );
+        for n in (0..100_000_000u64).step_by(9_973) {
+            let text = format!("{n:08}");
+            let word = u64::from_le_bytes(text.as_bytes().try_into().unwrap());
+            assert_eq!(eight_digits(word), n, "{text}");
+        }
+    }
 }
