@@ -11,7 +11,7 @@ use crate::support::TestDatabase;
 /// all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_apps_share_the_topics_and_one_takes_over_when_the_other_stops() {
-    use crate::support::{TEST_API_KEY, TestConfig, http, spawn_app};
+    use crate::support::{TestConfig, http, spawn_app};
     use ws_gateway::pipeline_file::PipelineFile;
 
     let db = TestDatabase::postgres().await;
@@ -47,32 +47,14 @@ async fn two_apps_share_the_topics_and_one_takes_over_when_the_other_stops() {
             .iter()
             .all(|t| fake.push_topic(t, r#"{"op":"pong"}"#) == 1)
     };
-    let started = Instant::now();
-    while !once(&fake) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "each topic subscribed once: {:?}",
-            fake.subscribed("/v5/public/linear")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    eprintln!(
-        "two apps: each topic subscribed once after {:?}",
-        started.elapsed()
-    );
+    let took = wait_for(
+        "each topic subscribed once",
+        Duration::from_secs(20),
+        || once(&fake),
+    )
+    .await;
+    eprintln!("two apps: each topic subscribed once after {took:?}");
 
-    let cluster = |base: String| async move {
-        let v: serde_json::Value = http::client()
-            .get(format!("{base}/api/v1/cluster"))
-            .header("X-API-Key", TEST_API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v
-    };
     let owners = |v: &serde_json::Value| -> BTreeMap<String, String> {
         v["topics"]
             .as_array()
@@ -88,7 +70,10 @@ async fn two_apps_share_the_topics_and_one_takes_over_when_the_other_stops() {
     };
     let started = Instant::now();
     loop {
-        let (va, vb) = (cluster(a.http()).await, cluster(b.http()).await);
+        let ((_, va), (_, vb)) = (
+            http::get(&a, "/api/v1/cluster").await,
+            http::get(&b, "/api/v1/cluster").await,
+        );
         let (oa, ob) = (owners(&va), owners(&vb));
         let both = va["instances"].as_array().unwrap().len() == 2
             && vb["instances"].as_array().unwrap().len() == 2;
@@ -113,87 +98,47 @@ async fn two_apps_share_the_topics_and_one_takes_over_when_the_other_stops() {
         started.elapsed()
     );
     // Exactly once upstream after the planned moves too.
-    let settled = Instant::now();
-    while !once(&fake) {
-        assert!(
-            settled.elapsed() < Duration::from_secs(5),
-            "each topic once after the moves"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let health: serde_json::Value = http::client()
-        .get(format!("{}/health", a.http()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    wait_for(
+        "each topic once after the moves",
+        Duration::from_secs(5),
+        || once(&fake),
+    )
+    .await;
+    let (_, health) = http::get(&a, "/health").await;
     assert_eq!(health["components"]["cluster"], "up", "{health}");
 
     // A subscription created through a is upstream (once) within 1 s; cancelled through b, it
     // is no longer upstream anywhere.
     let posted = Instant::now();
-    let created: serde_json::Value = http::client()
-        .post(format!("{}/api/v1/subscriptions", a.http()))
-        .header("X-API-Key", TEST_API_KEY)
-        .json(&serde_json::json!({
+    let (_, created) = http::post(
+        &a,
+        serde_json::json!({
             "channel_type": "trades", "symbol": "APIUSDT", "category": "linear",
             "requesting_service": "alpha"
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     let id = created["id"].as_str().expect("created").to_owned();
-    while fake.push_topic("publicTrade.APIUSDT", r#"{"op":"pong"}"#) != 1 {
-        assert!(
-            posted.elapsed() < Duration::from_secs(3),
-            "API topic upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for("API topic upstream", Duration::from_secs(3), || {
+        fake.push_topic("publicTrade.APIUSDT", r#"{"op":"pong"}"#) == 1
+    })
+    .await;
     eprintln!(
         "two apps: API subscription via a upstream after {:?}",
         posted.elapsed()
     );
-    let cancelled = http::client()
-        .delete(format!("{}/api/v1/subscriptions/{id}", b.http()))
-        .header("X-API-Key", TEST_API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert!(cancelled.status().is_success(), "{}", cancelled.status());
-    let cancel_at = Instant::now();
-    while fake.push_topic("publicTrade.APIUSDT", r#"{"op":"pong"}"#) != 0 {
-        assert!(
-            cancel_at.elapsed() < Duration::from_secs(5),
-            "cancel through b ends it"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    eprintln!(
-        "two apps: cancelled via b, unsubscribed after {:?}",
-        cancel_at.elapsed()
-    );
+    let (cancelled, _) = http::delete(&b, &format!("/api/v1/subscriptions/{id}")).await;
+    assert!(cancelled.is_success(), "{cancelled}");
+    let took = wait_for("cancel through b ends it", Duration::from_secs(5), || {
+        fake.push_topic("publicTrade.APIUSDT", r#"{"op":"pong"}"#) == 0
+    })
+    .await;
+    eprintln!("two apps: cancelled via b, unsubscribed after {took:?}");
 
     // SIGTERM of a: b subscribes every topic, each once.
     a.shutdown().await.unwrap();
-    let stopped = Instant::now();
-    while !once(&fake) {
-        assert!(
-            stopped.elapsed() < Duration::from_secs(5),
-            "b took over: {:?}",
-            fake.subscribed("/v5/public/linear")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    eprintln!(
-        "stop: b subscribed every topic {:?} after a stopped",
-        stopped.elapsed()
-    );
+    let took = wait_for("b took over", Duration::from_secs(5), || once(&fake)).await;
+    eprintln!("stop: b subscribed every topic {took:?} after a stopped");
     b.shutdown().await.unwrap();
     db.drop_database().await;
 }
