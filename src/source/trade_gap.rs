@@ -95,15 +95,17 @@ pub struct TradeMarks {
 
 impl TradeMarks {
     /// Notes the last trade of a frame of `topic` with `data` (one lookup and a backward scan
-    /// of the last item; no allocation once the topic is known); returns it.
-    pub fn note(&mut self, topic: &str, data: &str) -> Option<&TradeMark> {
+    /// of the last item; no allocation once the topic is known); returns its id and time.
+    pub fn note<'d>(&mut self, topic: &str, data: &'d str) -> Option<(&'d str, u64)> {
         let (id, time) = last_trade(data)?;
-        if !self.marks.contains_key(topic) {
-            self.marks.insert(topic.to_owned(), TradeMark::default());
+        match self.marks.get_mut(topic) {
+            Some(mark) => mark.set(id, time),
+            None => {
+                self.marks
+                    .insert(topic.to_owned(), TradeMark::new(id, time));
+            }
         }
-        let mark = self.marks.get_mut(topic)?;
-        mark.set(id, time);
-        Some(mark)
+        Some((id, time))
     }
 
     /// Sets the mark of `topic` (after recovered trades were emitted).

@@ -127,10 +127,10 @@ impl Session<'_> {
     /// Notes the last trade of a frame, here and, in a cluster, for the lease (the next owner
     /// recovers from it if this instance dies).
     fn note_trade(&mut self, topic: &str, data: &str) {
-        if let Some(mark) = self.ctx.trade_marks.note(topic, data) {
+        if let Some((id, time)) = self.ctx.trade_marks.note(topic, data) {
             self.ctx
                 .ownership
-                .note_trade(self.ctx.endpoint, topic, &mark.id, mark.time);
+                .note_trade(self.ctx.endpoint, topic, id, time);
         }
     }
 

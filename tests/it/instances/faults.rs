@@ -13,7 +13,7 @@ use crate::catchup::exec_id;
 
 use super::{
     A, B, C, HOSTS, Traffic, epochs_of, expected, ms, pipeline, private_missing,
-    stale_after_takeover, symbols, trade_gaps,
+    stale_after_takeover, stop_and_collect, symbols, trade_gaps,
 };
 use crate::support::{
     instances::{Cluster, Msg, Recorder, epoch_regressions, owned_counts, p50_max, repeats},
@@ -103,16 +103,7 @@ async fn after_takeover(
     old: &BTreeMap<String, u64>,
     fails: &mut Vec<String>,
 ) -> (Vec<Msg>, Vec<Msg>, Vec<Msg>) {
-    traffic.stop();
-    tokio::time::sleep(secs(3)).await;
-    for r in rec.values() {
-        r.settle(secs(2), secs(30)).await;
-    }
-    let (execs, orders, trades) = (
-        rec["executions"].msgs(),
-        rec["orders"].msgs(),
-        rec["trades"].msgs(),
-    );
+    let (execs, orders, trades) = stop_and_collect(traffic, rec).await;
     for (class, msgs) in [
         ("executions", &execs),
         ("orders", &orders),
@@ -226,16 +217,7 @@ async fn kill_9_of_the_private_owner_fails_over_within_5_s() {
     }
     view_agrees(&c, &want, &mut fails).await;
     tokio::time::sleep(secs(2)).await;
-    traffic.stop();
-    tokio::time::sleep(secs(3)).await;
-    for r in rec.values() {
-        r.settle(secs(2), secs(30)).await;
-    }
-    let (execs, orders, trades) = (
-        rec["executions"].msgs(),
-        rec["orders"].msgs(),
-        rec["trades"].msgs(),
-    );
+    let (execs, orders, trades) = stop_and_collect(&mut traffic, &rec).await;
     let (missing_exec, missing_orders, n_exec, n_orders) =
         private_missing(&c.fake, &execs, &orders);
     if !missing_exec.is_empty() || !missing_orders.is_empty() {

@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catchup::{exec_id, order_id},
-    support::instances::Msg,
+    support::{
+        instances::{Msg, Recorder},
+        secs,
+    },
 };
 
 /// Instance ids and their addresses.
@@ -143,6 +146,24 @@ impl Drop for Traffic {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Stops `traffic`, lets the queues settle, and returns what the recorders received:
+/// (executions, orders, trades).
+pub async fn stop_and_collect(
+    traffic: &mut Traffic,
+    rec: &BTreeMap<String, Recorder>,
+) -> (Vec<Msg>, Vec<Msg>, Vec<Msg>) {
+    traffic.stop();
+    tokio::time::sleep(secs(3)).await;
+    for r in rec.values() {
+        r.settle(secs(2), secs(30)).await;
+    }
+    (
+        rec["executions"].msgs(),
+        rec["orders"].msgs(),
+        rec["trades"].msgs(),
+    )
 }
 
 /// Trade ids received per symbol (items `s` and `i` of each message's `data`).

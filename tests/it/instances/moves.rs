@@ -11,7 +11,8 @@ use std::{
 use fake_bybit::{PRIVATE, TopicChange};
 
 use super::{
-    A, B, C, D, HOSTS, Traffic, expected, ms, pipeline, private_missing, symbols, trade_gaps,
+    A, B, C, D, HOSTS, Traffic, expected, ms, pipeline, private_missing, stop_and_collect, symbols,
+    trade_gaps,
 };
 use crate::support::{
     instances::{Cluster, epoch_regressions, owned_counts, repeats},
@@ -51,16 +52,7 @@ async fn after_move(
     what: &str,
     fails: &mut Vec<String>,
 ) {
-    traffic.stop();
-    tokio::time::sleep(secs(3)).await;
-    for r in rec.values() {
-        r.settle(secs(2), secs(30)).await;
-    }
-    let (execs, orders, trades) = (
-        rec["executions"].msgs(),
-        rec["orders"].msgs(),
-        rec["trades"].msgs(),
-    );
+    let (execs, orders, trades) = stop_and_collect(traffic, rec).await;
     let (missing_exec, missing_orders, n_exec, _) = private_missing(&c.fake, &execs, &orders);
     if !missing_exec.is_empty() || !missing_orders.is_empty() {
         fails.push(format!(
