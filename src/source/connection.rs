@@ -126,8 +126,9 @@ pub(super) async fn run(mut ctx: ConnCtx, stop: CancellationToken) {
                 let reason = error.reason();
                 metrics::counter!(telemetry::RECONNECTS, "endpoint" => label, "reason" => reason)
                     .increment(1);
-                ctx.set_state(ComponentState::Down, Some(error.to_string()));
+                // Topics first: whoever sees the connection down sees its topics pending.
                 ctx.mark_pending();
+                ctx.set_state(ComponentState::Down, Some(error.to_string()));
                 tracing::warn!(endpoint = label, shard = ctx.shard, url = %ctx.url, %error,
                     reason, retry_in = ?delay, "Bybit connection failed; reconnecting.");
                 let unreachable = error.unreachable();

@@ -60,12 +60,16 @@ async fn private_auth_precedes_every_subscribe_also_after_a_reconnect_and_accoun
         let auth = log.iter().position(|r| op(r) == "auth").expect("auth sent");
         assert!(first_sub.is_none_or(|s| auth < s), "auth first: {log:?}");
     }
-    assert_eq!(
-        h.registry.status(&ws_gateway::subscriptions::TopicKey::new(
-            Endpoint::Private,
-            "wallet"
-        )),
-        Some(TopicStatus::Active)
+    // The fake logs a subscribe before its ack reaches the source: wait for the ack.
+    let wallet = ws_gateway::subscriptions::TopicKey::new(Endpoint::Private, "wallet");
+    let active = wait_until(secs(5), || async {
+        (h.registry.status(&wallet) == Some(TopicStatus::Active)).then_some(())
+    })
+    .await;
+    assert!(
+        active.is_some(),
+        "wallet active again: {:?}",
+        h.registry.status(&wallet)
     );
     h.stop().await;
 }
