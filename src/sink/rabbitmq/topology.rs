@@ -368,17 +368,7 @@ impl Declarer {
         exchange: &str,
         key: &str,
     ) -> Result<(), PublishError> {
-        let r = self
-            .channel()
-            .await?
-            .queue_bind(QueueBindArguments::new(queue, exchange, key))
-            .await;
-        if let Err(error) = r {
-            let reason = self.close_reason().await;
-            tracing::warn!(queue, key, ?reason, "Cannot bind the queue.");
-            return Err(PublishError::Declare(error));
-        }
-        Ok(())
+        self.binding(queue, exchange, key, true).await
     }
 
     /// Removes a binding.
@@ -388,14 +378,31 @@ impl Declarer {
         exchange: &str,
         key: &str,
     ) -> Result<(), PublishError> {
-        let r = self
-            .channel()
-            .await?
-            .queue_unbind(QueueUnbindArguments::new(queue, exchange, key))
-            .await;
+        self.binding(queue, exchange, key, false).await
+    }
+
+    /// Adds (`bind`) or removes a binding; a refusal is logged with the broker's reason.
+    async fn binding(
+        &mut self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        bind: bool,
+    ) -> Result<(), PublishError> {
+        let channel = self.channel().await?;
+        let r = if bind {
+            channel
+                .queue_bind(QueueBindArguments::new(queue, exchange, key))
+                .await
+        } else {
+            channel
+                .queue_unbind(QueueUnbindArguments::new(queue, exchange, key))
+                .await
+        };
         if let Err(error) = r {
             let reason = self.close_reason().await;
-            tracing::warn!(queue, key, ?reason, "Cannot unbind the queue.");
+            let action = if bind { "bind" } else { "unbind" };
+            tracing::warn!(queue, key, ?reason, "Cannot {action} the queue.");
             return Err(PublishError::Declare(error));
         }
         Ok(())

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use fake_bybit::LINEAR;
 use serde_json::{Value, json};
 
-use super::{A, B, C, HOSTS, expected, ms, pipeline, symbols};
+use super::{A, B, C, expected, ms, symbols, three_started};
 use crate::support::{
     http,
-    instances::{Cluster, owners, p50_max},
+    instances::{owners, p50_max},
     secs,
 };
 
@@ -18,11 +18,7 @@ use crate::support::{
 async fn a_subscription_made_through_a_is_upstream_on_its_owner_within_1_s() {
     let syms = symbols(6);
     let want = expected(&syms, false);
-    let mut c = Cluster::new(&pipeline(&syms, false)).await;
-    for (id, host) in &HOSTS[..3] {
-        c.add(id, host).await;
-    }
-    c.start_together(&[A, B, C]).await;
+    let c = three_started(&syms, false).await;
     assert!(
         c.wait_upstream(&[A, B, C], &want, secs(60)).await.is_some(),
         "every topic upstream once: {:?}",

@@ -12,8 +12,8 @@ use fake_bybit::PRIVATE;
 use crate::catchup::exec_id;
 
 use super::{
-    A, B, C, HOSTS, Traffic, epochs_of, expected, ms, pipeline, private_missing,
-    stale_after_takeover, stop_and_collect, symbols, trade_gaps,
+    A, B, C, Traffic, epochs_of, expected, ms, private_missing, stale_after_takeover,
+    stop_and_collect, symbols, three_started, trade_gaps,
 };
 use crate::support::{
     instances::{Cluster, Msg, Recorder, epoch_regressions, owned_counts, p50_max, repeats},
@@ -26,11 +26,7 @@ type Owners = BTreeMap<(String, String), String>;
 async fn three(n_topics: usize) -> (Cluster, Vec<String>, BTreeSet<(String, String)>, Owners) {
     let syms = symbols(n_topics);
     let want = expected(&syms, true);
-    let mut c = Cluster::new(&pipeline(&syms, true)).await;
-    for (id, host) in &HOSTS[..3] {
-        c.add(id, host).await;
-    }
-    c.start_together(&[A, B, C]).await;
+    let c = three_started(&syms, true).await;
     let Some(map) = c.wait_upstream(&[A, B, C], &want, secs(60)).await else {
         let views = futures::future::join_all([A, B, C].map(|id| c.cluster_view(id))).await;
         let logs: Vec<String> = [A, B, C].iter().map(|id| c.get(id).log_tail(20)).collect();

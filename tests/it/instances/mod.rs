@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     catchup::{exec_id, order_id},
     support::{
-        instances::{Msg, Recorder},
+        instances::{Cluster, Msg, Recorder},
         secs,
     },
 };
@@ -69,6 +69,17 @@ pub fn pipeline(symbols: &[String], private: bool) -> String {
         ));
     }
     out
+}
+
+/// A cluster of `A`, `B` and `C` started at the same moment on the pipeline of `symbols`
+/// (with the private stream if `private`).
+pub async fn three_started(symbols: &[String], private: bool) -> Cluster {
+    let mut c = Cluster::new(&pipeline(symbols, private)).await;
+    for (id, host) in &HOSTS[..3] {
+        c.add(id, host).await;
+    }
+    c.start_together(&[A, B, C]).await;
+    c
 }
 
 /// The (path, topic)s that pipeline wants upstream.

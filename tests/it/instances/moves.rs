@@ -12,7 +12,7 @@ use fake_bybit::{PRIVATE, TopicChange};
 
 use super::{
     A, B, C, D, HOSTS, Traffic, expected, ms, pipeline, private_missing, stop_and_collect, symbols,
-    trade_gaps,
+    three_started, trade_gaps,
 };
 use crate::support::{
     instances::{Cluster, epoch_regressions, owned_counts, repeats},
@@ -105,11 +105,7 @@ async fn after_move(
 async fn rolling_restart_loses_nothing() {
     let syms = symbols(30);
     let want = expected(&syms, true);
-    let mut c = Cluster::new(&pipeline(&syms, true)).await;
-    for (id, host) in &HOSTS[..3] {
-        c.add(id, host).await;
-    }
-    c.start_together(&[A, B, C]).await;
+    let mut c = three_started(&syms, true).await;
     assert!(
         c.wait_upstream(&[A, B, C], &want, secs(60)).await.is_some(),
         "settled: {:?}",

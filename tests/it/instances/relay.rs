@@ -15,7 +15,7 @@ use fake_bybit::{LINEAR, PATHS};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{A, B, C, HOSTS, expected, ms, pipeline, symbols};
+use super::{A, B, C, HOSTS, expected, ms, pipeline, symbols, three_started};
 use crate::support::{TEST_API_KEY, instances::Cluster, secs};
 
 /// A `/ws` client of instance `base` (`http://host:port`).
@@ -78,11 +78,7 @@ async fn receives(
 async fn a_ws_client_on_b_receives_a_topic_owned_by_c() {
     let syms = symbols(6);
     let want = expected(&syms, false);
-    let mut c = Cluster::new(&pipeline(&syms, false)).await;
-    for (id, host) in &HOSTS[..3] {
-        c.add(id, host).await;
-    }
-    c.start_together(&[A, B, C]).await;
+    let c = three_started(&syms, false).await;
     // Settled and spread: every topic upstream once, and every instance owning some (the first
     // instance up may hold everything until the others' claims and hand-overs land).
     let map = crate::support::wait_until(secs(60), || {

@@ -5,11 +5,9 @@
 
 use std::time::Duration;
 
-use super::{A, B, C, HOSTS, Traffic, expected, pipeline, symbols};
+use super::{A, B, C, Traffic, expected, symbols, three_started};
 use crate::support::{
-    instances::{
-        Cluster, epoch_regressions, instance_ids, owned_counts, owners, path_of, without_headers,
-    },
+    instances::{epoch_regressions, instance_ids, owned_counts, owners, path_of, without_headers},
     secs,
 };
 
@@ -18,11 +16,7 @@ use crate::support::{
 async fn sixty_topics_once_each_across_three_instances() {
     let syms = symbols(60);
     let want = expected(&syms, true);
-    let mut c = Cluster::new(&pipeline(&syms, true)).await;
-    for (id, host) in &HOSTS[..3] {
-        c.add(id, host).await;
-    }
-    c.start_together(&[A, B, C]).await;
+    let c = three_started(&syms, true).await;
     let mut fails = Vec::new();
 
     let settled = c.wait_settled(&[A, B, C], &want, secs(60)).await;
