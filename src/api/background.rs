@@ -11,13 +11,16 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// A ping slower than this counts as down.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Starts the three tasks.
+/// Starts the tasks; the status follower only when this instance writes the statuses itself
+/// (alone: in cluster mode each topic's owner writes them, `cluster::status`).
 pub(super) fn spawn(state: &AppState, supervisor: &Supervisor, last_event_flush: Duration) {
     let subs = &state.subscriptions;
-    supervisor.spawn(
-        "api-status",
-        subs.clone().follow_status(state.shutdown.clone()),
-    );
+    if subs.writes_status() {
+        supervisor.spawn(
+            "api-status",
+            subs.clone().follow_status(state.shutdown.clone()),
+        );
+    }
     supervisor.spawn(
         "api-last-event",
         subs.clone().track_last_event(

@@ -18,14 +18,20 @@
 //! database), so the cluster goes quiet rather than risk two publishers of one topic at the same
 //! epoch. Public data lost meanwhile is market data (the next snapshot heals books); private
 //! events are caught up from the shared cursor once a lease is claimed again.
+//!
+//! This module holds the handle and the data path's questions; what a lease covers ([`Unit`])
+//! and how units and topics are named are in [`unit`](mod@unit), and the controller's updates
+//! of the handle (renewals, hand-overs, expiry, units being taken over) in `leases.rs`.
 
 pub mod assign;
 pub mod budget;
 pub mod controller;
+mod leases;
 pub mod marks;
 pub mod relay;
 pub mod status;
 pub mod store;
+pub mod unit;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -35,85 +41,12 @@ use std::{
 
 use tokio::sync::watch;
 
+pub use unit::{Unit, UnitCache, key_name, parse_key};
+
 use crate::{
-    event::{Category, Endpoint, SharedStr},
+    event::Endpoint,
     subscriptions::{TopicKey, TopicStatus},
 };
-
-/// What one upstream lease covers: one public topic, or the whole private stream (one unit, so
-/// one instance authenticates and catches up).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Unit {
-    /// A public topic on its category's endpoint.
-    Topic(TopicKey),
-    /// Every private topic.
-    Private,
-}
-
-impl Unit {
-    /// The unit `key` belongs to.
-    pub fn of(key: &TopicKey) -> Self {
-        match key.endpoint {
-            Endpoint::Private => Self::Private,
-            Endpoint::Public(_) => Self::Topic(key.clone()),
-        }
-    }
-
-    /// The name of the unit in `cluster_leases.unit`: `private`, or `<category>|<topic>`.
-    pub fn name(&self) -> String {
-        match self {
-            Self::Private => "private".to_owned(),
-            Self::Topic(k) => key_name(k),
-        }
-    }
-
-    /// Reads [`Unit::name`] back; `None` for anything else.
-    pub fn parse(name: &str) -> Option<Self> {
-        if name == "private" {
-            return Some(Self::Private);
-        }
-        match parse_key(name)? {
-            k if k.endpoint == Endpoint::Private => None,
-            k => Some(Self::Topic(k)),
-        }
-    }
-}
-
-/// Each topic's unit, kept by the publisher so that deciding an event allocates nothing (a
-/// topic's text is shared, so a lookup clones a reference count). Bounded: cleared past
-/// [`UnitCache::MAX`] topics.
-#[derive(Debug, Default)]
-pub struct UnitCache(HashMap<(Endpoint, SharedStr), Unit>);
-
-impl UnitCache {
-    /// Topics kept at most.
-    pub const MAX: usize = 65_536;
-
-    /// The unit of `topic` on `endpoint`.
-    pub fn get(&mut self, endpoint: Endpoint, topic: &SharedStr) -> &Unit {
-        if self.0.len() >= Self::MAX {
-            self.0.clear();
-        }
-        self.0
-            .entry((endpoint, topic.clone()))
-            .or_insert_with(|| Unit::of(&TopicKey::new(endpoint, topic.as_str())))
-    }
-}
-
-/// A topic key as stored in `cluster_desired.unit`: `<category or private>|<topic>`.
-pub fn key_name(key: &TopicKey) -> String {
-    format!("{}|{}", key.endpoint.label(), key.topic)
-}
-
-/// Reads [`key_name`] back.
-pub fn parse_key(name: &str) -> Option<TopicKey> {
-    let (endpoint, topic) = name.split_once('|')?;
-    let endpoint = match endpoint {
-        "private" => Endpoint::Private,
-        c => Endpoint::Public(c.parse::<Category>().ok()?),
-    };
-    (!topic.is_empty()).then(|| TopicKey::new(endpoint, topic))
-}
 
 /// [`Ownership::decide`]'s answer for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -412,130 +345,6 @@ impl Ownership {
         self.inner.changes.send_modify(|v| *v += 1);
     }
 
-    /// Controller: the renewal sent at `sent` returned `held` (unit → epoch). Keeps `since` of
-    /// tenures that go on; a new tenure starts now, or when this instance began taking the unit
-    /// over (its events since then are the same exchange events the old owner published, with
-    /// the same keys). Returns how many tenures came from a planned move.
-    pub(crate) fn renewed(
-        &self,
-        sent: Instant,
-        deadline: Instant,
-        held: HashMap<Unit, u64>,
-    ) -> usize {
-        let now = Instant::now();
-        let mut s = self.write();
-        let before: HashSet<Unit> = s.held.keys().cloned().collect();
-        let was_live = s.deadline.is_some_and(|d| now < d);
-        let mut next = HashMap::new();
-        let mut handed_in = 0;
-        for (unit, epoch) in held {
-            let since = match s.held.get(&unit) {
-                Some(h) if h.epoch == epoch && was_live => h.since,
-                _ => match s.taking.remove(&unit) {
-                    Some(t) => {
-                        handed_in += 1;
-                        t
-                    }
-                    None => sent.max(now),
-                },
-            };
-            next.insert(unit, Held { epoch, since });
-        }
-        let now_held: HashSet<Unit> = next.keys().cloned().collect();
-        if now_held != before {
-            let gained: Vec<String> = now_held.difference(&before).map(Unit::name).collect();
-            let lost: Vec<String> = before.difference(&now_held).map(Unit::name).collect();
-            tracing::debug!(?gained, ?lost, "Cluster: renewal changed the leases held.");
-        }
-        let changed = !was_live || now_held != before;
-        s.held = next;
-        s.deadline = Some(deadline);
-        drop(s);
-        if changed {
-            self.bump();
-        }
-        handed_in
-    }
-
-    /// Controller, before a hand-over: stop publishing `unit` at once (its events are held
-    /// until the outcome is known), keeping it in [`Ownership::upstream`] (the subscription
-    /// stays until the transfer is known to have happened: [`Ownership::handed_out`], or
-    /// [`Ownership::put_back`] when it did not; the source may be woken by another change
-    /// meanwhile).
-    pub(crate) fn take_out(&self, unit: &Unit) -> Option<Held> {
-        let mut s = self.write();
-        let held = s.held.remove(unit);
-        if held.is_some() {
-            s.handing_out.insert(unit.clone());
-        }
-        held
-    }
-
-    /// Controller: the transfer of a unit taken out happened; the source lets go of it.
-    pub(crate) fn handed_out(&self, unit: &Unit) {
-        self.write().handing_out.remove(unit);
-        self.bump();
-    }
-
-    /// Controller: the transfer of `unit` did not happen (another taker asked meanwhile);
-    /// this instance still owns it, at the same epoch, publishing again.
-    pub(crate) fn put_back(&self, unit: Unit, held: Held) {
-        let mut s = self.write();
-        s.handing_out.remove(&unit);
-        s.held.entry(unit).or_insert(held);
-        drop(s);
-        // The publisher's held events of the unit go out now.
-        self.bump();
-    }
-
-    /// Controller: stop publishing `unit` at once (handed over or released).
-    pub(crate) fn drop_unit(&self, unit: &Unit) {
-        let removed = self.write().held.remove(unit).is_some();
-        if removed {
-            self.bump();
-        }
-    }
-
-    /// Controller: the deadline passed without a renewal; everything held is lost.
-    pub(crate) fn expire(&self) {
-        let mut s = self.write();
-        let had = !s.held.is_empty() || !s.handing_out.is_empty();
-        s.held.clear();
-        s.handing_out.clear();
-        drop(s);
-        if had {
-            self.bump();
-        }
-    }
-
-    /// Controller: the units planned moves hand to this instance.
-    pub(crate) fn set_taking(&self, units: HashSet<Unit>) {
-        let now = Instant::now();
-        let mut s = self.write();
-        let before: HashSet<Unit> = s.taking.keys().cloned().collect();
-        if before == units {
-            return;
-        }
-        let gone: Vec<String> = before.difference(&units).map(Unit::name).collect();
-        let new: Vec<String> = units.difference(&before).map(Unit::name).collect();
-        tracing::debug!(
-            ?new,
-            ?gone,
-            held = s.held.len(),
-            "Cluster: units being taken over changed."
-        );
-        s.taking.retain(|u, _| units.contains(u));
-        for u in units {
-            if !s.taking.contains_key(&u) && !s.held.contains_key(&u) {
-                // A fresh take-over: only acks from now on count for it.
-                s.active.retain(|k| Unit::of(k) != u);
-            }
-            s.taking.entry(u).or_insert(now);
-        }
-        drop(s);
-        self.bump();
-    }
-
     /// Source: the exchange acknowledged `key` on a connection of ours (`true`), or it is no
     /// longer subscribed there (`false`: its connection dropped; a failed topic stays failed).
     pub fn note_upstream(&self, key: &TopicKey, active: bool) {
@@ -584,35 +393,6 @@ impl Ownership {
             })
             .collect()
     }
-
-    /// Controller: every desired topic of `unit` is acknowledged upstream here.
-    pub(crate) fn unit_active(&self, unit: &Unit) -> bool {
-        let s = self.read();
-        let mut topics = s.desired.iter().filter(|k| &Unit::of(k) == unit).peekable();
-        topics.peek().is_some() && topics.all(|k| s.active.contains(k))
-    }
-
-    /// Controller: the units planned moves are handing to this instance now.
-    pub(crate) fn taking_units(&self) -> Vec<Unit> {
-        self.read().taking.keys().cloned().collect()
-    }
-
-    /// Controller: how long ago this instance began taking `unit` over.
-    pub(crate) fn taking_since(&self, unit: &Unit) -> Option<Instant> {
-        self.read().taking.get(unit).copied()
-    }
-
-    /// Controller: the cluster's desired topics and the snapshot for the API.
-    pub(crate) fn set_desired(&self, desired: BTreeSet<TopicKey>, view: ClusterView) {
-        let mut s = self.write();
-        let changed = s.desired != desired;
-        s.desired = desired;
-        s.view = view;
-        drop(s);
-        if changed {
-            self.bump();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -620,16 +400,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        let k = TopicKey::new(Endpoint::Public(Category::Linear), "publicTrade.BTCUSDT");
-        assert_eq!(Unit::parse(&Unit::of(&k).name()), Some(Unit::of(&k)));
-        assert_eq!(Unit::parse("private"), Some(Unit::Private));
-        assert_eq!(Unit::parse("moon|x"), None);
-        let p = TopicKey::new(Endpoint::Private, "order");
-        assert_eq!(parse_key(&key_name(&p)), Some(p));
-    }
+    use crate::event::Category;
 
     #[test]
     fn admit_is_fenced_by_the_deadline_and_the_tenure() {

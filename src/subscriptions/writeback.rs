@@ -14,13 +14,17 @@ use crate::{event::Endpoint, event::Event, store::subscriptions as q};
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 impl Subscriptions {
+    /// Whether this instance writes the topics' statuses from its own registry
+    /// ([`Subscriptions::follow_status`]): alone yes; in cluster mode the status is shared and
+    /// each topic's owner writes it (`cluster::status`).
+    pub(crate) fn writes_status(&self) -> bool {
+        !self.caps.shared_status
+    }
+
     /// Follows the registry's status changes into the rows until `shutdown`; a failed write or a
-    /// lagging follower resyncs every desired topic. Does nothing when the status is shared
-    /// (cluster mode: each topic's owner writes it).
+    /// lagging follower resyncs every desired topic. Started only when
+    /// [`Subscriptions::writes_status`] (not in cluster mode: each topic's owner writes it).
     pub(crate) async fn follow_status(self, shutdown: CancellationToken) {
-        if self.caps.shared_status {
-            return;
-        }
         let mut rx = self.registry.status_changes();
         let mut dirty = !self.resync().await;
         let mut tick = tokio::time::interval(RESYNC_EVERY);

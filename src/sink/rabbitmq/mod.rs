@@ -5,7 +5,8 @@
 //! - [`spool`]: the on-disk, append-only spool of private events.
 //! - [`topology`]: exchange, class queues, per-service queues and their bindings.
 //! - `confirms`: the confirm callback and the in-flight window.
-//! - `publisher`: the connection loop that ties them together.
+//! - `publisher`: the connection loop that ties them together; `properties`: each message's
+//!   AMQP properties and headers.
 //!
 //! The topology hands events to `RabbitInput`, which puts them in the outbox (never waiting on the
 //! broker, except under `when_full = "block"`); the `publish` task sends from the outbox with at
@@ -17,6 +18,7 @@ mod confirms;
 mod loss;
 mod nodes;
 mod outbox;
+mod properties;
 mod publisher;
 mod refused;
 pub mod spool;
@@ -29,7 +31,7 @@ use std::sync::Arc;
 use metrics::Counter;
 use secrecy::SecretString;
 
-pub use publisher::properties;
+pub use properties::properties;
 pub use url_args::connection_args;
 
 /// The nodes of a (comma-separated) `AMQP_URL` for the `/ws` relay of another instance's topics

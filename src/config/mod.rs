@@ -3,11 +3,26 @@
 //! Everything is parsed once in `main` by [`Settings::load`]; each component is handed its own
 //! section by value, and nothing deeper in the code reads the environment or files. A bad value
 //! is a [`ConfigError`] that names the variable or key, so `main` can print one line and exit 2.
+//!
+//! Apart from this module: Bybit's environments and their URLs (`bybit.rs`), the `.env` reader
+//! (`dot_env.rs`), checks of single values (`check.rs`) and redaction of secrets for log lines
+//! (`redact.rs`).
 
-use std::{collections::HashMap, net::IpAddr, path::PathBuf, str::FromStr};
+mod bybit;
+mod check;
+mod dot_env;
+mod redact;
+
+use std::{collections::HashMap, net::IpAddr, path::PathBuf};
 
 use secrecy::SecretString;
 use url::Url;
+
+pub use bybit::BybitEnvironment;
+pub use check::{AMQP_SHORT_STR, MAX_REQUESTING_SERVICE_LEN, max_service_name_len};
+use check::{check_database_url, parse_url};
+pub use dot_env::read_dot_env;
+pub use redact::{redact, url_passwords};
 
 use crate::pipeline_file::{PipelineFile, PipelineFileError};
 
@@ -25,66 +40,6 @@ pub enum ConfigError {
     /// The pipeline file cannot be read or is not valid.
     #[error(transparent)]
     Pipeline(#[from] PipelineFileError),
-}
-
-/// Bybit's worlds: mainnet, testnet, and demo trading (private stream and REST on Bybit's demo
-/// hosts, public data from mainnet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BybitEnvironment {
-    Mainnet,
-    Testnet,
-    Demo,
-}
-
-impl BybitEnvironment {
-    /// The public WebSocket base URL of this environment.
-    pub fn ws_url(self) -> &'static str {
-        match self {
-            Self::Mainnet | Self::Demo => "wss://stream.bybit.com",
-            Self::Testnet => "wss://stream-testnet.bybit.com",
-        }
-    }
-
-    /// The private WebSocket base URL of this environment (demo: `wss://stream-demo.bybit.com`,
-    /// which serves only private streams).
-    pub fn private_ws_url(self) -> &'static str {
-        match self {
-            Self::Demo => "wss://stream-demo.bybit.com",
-            other => other.ws_url(),
-        }
-    }
-
-    /// The name used in log lines.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Mainnet => "mainnet",
-            Self::Testnet => "testnet",
-            Self::Demo => "demo",
-        }
-    }
-
-    /// The REST base URL of this environment.
-    pub fn rest_url(self) -> &'static str {
-        match self {
-            Self::Mainnet => "https://api.bybit.com",
-            Self::Testnet => "https://api-testnet.bybit.com",
-            Self::Demo => "https://api-demo.bybit.com",
-        }
-    }
-}
-
-impl FromStr for BybitEnvironment {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "mainnet" => Ok(Self::Mainnet),
-            "testnet" => Ok(Self::Testnet),
-            "demo" => Ok(Self::Demo),
-            other => Err(format!(
-                "unknown environment {other:?}; expected mainnet, testnet or demo"
-            )),
-        }
-    }
 }
 
 /// How log lines are written.
@@ -384,178 +339,6 @@ fn generated_instance_id() -> String {
     format!("{host}-{suffix:06x}")
 }
 
-/// The variables of a `.env` file, if there is one at `path`. A line that is not
-/// `NAME=value` (or a comment) stops startup with an error naming the file and the line
-/// number, never the line's content (it may hold a secret).
-pub fn read_dot_env(path: &std::path::Path) -> Result<HashMap<String, String>, ConfigError> {
-    const VAR: &str = ".env";
-    let content = match std::fs::read_to_string(path) {
-        Ok(content) => content,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(invalid(VAR, format!("cannot be read: {}", e.kind()))),
-    };
-    let mut vars = HashMap::new();
-    for item in dotenvy::from_read_iter(content.as_bytes()) {
-        match item {
-            Ok((k, v)) => {
-                vars.insert(k, v);
-            }
-            Err(dotenvy::Error::LineParse(text, _)) => {
-                let line = line_number_of(&content, &text)
-                    .map_or_else(|| "a line".to_owned(), |n| format!("line {n}"));
-                return Err(invalid(
-                    VAR,
-                    format!("{line} is malformed (expected NAME=value or a # comment)"),
-                ));
-            }
-            Err(_) => return Err(invalid(VAR, "cannot be parsed")),
-        }
-    }
-    Ok(vars)
-}
-
-/// The 1-based number of the line of `content` where the unparsable `text` starts.
-fn line_number_of(content: &str, text: &str) -> Option<usize> {
-    let first = text.lines().next().unwrap_or(text).trim();
-    if first.is_empty() {
-        return None;
-    }
-    content
-        .lines()
-        .position(|l| l.contains(first))
-        .map(|i| i + 1)
-}
-
-/// Longest AMQP short string (queue names, routing keys, exchange names).
-pub const AMQP_SHORT_STR: usize = 255;
-/// Longest `requesting_service` the API accepts (`api/types.rs`, `CreateSubscription`).
-pub const MAX_REQUESTING_SERVICE_LEN: usize = 128;
-
-/// The longest `WS_GATEWAY_SERVICE_NAME`: `<name>.<class>.<service>` with the longest class
-/// name and the longest requesting service must stay within an AMQP short string.
-pub fn max_service_name_len() -> usize {
-    let longest_class = crate::event::EventClass::ALL
-        .iter()
-        .map(|c| c.as_str().len())
-        .max()
-        .unwrap_or(0);
-    AMQP_SHORT_STR - 2 - longest_class - MAX_REQUESTING_SERVICE_LEN
-}
-
-/// Checks `DATABASE_URL` as the driver will read it, without connecting; the error never
-/// holds the value (it may carry a password).
-fn check_database_url(value: &str) -> Result<(), ConfigError> {
-    const VAR: &str = "DATABASE_URL";
-    let scheme = value.split(':').next().unwrap_or_default();
-    match scheme {
-        "sqlite" => Ok(()),
-        "postgres" | "postgresql" => {
-            let url = parse_url(VAR, value, &["postgres", "postgresql"])?;
-            if url.host_str().is_none_or(str::is_empty) {
-                return Err(invalid(VAR, "has no host"));
-            }
-            if url
-                .password()
-                .is_some_and(|p| percent_encoding_ok(p).is_err())
-            {
-                return Err(invalid(VAR, "the password has a malformed %-escape"));
-            }
-            <sea_orm::sqlx::postgres::PgConnectOptions as FromStr>::from_str(value)
-                .map(|_| ())
-                .map_err(|_| {
-                    invalid(
-                        VAR,
-                        "not a valid postgres connection URL (check its options)",
-                    )
-                })
-        }
-        _ => Err(invalid(VAR, "expected a sqlite:// or postgres:// URL")),
-    }
-}
-
-/// Whether every `%` in `s` starts a two-hex-digit escape.
-fn percent_encoding_ok(s: &str) -> Result<(), ()> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let ok =
-                b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
-            if !ok {
-                return Err(());
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    Ok(())
-}
-
-/// Replaces the password of every `scheme://user:password@` in `text` with `***`, and every
-/// occurrence of the given secret values too, so an error line can be logged safely.
-pub fn redact(text: &str, secrets: &[&str]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        // The authority ends at the first '/', '?', '#', whitespace or quote.
-        let end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '\'' | '"') || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon]);
-                out.push_str(":***");
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    for secret in secrets.iter().filter(|s| s.len() >= 3) {
-        out = out.replace(secret, "***");
-    }
-    out
-}
-
-/// The passwords of a (comma-separated list of) URL(s), raw and %-decoded.
-pub fn url_passwords(value: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for node in value.split(',') {
-        if let Ok(url) = Url::parse(node.trim())
-            && let Some(p) = url.password()
-        {
-            found.push(p.to_owned());
-            if let Ok(decoded) = percent_decode(p) {
-                found.push(decoded);
-            }
-        }
-    }
-    found
-}
-
-fn percent_decode(s: &str) -> Result<String, ()> {
-    percent_encoding_ok(s)?;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).map_err(|_| ())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ())
-}
-
 fn invalid(var: &'static str, message: impl ToString) -> ConfigError {
     ConfigError::Invalid {
         var,
@@ -563,42 +346,10 @@ fn invalid(var: &'static str, message: impl ToString) -> ConfigError {
     }
 }
 
-/// Parses a URL and checks its scheme; the error names the variable, never the value (it may
-/// hold a password).
-fn parse_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
-    let url = Url::parse(value).map_err(|e| invalid(var, format!("malformed URL: {e}")))?;
-    if !schemes.contains(&url.scheme()) {
-        return Err(invalid(var, format!("scheme must be one of {schemes:?}")));
-    }
-    Ok(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::EventClass;
-
-    #[test]
-    fn redact_hides_url_passwords_and_given_secrets() {
-        let line = "cannot parse 'postgres://user:pw%zz@h:x/db' nor amqp://g:hunter2@h and pw%zz";
-        let r = redact(line, &["pw%zz"]);
-        assert!(!r.contains("pw%zz") && !r.contains("hunter2"), "{r}");
-        assert!(r.contains("postgres://user:***@h:x/db"), "{r}");
-    }
-
-    #[test]
-    fn dot_env_errors_name_the_line_not_its_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".env");
-        std::fs::write(&path, "A=1\n\nB 'hunter2\n").unwrap();
-        let e = read_dot_env(&path).unwrap_err().to_string();
-        assert!(e.starts_with(".env: line 3"), "{e}");
-        assert!(!e.contains("hunter2"), "{e}");
-        std::fs::write(&path, "A=1\n# c\nB=\"two\"\n").unwrap();
-        let v = read_dot_env(&path).unwrap();
-        assert_eq!(v.get("B").map(String::as_str), Some("two"));
-        assert!(read_dot_env(&dir.path().join("none")).unwrap().is_empty());
-    }
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -1,42 +1,39 @@
 //! The publish loop: connect, declare, send from the outbox within the confirm window, settle
 //! confirms, reconcile bindings; on any failure re-queue the window and reconnect with backoff.
+//!
+//! Apart from this module: the metric handles (`meters.rs`), outage and stop handling
+//! (`outage.rs`) and the settling of confirms (`settle.rs`); the message properties are in
+//! `super::properties`.
 
-use std::{
-    collections::{BTreeSet, VecDeque},
-    sync::Arc,
-    time::Duration,
-};
+mod meters;
+mod outage;
+mod settle;
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use amqprs::{
-    BasicProperties, FieldTable, FieldValue,
     channel::{BasicPublishArguments, Channel, ConfirmSelectArguments},
     connection::Connection,
 };
-use metrics::{Counter, Histogram};
 use tokio::sync::mpsc;
 
+use self::meters::{Meters, register_queue_types};
 use super::{
     PublishError, RabbitParams,
     confirms::{Confirm, ConfirmCallback, InFlight, Window},
-    loss::LossLog,
     nodes::Nodes,
     outbox::Outbox,
+    properties::properties_of,
     refused::RefusedRetry,
     standby::Standby,
-    topology::{self, Declarer, MAX_SHORT_STR, Mismatch},
+    topology::{self, Declarer, MAX_SHORT_STR},
 };
 use crate::{
     backoff::Backoff,
-    buffer::Droppable,
-    event::{Event, EventClass},
+    event::Event,
     health::ComponentState,
-    pipeline_file::{PublishConfig, QueueType},
     subscriptions::Binding,
-    telemetry::{
-        BROKER_UP, EVENTS_CONFIRMED, EVENTS_PUBLISHED, PUBLISH_CONFIRM_BY_QUEUE_TYPE,
-        PUBLISH_CONFIRM_LATENCY, PUBLISH_RETRIES, RECEIVE_TO_CONFIRM_LATENCY, STAGE_DROPPED,
-        STAGE_SENT,
-    },
+    telemetry::{BROKER_UP, PUBLISH_RETRIES, STAGE_DROPPED},
 };
 
 /// Messages published before the loop yields to amqprs's writer and reader tasks (same
@@ -51,54 +48,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection whose oldest unconfirmed message waits this long is taken as stuck (a
 /// resource alarm, a black hole): private events are written ahead to the spool.
 const STALL: Duration = Duration::from_secs(2);
-
-/// Metric handles resolved once.
-#[derive(Debug)]
-struct Meters {
-    published: Vec<Counter>,
-    confirmed: Vec<Counter>,
-    confirm_latency: Histogram,
-    receive_latency: Histogram,
-    sent: Counter,
-    /// Confirm latency per class, by the queue type of the class queue.
-    confirm_by_queue_type: Vec<Histogram>,
-    /// Market events the broker NACKed (dropped, not retried).
-    refused: Counter,
-}
-
-impl Meters {
-    fn new(config: &PublishConfig) -> Self {
-        let by_class = |name: &'static str| {
-            EventClass::ALL
-                .iter()
-                .map(|c| metrics::counter!(name, "class" => c.as_str()))
-                .collect()
-        };
-        Self {
-            published: by_class(EVENTS_PUBLISHED),
-            confirmed: by_class(EVENTS_CONFIRMED),
-            confirm_latency: metrics::histogram!(PUBLISH_CONFIRM_LATENCY),
-            receive_latency: metrics::histogram!(RECEIVE_TO_CONFIRM_LATENCY),
-            sent: metrics::counter!(STAGE_SENT, "stage" => "publish"),
-            confirm_by_queue_type: EventClass::ALL
-                .iter()
-                .map(|c| {
-                    let qt = config.class(*c).queue_type;
-                    metrics::histogram!(PUBLISH_CONFIRM_BY_QUEUE_TYPE, "queue_type" => qt.as_str())
-                })
-                .collect(),
-            refused: metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "refused"),
-        }
-    }
-}
-
-/// Registers the per-queue-type confirm histograms of the types in use (so both show at zero).
-fn register_queue_types() {
-    for qt in [QueueType::Classic, QueueType::Quorum] {
-        let _ = metrics::histogram!(PUBLISH_CONFIRM_BY_QUEUE_TYPE, "queue_type" => qt.as_str());
-    }
-}
-
 /// The publisher task's state (survives reconnects).
 #[derive(Debug)]
 pub struct Publisher {
@@ -160,38 +109,6 @@ impl Publisher {
     fn past_deadline(&self) -> bool {
         self.stop_by
             .is_some_and(|d| tokio::time::Instant::now() >= d)
-    }
-
-    /// The broker is unreachable: from now on private events are written ahead to the spool,
-    /// and the unconfirmed private events of the window and of memory go there too (ahead of
-    /// what is spooled), so a crash during the outage loses at most one commit interval.
-    fn enter_outage(&mut self) {
-        if !self.outage {
-            self.outage = true;
-            self.outbox.set_write_ahead(true);
-        }
-        let (private, market): (VecDeque<_>, VecDeque<_>) =
-            self.window.retry.drain(..).partition(|e| e.must_keep());
-        self.window.retry = market;
-        match self.outbox.spill_private(private.into(), true) {
-            Ok(n) if n > 0 => tracing::info!(
-                spooled = n,
-                "Broker unreachable; unconfirmed private events moved to the spool."
-            ),
-            Ok(_) => {}
-            Err(back) => {
-                for ev in back.into_iter().rev() {
-                    self.window.retry.push_front(ev);
-                }
-            }
-        }
-    }
-
-    fn leave_outage(&mut self) {
-        if self.outage {
-            self.outage = false;
-            self.outbox.set_write_ahead(false);
-        }
     }
 
     /// Runs until the input has ended and everything is confirmed, or until the input has
@@ -301,54 +218,6 @@ impl Publisher {
                 }
             }
         }
-    }
-
-    /// Stopping with the broker unreachable or stuck: every unconfirmed private event (the
-    /// window, memory) goes to the spool ahead of what is there, fsynced, replayed on the next
-    /// start; market data still in memory is dropped, counted and logged at ERROR.
-    fn give_up(&mut self) {
-        self.outbox.set_write_ahead(true);
-        let (private, market): (Vec<_>, Vec<_>) =
-            self.window.retry.drain(..).partition(|e| e.must_keep());
-        let spooled = match self.outbox.spill_private(private, true) {
-            Ok(n) => n,
-            Err(lost) => {
-                tracing::error!(
-                    lost = lost.len(),
-                    "Cannot write the spool while stopping; these private events are lost."
-                );
-                0
-            }
-        };
-        if let Some((from, to)) = LossLog::range(&market) {
-            self.outbox
-                .loss()
-                .dropped(market.len() as u64, from, to, "retry");
-        }
-        let dropped = market.len() + self.outbox.drop_market();
-        if dropped > 0 {
-            metrics::counter!(STAGE_DROPPED, "stage" => "publish", "reason" => "shutdown")
-                .increment(dropped as u64);
-            self.params.stats.add_market_dropped(dropped as u64);
-        }
-        self.outbox.loss().flush(true);
-        let left = self.outbox.sync_spool();
-        tracing::warn!(
-            spooled,
-            in_spool = left,
-            market_dropped = dropped,
-            "Stopping with RabbitMQ unreachable; private events are in the spool (fsynced) and will be published on the next start."
-        );
-    }
-
-    /// A queue exists with another type or other arguments: one ERROR line saying what to do,
-    /// private events to the spool, and the process stops with exit code 2.
-    fn fatal(&mut self, m: &Mismatch) {
-        tracing::error!(queue = %m.queue, "{m}");
-        self.params.fault.raise(m.to_string());
-        self.set_up(false);
-        self.window.requeue_from(0);
-        self.give_up();
     }
 
     fn count_retries(&self, n: usize, reason: &'static str) {
@@ -495,80 +364,6 @@ impl Publisher {
         }
     }
 
-    fn settle(&mut self, c: Confirm) {
-        let reason = match &c {
-            Confirm::Ack { .. } => "returned",
-            Confirm::Nack { .. } => "nack",
-            Confirm::Return { .. } => "returned",
-        };
-        let meters = &self.meters;
-        // Counters move once per confirm (which may settle many messages), histograms per
-        // message.
-        let mut by_class = [0u64; EventClass::ALL.len()];
-        let now = std::time::Instant::now();
-        let mut private = Vec::new();
-        let requeued = self.window.apply(c, |f| {
-            by_class[f.event.class as usize] += 1;
-            if f.event.class.is_private() {
-                private.push(f.event.id);
-                if let Some(hook) = &self.params.confirmed {
-                    // The catch-up cursor; a full channel only makes the cursor lag.
-                    let _ = hook.try_send(f.event.clone());
-                }
-            }
-            let took = now.saturating_duration_since(f.sent).as_secs_f64();
-            meters.confirm_latency.record(took);
-            meters.confirm_by_queue_type[f.event.class as usize].record(took);
-            meters.receive_latency.record(
-                now.saturating_duration_since(f.event.received_mono)
-                    .as_secs_f64(),
-            );
-        });
-        let settled: u64 = by_class.iter().sum();
-        self.outbox.confirmed(&private);
-        if settled > 0 && requeued == 0 {
-            self.refused.confirmed();
-        }
-        if settled > 0 {
-            for (class, n) in by_class.iter().enumerate().filter(|(_, n)| **n > 0) {
-                meters.confirmed[class].increment(*n);
-            }
-            meters.sent.increment(settled);
-            self.params.stats.add_confirmed(settled);
-            if self.outage {
-                // A stuck broker confirms again.
-                self.leave_outage();
-            }
-        }
-        if requeued > 0 {
-            let delay = self.refused.refused(tokio::time::Instant::now());
-            tracing::warn!(
-                requeued,
-                reason,
-                delay_ms = delay.as_millis() as u64,
-                "The broker refused messages; sending them again after a delay."
-            );
-            self.count_retries(requeued, reason);
-        }
-        self.drop_refused();
-    }
-
-    /// Market events the broker NACKed (on a cluster: their classic queue's node is down) are
-    /// dropped and counted (`reason="refused"`), never retried: a retry would hold back every
-    /// later event, private ones too, for as long as that node is down.
-    fn drop_refused(&mut self) {
-        if self.window.refused.is_empty() {
-            return;
-        }
-        let refused = std::mem::take(&mut self.window.refused);
-        let n = refused.len() as u64;
-        self.meters.refused.increment(n);
-        self.params.stats.add_market_dropped(n);
-        if let Some((from, to)) = LossLog::range(&refused) {
-            self.outbox.loss().dropped(n, from, to, "refused");
-        }
-    }
-
     async fn publish(
         &self,
         channel: &Channel,
@@ -601,47 +396,4 @@ impl Publisher {
         self.params.stats.add_published(1);
         Ok(())
     }
-}
-
-/// AMQP properties of an event (spec section 4).
-pub fn properties(event: &Event, persistent: bool) -> BasicProperties {
-    properties_of(event, persistent, None)
-}
-
-/// [`properties`], plus in a cluster (`owner`) the headers `instance` and `epoch` (section 11).
-pub fn properties_of(
-    event: &Event,
-    persistent: bool,
-    owner: Option<(&str, u64)>,
-) -> BasicProperties {
-    let mut headers = FieldTable::new();
-    for (k, v) in [
-        ("trace_id", event.trace_id.as_str()),
-        ("topic", event.topic.as_str()),
-        ("class", event.class.as_str()),
-        ("event_key", event.key()),
-    ] {
-        if let Ok(k) = k.try_into() {
-            headers.insert(k, FieldValue::from(v));
-        }
-    }
-    if let Some((instance, epoch)) = owner {
-        if let Ok(k) = "instance".try_into() {
-            headers.insert(k, FieldValue::from(instance));
-        }
-        if let Ok(k) = "epoch".try_into() {
-            headers.insert(k, FieldValue::l(i64::try_from(epoch).unwrap_or(i64::MAX)));
-        }
-    }
-    let mut uuid = uuid::Uuid::encode_buffer();
-    let mut props = BasicProperties::default();
-    // Set in place and returned as is: `finish()` would clone the whole header table.
-    props
-        .with_content_type("application/json")
-        .with_message_id(event.id.hyphenated().encode_lower(&mut uuid))
-        .with_correlation_id(&event.trace_id)
-        .with_timestamp(u64::try_from(event.received_at.timestamp()).unwrap_or(0))
-        .with_headers(headers)
-        .with_delivery_mode(if persistent { 2 } else { 1 });
-    props
 }

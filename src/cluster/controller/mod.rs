@@ -17,6 +17,11 @@
 //! each lease over once the taker is ready, then releases what is left (no wait for expiry) and
 //! cancels `left`, after which `App::run` stops the source. A stop without SIGTERM (the source
 //! token) releases at once.
+//!
+//! The planned hand-over (asking, keeping what was handed in, transferring out, leaving) is in
+//! `handover.rs`; this module claims, renews, releases and publishes the snapshot.
+
+mod handover;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -328,22 +333,7 @@ impl Controller {
             }
             // A planned move: subscribe first, say ready once the exchange acknowledged it.
             taking.insert(unit.clone());
-            // Ready once the exchange acknowledged every topic of the unit on our connection
-            // (or, for a unit it never acknowledges, e.g. a rejected topic, after five renew
-            // intervals: the old owner then lets go of a topic nobody receives anyway).
-            let since = self.p.ownership.taking_since(unit);
-            let ready = since.is_some_and(|t| {
-                self.p.ownership.unit_active(unit)
-                    || t.elapsed() >= self.p.config.renew_interval * 5
-            });
-            match store::request_handover(&self.p.db, unit, &self.id, ready).await {
-                Ok(true) => {
-                    tracing::debug!(unit = %unit.name(), ready, from = ?lease.owner,
-                        "Cluster: asked for a hand-over.")
-                }
-                Ok(false) => {}
-                Err(e) => tracing::debug!(error = %e, "Cluster: handover request failed."),
-            }
+            self.ask_for_handover(unit, lease).await;
         }
         self.keep_handed_in(snap, &mut taking).await;
         self.p.ownership.set_taking(taking);
@@ -356,15 +346,7 @@ impl Controller {
                 Some(t) if t == &self.id => {}
                 Some(t) => {
                     if lease.handover_ready && lease.handover_to.as_ref() == Some(t) {
-                        match self.transfer_out(&lease.unit, t).await {
-                            Ok(true) => {
-                                tracing::info!(unit = %lease.unit.name(), to = %t, "Cluster: lease handed over.");
-                                metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out").increment(1);
-                                changed = true;
-                            }
-                            Ok(false) => changed = true,
-                            Err(e) => tracing::debug!(error = %e, "Cluster: handover failed."),
-                        }
+                        changed |= self.hand_out(&lease.unit, t).await;
                     }
                 }
                 None => {
@@ -379,67 +361,6 @@ impl Controller {
             }
         }
         changed
-    }
-
-    /// Keeps in `taking` every unit handed over to this instance that the renewal has not shown
-    /// yet, whatever the target says now: until the renewal makes it held, `taking` is what
-    /// keeps it subscribed upstream (the old owner has let go already), and its events stay
-    /// held rather than dropped. A target that changed meanwhile (an instance joined) moves it
-    /// on later as a planned move of ours. A unit no longer targeted here whose lease the
-    /// snapshot shows elsewhere may have been transferred to us since the snapshot: withdrawing
-    /// the request tells (after it, no transfer to us can happen). Renews at once when any such
-    /// unit is ours, so it is published without waiting a renew interval (at most four
-    /// renewals an interval, whatever happens).
-    async fn keep_handed_in(&mut self, snap: &Snapshot, taking: &mut HashSet<Unit>) {
-        let mut handed_in = false;
-        for lease in &snap.leases {
-            if lease.live
-                && lease.owner.as_deref() == Some(self.id.as_str())
-                && self.p.ownership.held(&lease.unit).is_none()
-                && self.p.ownership.taking_since(&lease.unit).is_some()
-            {
-                taking.insert(lease.unit.clone());
-                handed_in = true;
-            }
-        }
-        for unit in self.p.ownership.taking_units() {
-            if taking.contains(&unit) {
-                continue;
-            }
-            match store::withdraw_handover(&self.p.db, &unit, &self.id).await {
-                Ok(Some(owner)) if owner == self.id => {
-                    tracing::debug!(unit = %unit.name(),
-                        "Cluster: a unit no longer targeted here was handed over meanwhile; keeping it.");
-                    taking.insert(unit);
-                    handed_in = true;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // Unknown: stay subscribed; the next round asks again.
-                    tracing::debug!(error = %e, "Cluster: cannot withdraw a handover request.");
-                    taking.insert(unit);
-                }
-            }
-        }
-        if handed_in {
-            let soonest = self.last_renew + self.p.config.renew_interval / 4;
-            self.next_renew = self.next_renew.min(soonest.max(Instant::now()));
-        }
-    }
-
-    /// Hands `unit` to `to` (asked and ready): stops publishing it first (holding its events),
-    /// transfers the lease, and lets go upstream only once the transfer happened (the held
-    /// events are dropped: the taker has them); else the unit is ours again (same epoch, the
-    /// held events published). The upstream subscription stays throughout
-    /// (`Ownership::take_out`), so a source woken meanwhile by another change keeps it.
-    async fn transfer_out(&self, unit: &Unit, to: &str) -> Result<bool, sea_orm::DbErr> {
-        let out = self.p.ownership.take_out(unit);
-        let done = store::transfer(&self.p.db, unit, &self.id, to, self.ttl()).await;
-        match (&done, out) {
-            (Ok(true), _) | (_, None) => self.p.ownership.handed_out(unit),
-            (_, Some(held)) => self.p.ownership.put_back(unit.clone(), held),
-        }
-        done
     }
 
     fn publish_view(&self, snap: &Snapshot) {
@@ -475,62 +396,6 @@ impl Controller {
         self.p
             .ownership
             .set_desired(snap.desired.clone(), ClusterView { instances, leases });
-    }
-
-    /// SIGTERM, make-before-break: stop counting as live (so the others' targets exclude this
-    /// instance and they start taking its units over: subscribe, then say ready), keep renewing
-    /// and publishing, and hand each lease over once its taker is ready. Bounded by
-    /// `lease_ttl + 2 × renew_interval`; with no other live instance, nothing to wait for.
-    async fn hand_over_and_leave(&mut self, wake: &Notify, stop: &CancellationToken) {
-        if let Err(e) = store::leave(&self.p.db, &self.id).await {
-            tracing::warn!(error = %e, "Cluster: cannot announce leaving.");
-            return;
-        }
-        let cfg = self.p.config.clone();
-        let until = Instant::now() + cfg.lease_ttl + cfg.renew_interval * 2;
-        tracing::info!(instance = %self.id, units = self.p.ownership.owned_all_count(), "Cluster: leaving; handing leases over.");
-        while self.holds_any() && Instant::now() < until {
-            if Instant::now() >= self.next_renew {
-                let sent = Instant::now();
-                match store::renew(&self.p.db, &self.id, cfg.lease_ttl, true).await {
-                    Ok(held) => {
-                        let deadline = sent + cfg.lease_ttl.saturating_sub(cfg.renew_interval);
-                        self.p
-                            .ownership
-                            .renewed(sent, deadline, held.into_iter().collect());
-                        self.next_renew = sent + cfg.renew_interval;
-                    }
-                    Err(_) => {
-                        metrics::counter!(m::CLUSTER_RENEW_FAILURES).increment(1);
-                        self.next_renew = Instant::now() + cfg.renew_interval / 4;
-                    }
-                }
-            }
-            let Ok(snap) = store::snapshot(&self.p.db, cfg.lease_ttl).await else {
-                break;
-            };
-            if !snap.instances.iter().any(|i| i.live && i.id != self.id) {
-                break;
-            }
-            for lease in &snap.leases {
-                if lease.owner.as_deref() != Some(self.id.as_str()) || !lease.live {
-                    continue;
-                }
-                let (Some(to), true) = (&lease.handover_to, lease.handover_ready) else {
-                    continue;
-                };
-                if let Ok(true) = self.transfer_out(&lease.unit, to).await {
-                    tracing::info!(unit = %lease.unit.name(), to = %to, "Cluster: lease handed over (leaving).");
-                    metrics::counter!(m::CLUSTER_OWNERSHIP_CHANGES, "change" => "handed_out")
-                        .increment(1);
-                }
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(cfg.poll_interval.min(cfg.renew_interval)) => {}
-            }
-        }
     }
 
     /// Stops counting as live, wants nothing, gives every remaining lease back at once.
