@@ -4,12 +4,10 @@
 //! Stages never import each other; they meet here.
 
 use std::{
-    borrow::Borrow,
     cell::Cell,
     fmt,
     ops::{Deref, Range},
     str::FromStr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::wire::{self, DataHead, NotData};
+
+mod shared_str;
+pub use shared_str::SharedStr;
 
 /// A Bybit product category; one public endpoint each.
 #[derive(
@@ -490,79 +491,6 @@ pub enum EventKey {
     InJson(Range<usize>),
     /// The key itself (a key the envelope escapes, or an event rebuilt without one).
     Text(SharedStr),
-}
-
-/// Text that many events share (topic, symbol, `type`): a clone is a reference count, so
-/// enrich hands out the same text for every event of a topic without allocating.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SharedStr(Arc<str>);
-
-impl SharedStr {
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Deref for SharedStr {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for SharedStr {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for SharedStr {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SharedStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for SharedStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for SharedStr {
-    fn from(s: &str) -> Self {
-        Self(s.into())
-    }
-}
-
-impl From<String> for SharedStr {
-    fn from(s: String) -> Self {
-        Self(s.into())
-    }
-}
-
-impl From<SharedStr> for String {
-    fn from(s: SharedStr) -> Self {
-        s.0.as_ref().to_owned()
-    }
-}
-
-impl PartialEq<str> for SharedStr {
-    fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
-    }
-}
-
-impl PartialEq<&str> for SharedStr {
-    fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
-    }
 }
 
 /// An event's trace id: 32 ASCII characters (enrich writes 32 lowercase hex, never all zero),

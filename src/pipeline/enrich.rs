@@ -220,13 +220,12 @@ pub fn trace_id() -> String {
 fn shared_kind(kinds: &mut Vec<SharedStr>, k: &str) -> SharedStr {
     match kinds.iter().find(|s| s.as_str() == k) {
         Some(s) => s.clone(),
-        None => {
-            let s = SharedStr::from(k);
-            if kinds.len() < MAX_KINDS {
-                kinds.push(s.clone());
-            }
+        None if kinds.len() < MAX_KINDS => {
+            let s = SharedStr::interned(k);
+            kinds.push(s.clone());
             s
         }
+        None => SharedStr::from(k),
     }
 }
 
@@ -344,8 +343,8 @@ impl Enricher {
                     topic.into(),
                     TopicEntry {
                         seq: 0,
-                        topic: Some(topic.into()),
-                        symbol: symbol.map(Into::into),
+                        topic: Some(SharedStr::interned(topic)),
+                        symbol: symbol.map(SharedStr::interned),
                         middle: middle(class, topic, category, symbol),
                         typed: Vec::new(),
                     },
@@ -356,10 +355,13 @@ impl Enricher {
         entry.seq += 1;
         let seq = entry.seq;
         if entry.middle.is_empty() {
-            entry.symbol = symbol.map(Into::into);
+            entry.symbol = symbol.map(SharedStr::interned);
             entry.middle = middle(class, topic, category, symbol);
         }
-        let shared_topic = entry.topic.get_or_insert_with(|| topic.into()).clone();
+        let shared_topic = entry
+            .topic
+            .get_or_insert_with(|| SharedStr::interned(topic))
+            .clone();
         // An entry is built for the symbol of its first frame; (category, topic) fixes it for
         // every real topic, but a different one must not reuse it.
         let kinds = &mut self.kinds;
