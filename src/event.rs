@@ -4,22 +4,23 @@
 //! Stages never import each other; they meet here.
 
 use std::{
-    borrow::Borrow,
     cell::Cell,
     fmt,
     ops::{Deref, Range},
     str::FromStr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::wire::{self, DataHead, NotData};
+
+mod shared_str;
+pub use shared_str::SharedStr;
 
 /// A Bybit product category; one public endpoint each.
 #[derive(
@@ -237,41 +238,50 @@ impl RawFrame {
     }
 }
 
-/// How long a thread's wall-clock base ([`wall_clock_at`]) is used before the wall clock is
-/// read again.
-const WALL_BASE_MAX_AGE: Duration = Duration::from_secs(1);
-
 thread_local! {
-    /// A monotonic instant and the wall-clock time read beside it.
-    static WALL_BASE: Cell<Option<(Instant, DateTime<Utc>)>> = const { Cell::new(None) };
+    /// A monotonic instant and the wall-clock time (UTC) at it, a whole second.
+    static WALL_BASE: Cell<Option<(Instant, NaiveDateTime)>> = const { Cell::new(None) };
 }
 
 /// The wall-clock time at the monotonic instant `mono`, from this thread's base (one wall-clock
 /// read per thread and second): a frame's receive time costs the one `Instant::now()` the
-/// source takes, not a second clock read and chrono's calendar conversion per frame. Within a
-/// second of the base the two clocks drift apart by at most the clock's slew (microseconds at
-/// most); a stepped wall clock is picked up at the next base.
+/// source takes, not a second clock read and chrono's calendar conversion per frame. The base
+/// is a whole second of the wall clock, so within that second the time is the base with the
+/// nanoseconds since it (no date arithmetic). Within a second of the base the two clocks drift
+/// apart by at most the clock's slew (microseconds at most); a stepped wall clock is picked up
+/// at the next base.
+#[inline]
 fn wall_clock_at(mono: Instant) -> DateTime<Utc> {
     WALL_BASE.with(|cell| {
-        if let Some((base_mono, base_wall)) = cell.get() {
-            let since = mono.saturating_duration_since(base_mono);
-            if since < WALL_BASE_MAX_AGE
-                && mono >= base_mono
-                && let Some(at) = TimeDelta::from_std(since)
-                    .ok()
-                    .and_then(|d| base_wall.checked_add_signed(d))
-            {
-                return at;
-            }
+        if let Some((base_mono, base_wall)) = cell.get()
+            && let Some(since) = mono.checked_duration_since(base_mono)
+            && since.as_secs() == 0
+            && let Some(at) = base_wall.with_nanosecond(since.subsec_nanos())
+        {
+            return at.and_utc();
         }
-        let (now_mono, now_wall) = (Instant::now(), Utc::now());
-        cell.set(Some((now_mono, now_wall)));
-        // `mono` was read before now: step back by the difference.
-        TimeDelta::from_std(now_mono.saturating_duration_since(mono))
-            .ok()
-            .and_then(|d| now_wall.checked_sub_signed(d))
-            .unwrap_or(now_wall)
+        new_wall_base(cell, mono)
     })
+}
+
+/// Reads the wall clock, sets this thread's base to the whole second of the time at `mono`
+/// (not during a leap second) and returns that time.
+#[cold]
+fn new_wall_base(cell: &Cell<Option<(Instant, NaiveDateTime)>>, mono: Instant) -> DateTime<Utc> {
+    let (now_mono, now_wall) = (Instant::now(), Utc::now());
+    // `mono` was read before now: step back by the difference.
+    let at = TimeDelta::from_std(now_mono.saturating_duration_since(mono))
+        .ok()
+        .and_then(|d| now_wall.checked_sub_signed(d))
+        .unwrap_or(now_wall);
+    let nanos = at.nanosecond();
+    if nanos < 1_000_000_000
+        && let Some(base_wall) = at.naive_utc().with_nanosecond(0)
+        && let Some(base_mono) = mono.checked_sub(Duration::from_nanos(u64::from(nanos)))
+    {
+        cell.set(Some((base_mono, base_wall)));
+    }
+    at
 }
 
 /// Event classes of spec section 4; the first word of every routing key.
@@ -490,79 +500,6 @@ pub enum EventKey {
     InJson(Range<usize>),
     /// The key itself (a key the envelope escapes, or an event rebuilt without one).
     Text(SharedStr),
-}
-
-/// Text that many events share (topic, symbol, `type`): a clone is a reference count, so
-/// enrich hands out the same text for every event of a topic without allocating.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SharedStr(Arc<str>);
-
-impl SharedStr {
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Deref for SharedStr {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for SharedStr {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for SharedStr {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SharedStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for SharedStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for SharedStr {
-    fn from(s: &str) -> Self {
-        Self(s.into())
-    }
-}
-
-impl From<String> for SharedStr {
-    fn from(s: String) -> Self {
-        Self(s.into())
-    }
-}
-
-impl From<SharedStr> for String {
-    fn from(s: SharedStr) -> Self {
-        s.0.as_ref().to_owned()
-    }
-}
-
-impl PartialEq<str> for SharedStr {
-    fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
-    }
-}
-
-impl PartialEq<&str> for SharedStr {
-    fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
-    }
 }
 
 /// An event's trace id: 32 ASCII characters (enrich writes 32 lowercase hex, never all zero),

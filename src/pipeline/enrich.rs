@@ -16,7 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Timelike, Utc};
 use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use uuid::Uuid;
 
@@ -28,21 +28,40 @@ use crate::{
     },
 };
 
-/// FxHash (rustc's): topics are short and come from Bybit and our own subscriptions.
+/// FxHash (rustc's) over words: topics are short and come from Bybit and our own
+/// subscriptions.
 #[derive(Debug, Default, Clone, Copy)]
 struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+    }
+}
 
 impl Hasher for FxHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let word = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            let word = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+            self.add(word(c));
         }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        let rest = chunks.remainder();
+        if rest.is_empty() {
+            return;
+        }
+        // The rest in one word: the last eight bytes (overlapping the chunks) when there are
+        // that many, else the rest zero-padded.
+        match bytes.len().checked_sub(8) {
+            Some(at) => self.add(word(&bytes[at..])),
+            None => {
+                let mut padded = [0u8; 8];
+                padded[..rest.len()].copy_from_slice(rest);
+                self.add(u64::from_le_bytes(padded));
+            }
         }
     }
 
@@ -92,8 +111,9 @@ struct Generators {
     last_ms: u64,
     /// uuid v7 `rand_a`: a counter within one ms, so ids of one enricher sort in order.
     counter: u16,
-    /// The second `prefix` formats (`YYYY-MM-DDTHH:MM:SS`).
-    second: Option<i64>,
+    /// The second `prefix` formats (`YYYY-MM-DDTHH:MM:SS`): its date and second of the day as
+    /// chrono keeps them (compared without calendar arithmetic), and its Unix time.
+    second: Option<(NaiveDate, u32, i64)>,
     prefix: [u8; 19],
 }
 
@@ -144,17 +164,36 @@ impl Generators {
         hex32(&bytes)
     }
 
+    /// The Unix time (s) of `t` when it falls in the second `prefix` formats.
+    #[inline]
+    fn unix_second(&self, t: DateTime<Utc>) -> Option<i64> {
+        let (date, of_day, unix) = self.second?;
+        let naive = t.naive_utc();
+        (naive.date() == date && naive.time().num_seconds_from_midnight() == of_day).then_some(unix)
+    }
+
+    /// `t` in Unix ms, as `timestamp_millis` gives it (from the formatted second when `t` falls
+    /// in it).
+    #[inline]
+    fn unix_ms(&self, t: DateTime<Utc>) -> i64 {
+        match self.unix_second(t) {
+            Some(secs) => secs * 1000 + i64::from(t.timestamp_subsec_millis()),
+            None => t.timestamp_millis(),
+        }
+    }
+
     /// `received_at` as RFC 3339 UTC with micros (`2025-09-26T00:00:00.123456Z`), exactly as
     /// `to_rfc3339_opts(SecondsFormat::Micros, true)` writes it.
     fn write_rfc3339(&mut self, buf: &mut Vec<u8>, t: DateTime<Utc>) {
-        let secs = t.timestamp();
         let nanos = t.timestamp_subsec_nanos();
-        if self.second != Some(secs) {
+        if self.unix_second(t).is_none() {
             let s = t.to_rfc3339_opts(SecondsFormat::Secs, true);
             match s.as_bytes().get(..19) {
                 Some(prefix) if s.len() == 20 && nanos < 1_000_000_000 => {
                     self.prefix.copy_from_slice(prefix);
-                    self.second = Some(secs);
+                    let naive = t.naive_utc();
+                    let of_day = naive.time().num_seconds_from_midnight();
+                    self.second = Some((naive.date(), of_day, t.timestamp()));
                 }
                 // Leap seconds, years past 9999: let chrono write it.
                 _ => {
@@ -220,13 +259,12 @@ pub fn trace_id() -> String {
 fn shared_kind(kinds: &mut Vec<SharedStr>, k: &str) -> SharedStr {
     match kinds.iter().find(|s| s.as_str() == k) {
         Some(s) => s.clone(),
-        None => {
-            let s = SharedStr::from(k);
-            if kinds.len() < MAX_KINDS {
-                kinds.push(s.clone());
-            }
+        None if kinds.len() < MAX_KINDS => {
+            let s = SharedStr::interned(k);
+            kinds.push(s.clone());
             s
         }
+        None => SharedStr::from(k),
     }
 }
 
@@ -344,8 +382,8 @@ impl Enricher {
                     topic.into(),
                     TopicEntry {
                         seq: 0,
-                        topic: Some(topic.into()),
-                        symbol: symbol.map(Into::into),
+                        topic: Some(SharedStr::interned(topic)),
+                        symbol: symbol.map(SharedStr::interned),
                         middle: middle(class, topic, category, symbol),
                         typed: Vec::new(),
                     },
@@ -356,10 +394,13 @@ impl Enricher {
         entry.seq += 1;
         let seq = entry.seq;
         if entry.middle.is_empty() {
-            entry.symbol = symbol.map(Into::into);
+            entry.symbol = symbol.map(SharedStr::interned);
             entry.middle = middle(class, topic, category, symbol);
         }
-        let shared_topic = entry.topic.get_or_insert_with(|| topic.into()).clone();
+        let shared_topic = entry
+            .topic
+            .get_or_insert_with(|| SharedStr::interned(topic))
+            .clone();
         // An entry is built for the symbol of its first frame; (category, topic) fixes it for
         // every real topic, but a different one must not reuse it.
         let kinds = &mut self.kinds;
@@ -388,7 +429,7 @@ impl Enricher {
                 (part, entry.symbol.clone(), shared_kind.clone())
             };
 
-        let now_ms = u64::try_from(received_at.timestamp_millis()).unwrap_or(0);
+        let now_ms = u64::try_from(self.ids.unix_ms(received_at)).unwrap_or(0);
         let id = self.ids.uuid_v7(now_ms);
         let trace = self.ids.trace_id();
         let mut ts_buf = itoa::Buffer::new();
@@ -582,6 +623,26 @@ mod tests {
         assert_eq!(v["exchange_ts"], 1_699_764_599_844_i64);
         assert!(v["category"].is_null() && v["symbol"].is_null() && v["type"].is_null());
         assert_eq!(ev.routing_key(), "balances.private");
+    }
+
+    #[test]
+    fn the_formatted_second_gives_the_same_unix_ms_and_text_as_chrono() {
+        let mut ids = Generators::default();
+        let base = DateTime::parse_from_rfc3339("2026-11-27T12:59:59.999999Z")
+            .unwrap()
+            .to_utc();
+        for micros in [0, 1, 1_000, 999_999, 1_000_000, 1_000_001, 86_400_000_000] {
+            let t = base + chrono::TimeDelta::microseconds(micros);
+            let before = ids.unix_ms(t);
+            let mut buf = Vec::new();
+            ids.write_rfc3339(&mut buf, t);
+            assert_eq!(before, t.timestamp_millis(), "{t}");
+            assert_eq!(ids.unix_ms(t), t.timestamp_millis(), "{t}");
+            assert_eq!(
+                buf,
+                t.to_rfc3339_opts(SecondsFormat::Micros, true).as_bytes()
+            );
+        }
     }
 
     #[test]

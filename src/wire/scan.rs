@@ -9,6 +9,10 @@
 
 use std::ops::Range;
 
+mod swar;
+
+use swar::{non_digits, small_digits_value, specials_exact, word_at};
+
 /// Containers deeper than this send the frame to the serde path.
 const MAX_DEPTH: u32 = 128;
 
@@ -73,85 +77,15 @@ const fn plain_table() -> [bool; 256] {
 }
 static PLAIN: [bool; 256] = plain_table();
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Bit 7 of each byte of the result is set where `word` has a byte that is `"`, `\` or a
-/// control character; exact for the lowest such byte.
-///
-/// Word at a time (SWAR): eight bytes of the text in one `u64`, the first byte lowest
-/// (`u64::from_le_bytes`), tested together. `has_zero(v)` is the classic
-/// `(v - 0x0101…) & !v & 0x8080…`: bit 7 is set in the lowest byte of `v` that is zero (a
-/// borrow may mark higher bytes too, never lower ones), so `trailing_zeros() / 8` of the result
-/// is the index of the first special byte. XOR with a repeated byte turns "equals `"`" into
-/// "is zero"; a control character (below 0x20) borrows in `byte - 0x20`.
-#[inline]
-fn specials(word: u64) -> u64 {
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
-    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
-    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    quote | backslash | control
-}
-
-/// Bit 7 of each byte of the result is set where `word`'s byte is not an ASCII digit; exact
-/// up to and including the lowest such byte (higher bytes may be marked wrongly, which the
-/// callers never look at: they want the length of the leading run of digits).
-///
-/// A byte is a digit when its high nibble is 3 and stays 3 after adding 6 (`'9' + 6` is `?`,
-/// `':' + 6` is `@`). The sum carries into the next byte only from a byte of 0xFA or more,
-/// itself no digit, so the bytes below the first non-digit are judged exactly. `v` is then zero
-/// exactly at the digits, and `((v & 0x7f) + 0x7f) | v` sets bit 7 of every non-zero byte
-/// without carrying between bytes.
-#[inline]
-fn non_digits(word: u64) -> u64 {
-    const NIBBLES: u64 = 0xf0f0_f0f0_f0f0_f0f0;
-    const THREES: u64 = ONES * 0x30;
-    const LOW7: u64 = ONES * 0x7f;
-    let high = word & NIBBLES;
-    let carried = word.wrapping_add(ONES * 6) & NIBBLES;
-    let v = (high ^ THREES) | (carried ^ THREES);
-    ((v & LOW7).wrapping_add(LOW7) | v) & HIGHS
-}
-
-/// The value of eight ASCII digits in one word (the first, most significant digit in the lowest
-/// byte): pairs of digits are joined into bytes, pairs of pairs into 16-bit lanes, then the two
-/// halves into one number (no lane overflows: 99, 9999, 99999999).
-#[inline]
-fn eight_digits(word: u64) -> u64 {
-    let w = word.wrapping_sub(ONES * u64::from(b'0'));
-    let w = (w.wrapping_mul(10) + (w >> 8)) & 0x00ff_00ff_00ff_00ff;
-    let w = (w.wrapping_mul(100) + (w >> 16)) & 0x0000_ffff_0000_ffff;
-    (w.wrapping_mul(10_000) + (w >> 32)) & 0xffff_ffff
-}
-
-/// The value of a run of ASCII digits that cannot overflow a `u64` (at most 19), eight at a time.
-#[inline]
-fn small_digits_value(mut digits: &[u8]) -> u64 {
-    let mut v: u64 = 0;
-    while let Some(word) = word_at(digits, 0) {
-        v = v * 100_000_000 + eight_digits(word);
-        digits = &digits[8..];
-    }
-    for &d in digits {
-        v = v * 10 + u64::from(d - b'0');
-    }
-    v
-}
-
-/// The eight bytes of `b` at `i` as a little-endian word (the first byte lowest), or `None`
-/// past the end.
-#[inline(always)]
-fn word_at(b: &[u8], i: usize) -> Option<u64> {
-    let chunk = b.get(i..i + 8)?;
-    let mut word = [0u8; 8];
-    word.copy_from_slice(chunk);
-    Some(u64::from_le_bytes(word))
-}
-
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
+    /// Where the word of the last string skip was read (`usize::MAX`: none yet).
+    word_at: usize,
+    /// That word's [`specials_exact`] mask: a string that starts inside the word (a value
+    /// after its short key, the next short key after a short value) finds its end from the mask,
+    /// without reading the text again.
+    word_specials: u64,
 }
 
 impl Cursor<'_> {
@@ -202,10 +136,27 @@ impl Cursor<'_> {
             return Err(Bail);
         }
         let mut i = self.i + 1;
+        // The rest of the word read last, when the string starts inside it.
+        if let Some(offset) = i.checked_sub(self.word_at)
+            && offset < 8
+        {
+            let hit = self.word_specials >> (offset * 8);
+            if hit != 0 {
+                i += (hit.trailing_zeros() / 8) as usize;
+                if b.get(i) == Some(&b'"') {
+                    self.i = i + 1;
+                    return Ok(false);
+                }
+                return self.string_from(i);
+            }
+            i = self.word_at + 8;
+        }
         // Eight bytes at a time, then byte by byte to the first special byte.
         while let Some(word) = word_at(b, i) {
-            let hit = specials(word);
+            let hit = specials_exact(word);
             if hit != 0 {
+                self.word_at = i;
+                self.word_specials = hit;
                 i += (hit.trailing_zeros() / 8) as usize;
                 if b[i] == b'"' {
                     self.i = i + 1;
@@ -215,6 +166,13 @@ impl Cursor<'_> {
             }
             i += 8;
         }
+        self.string_from(i)
+    }
+
+    /// The rest of a string from `i` on, byte by byte; cursor after the closing quote.
+    #[inline(always)]
+    fn string_from(&mut self, mut i: usize) -> Step<bool> {
+        let b = self.b;
         while i < b.len() && PLAIN[b[i] as usize] {
             i += 1;
         }
@@ -662,7 +620,12 @@ pub(super) fn scan(text: &str) -> Scan {
 
 /// `Ok(None)`: valid JSON but not a plain data push.
 fn scan_object(b: &[u8]) -> Step<Option<Located>> {
-    let mut c = Cursor { b, i: 0 };
+    let mut c = Cursor {
+        b,
+        i: 0,
+        word_at: usize::MAX,
+        word_specials: 0,
+    };
     c.ws();
     c.expect(b'{')?;
     c.ws();
@@ -760,68 +723,4 @@ fn scan_object(b: &[u8]) -> Step<Option<Located>> {
         return Err(Bail);
     }
     Ok((topic && data).then_some(out))
-}
-
-#[cfg(test)]
-mod swar_tests {
-    use super::*;
-
-    /// Words built from bytes that matter (digits, their neighbours, quotes, controls, high
-    /// bytes that carry) in every position.
-    fn words() -> impl Iterator<Item = [u8; 8]> {
-        const BYTES: &[u8] = b"0123456789/:\"\\ \x00\x1f\x7f\x80\xfa\xffa.-";
-        (0..20_000u64).map(|n| {
-            let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            std::array::from_fn(|_| {
-                x = x.rotate_left(7) ^ (x >> 3);
-                BYTES[(x % BYTES.len() as u64) as usize]
-            })
-        })
-    }
-
-    #[test]
-    fn non_digits_finds_the_first_byte_that_is_no_digit() {
-        for w in words() {
-            let expected = w.iter().position(|b| !b.is_ascii_digit());
-            let hit = non_digits(u64::from_le_bytes(w));
-            let got = (hit != 0).then(|| (hit.trailing_zeros() / 8) as usize);
-            assert_eq!(got, expected, "{w:?}");
-        }
-    }
-
-    #[test]
-    fn specials_finds_the_first_quote_backslash_or_control_character() {
-        for w in words() {
-            let expected = w.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
-            let hit = specials(u64::from_le_bytes(w));
-            let got = (hit != 0).then(|| (hit.trailing_zeros() / 8) as usize);
-            assert_eq!(got, expected, "{w:?}");
-        }
-    }
-
-    #[test]
-    fn digit_values_match_str_parse() {
-        for text in [
-            "0",
-            "7",
-            "12345678",
-            "00000001",
-            "99999999",
-            "1758841135824",
-        ] {
-            assert_eq!(
-                small_digits_value(text.as_bytes()),
-                text.parse::<u64>().unwrap()
-            );
-        }
-        assert_eq!(
-            small_digits_value(b"9999999999999999999"),
-            9_999_999_999_999_999_999
-        );
-        for n in (0..100_000_000u64).step_by(9_973) {
-            let text = format!("{n:08}");
-            let word = u64::from_le_bytes(text.as_bytes().try_into().unwrap());
-            assert_eq!(eight_digits(word), n, "{text}");
-        }
-    }
 }
